@@ -1,0 +1,1 @@
+//! Process lifecycle: start servers, handle signals, reload, drain.

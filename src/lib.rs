@@ -1,0 +1,20 @@
+//! betwixt: an L4 load balancer and health-check daemon for Linux edge appliances.
+//!
+//! Layers, from the outside in (see `docs/ARCHITECTURE.md`):
+//! - [`cli`] parses the command line and drives a [`daemon`].
+//! - [`config`] turns TOML/JSON text into a validated [`config::Config`]
+//!   (raw serde structs -> validation reporting every error -> runtime types).
+//! - [`state`] holds the live servers and backends, and computes reload diffs.
+//! - [`discovery`] produces backend lists; [`balance`] elects one per connection.
+//! - [`proxy`] owns listeners and the per-connection data path (splice/copy).
+//! - [`metrics`] keeps the counters and rates every other layer reports into.
+
+pub mod balance;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod discovery;
+pub mod log;
+pub mod metrics;
+pub mod proxy;
+pub mod state;

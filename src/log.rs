@@ -1,0 +1,1 @@
+//! Logging: gobetween's text line format or JSON, to stdout, stderr or a file.

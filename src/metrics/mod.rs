@@ -1,0 +1,1 @@
+//! Counters and rates per server and per backend.

@@ -1,0 +1,4 @@
+//! Listeners and the per-connection data path.
+
+pub mod access;
+pub mod proxy_protocol;

@@ -1,0 +1,1 @@
+//! Live servers and backends, and reload diffs.
