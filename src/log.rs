@@ -1,1 +1,153 @@
-//! Logging: gobetween's text line format or JSON, to stdout, stderr or a file.
+//! Logging: gobetween's text line format or JSON lines, to stdout, stderr or a file.
+//!
+//! `YYYY-MM-DD HH:MM:SS [LEVEL] (component): message` in UTC. The logger is a
+//! process-wide value that [`configure`] replaces (on start and on reload).
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{Level, LogFormat, LogOutput, Logging};
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+struct Sink {
+    format: LogFormat,
+    out: Box<dyn Write + Send>,
+}
+
+/// Apply a `[logging]` section. A file that cannot be opened is an error and
+/// leaves the previous logger in place.
+pub fn configure(cfg: &Logging) -> std::io::Result<()> {
+    let out: Box<dyn Write + Send> = match &cfg.output {
+        LogOutput::Stdout => Box::new(std::io::stdout()),
+        LogOutput::Stderr => Box::new(std::io::stderr()),
+        LogOutput::File(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
+    };
+    if let Ok(mut sink) = SINK.lock() {
+        *sink = Some(Sink {
+            format: cfg.format,
+            out,
+        });
+    }
+    LEVEL.store(cfg.level as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// True when a message at `level` would be written.
+pub fn enabled(level: Level) -> bool {
+    level as u8 <= LEVEL.load(Ordering::Relaxed)
+}
+
+fn level_name(level: Level) -> &'static str {
+    match level {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN",
+        Level::Info => "INFO",
+        Level::Debug => "DEBUG",
+        Level::Trace => "TRACE",
+    }
+}
+
+/// Write one record. Use the `error!`..`debug!` macros instead.
+pub fn write(level: Level, component: &str, message: std::fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let stamp = timestamp(SystemTime::now());
+    let Ok(mut guard) = SINK.lock() else { return };
+    let line = match guard.as_ref().map(|s| s.format) {
+        Some(LogFormat::Json) => format!(
+            "{{\"time\":\"{}\",\"level\":\"{}\",\"component\":{},\"msg\":{}}}\n",
+            stamp,
+            level_name(level).to_ascii_lowercase(),
+            json_str(component),
+            json_str(&message.to_string())
+        ),
+        _ => format!("{stamp} [{}] ({component}): {message}\n", level_name(level)),
+    };
+    match guard.as_mut() {
+        Some(sink) => {
+            let _ = sink.out.write_all(line.as_bytes());
+            let _ = sink.out.flush();
+        }
+        None => {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+pub fn timestamp(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[macro_export]
+macro_rules! error {
+    ($comp:expr, $($arg:tt)+) => { $crate::log::write($crate::config::Level::Error, $comp, format_args!($($arg)+)) };
+}
+#[macro_export]
+macro_rules! warn {
+    ($comp:expr, $($arg:tt)+) => { $crate::log::write($crate::config::Level::Warn, $comp, format_args!($($arg)+)) };
+}
+#[macro_export]
+macro_rules! info {
+    ($comp:expr, $($arg:tt)+) => { $crate::log::write($crate::config::Level::Info, $comp, format_args!($($arg)+)) };
+}
+#[macro_export]
+macro_rules! debug {
+    ($comp:expr, $($arg:tt)+) => {
+        if $crate::log::enabled($crate::config::Level::Debug) {
+            $crate::log::write($crate::config::Level::Debug, $comp, format_args!($($arg)+))
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_utc_timestamps() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01 00:00:00");
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_208_000 + 3661); // 2024-02-29 13:01:01
+        assert_eq!(timestamp(t), "2024-02-29 13:01:01");
+    }
+}

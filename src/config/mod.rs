@@ -52,7 +52,10 @@ pub struct Loaded {
 /// Parse and validate config text.
 pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
     let _ = (text, format);
-    Err(vec![ConfigError { path: String::new(), message: "not implemented".into() }])
+    Err(vec![ConfigError {
+        path: String::new(),
+        message: "not implemented".into(),
+    }])
 }
 
 /// Replace every `${NAME}` with the environment value (unset = empty), as gobetween's `-e`.

@@ -151,9 +151,14 @@ pub struct Discovery {
 /// Discovery kinds with their kind-specific settings.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DiscoveryKind {
-    Static { backends: Vec<BackendSpec> },
+    Static {
+        backends: Vec<BackendSpec>,
+    },
     /// Kinds implemented by later work; their keys are validated already.
-    Other { kind: String, params: BTreeMap<String, String> },
+    Other {
+        kind: String,
+        params: BTreeMap<String, String>,
+    },
 }
 
 /// `[servers.NAME.healthcheck]`. Only the keys shared by every kind are typed

@@ -1,0 +1,290 @@
+//! Relaying one TCP connection: two directions, half-close, idle timeouts.
+//!
+//! Each direction starts in **copy** mode: `recv` into a per-thread scratch
+//! buffer and `send` straight on, so a small request costs two syscalls and
+//! no pipe. When one read fills the scratch buffer the direction switches to
+//! **splice** mode: it takes a pipe from the pool and moves bytes
+//! socket -> pipe -> socket inside the kernel, splicing out right after
+//! splicing in. When reads get small again the pipe goes back to the pool.
+//!
+//! Readiness comes from tokio (`async_io` retries on `EAGAIN` and clears the
+//! cached readiness), so both sockets stay registered once in the reactor.
+//!
+//! Half-close: when one side sends FIN, everything already read is flushed,
+//! then the other side gets `shutdown(SHUT_WR)`, and the opposite direction
+//! keeps running until its own FIN. The connection ends when both directions
+//! have ended, on any error, on an idle timeout or when killed.
+//!
+//! Idle timeouts: a side (client or backend) is idle when no byte crossed its
+//! socket, in either direction, for its timeout. A busy one-way stream keeps
+//! both sides busy, so it is never cut.
+
+use std::cell::RefCell;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::splice::{Pipe, recv, send, shutdown_write};
+use crate::metrics::Counters;
+
+/// Copy-mode buffer, shared by every connection of a worker thread.
+const SCRATCH: usize = 16 * 1024;
+/// In splice mode, a read smaller than this sends the direction back to copy mode.
+const SMALL_READ: usize = 4 * 1024;
+
+thread_local! {
+    static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
+}
+
+/// Milliseconds since the process started: cheap activity stamps.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// Why a relay ended.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum End {
+    /// Both sides closed their write side.
+    Done,
+    ClientIdle,
+    BackendIdle,
+    Killed,
+}
+
+/// Per-side settings and where the bytes are counted.
+pub struct Relay<'a> {
+    pub client: &'a TcpStream,
+    pub backend: &'a TcpStream,
+    pub client_idle: Option<Duration>,
+    pub backend_idle: Option<Duration>,
+    /// Server and backend counters: client->backend bytes count as `tx`, the reverse as `rx`.
+    pub counters: [&'a Counters; 2],
+}
+
+/// Last time a byte crossed each side's socket.
+struct Activity {
+    client: AtomicU64,
+    backend: AtomicU64,
+}
+
+#[derive(Clone, Copy)]
+enum Way {
+    Up,
+    Down,
+}
+
+struct Flow<'a> {
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    way: Way,
+    seen: &'a Activity,
+    counters: [&'a Counters; 2],
+}
+
+impl Relay<'_> {
+    /// Relay until the connection ends. `kill` resolves to close it at once.
+    pub async fn run(self, kill: impl std::future::Future<Output = ()>) -> io::Result<End> {
+        let now = now_ms();
+        let seen = Activity {
+            client: AtomicU64::new(now),
+            backend: AtomicU64::new(now),
+        };
+        let up = Flow {
+            src: self.client,
+            dst: self.backend,
+            way: Way::Up,
+            seen: &seen,
+            counters: self.counters,
+        };
+        let down = Flow {
+            src: self.backend,
+            dst: self.client,
+            way: Way::Down,
+            seen: &seen,
+            counters: self.counters,
+        };
+        let both = async { tokio::try_join!(up.forward(), down.forward()).map(|_| End::Done) };
+        let idle = watch_idle(&seen, self.client_idle, self.backend_idle);
+        tokio::select! {
+            r = both => r,
+            end = idle => Ok(end),
+            _ = kill => Ok(End::Killed),
+        }
+    }
+}
+
+/// Resolves when a side has been idle for its timeout; never without timeouts.
+async fn watch_idle(seen: &Activity, client: Option<Duration>, backend: Option<Duration>) -> End {
+    let limits = [
+        (client, &seen.client, End::ClientIdle),
+        (backend, &seen.backend, End::BackendIdle),
+    ];
+    if limits.iter().all(|(t, _, _)| t.is_none()) {
+        return std::future::pending().await;
+    }
+    loop {
+        let now = now_ms();
+        let mut wait = u64::MAX;
+        for (limit, stamp, end) in &limits {
+            let Some(limit) = limit else { continue };
+            let limit = limit.as_millis() as u64;
+            let idle = now.saturating_sub(stamp.load(Relaxed));
+            if idle >= limit {
+                return *end;
+            }
+            wait = wait.min(limit - idle);
+        }
+        tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
+    }
+}
+
+/// What one copy-mode read did.
+enum Copied {
+    Eof,
+    /// Bytes read, bytes already sent, and the unsent tail (if any).
+    Read(usize, usize, Option<Vec<u8>>),
+    /// The destination failed while we wrote to it.
+    DstFailed(io::Error),
+}
+
+impl Flow<'_> {
+    fn touch_src(&self) {
+        self.stamp(true);
+    }
+
+    fn touch_dst(&self) {
+        self.stamp(false);
+    }
+
+    fn stamp(&self, src: bool) {
+        let client_side = matches!((self.way, src), (Way::Up, true) | (Way::Down, false));
+        let slot = if client_side {
+            &self.seen.client
+        } else {
+            &self.seen.backend
+        };
+        slot.store(now_ms(), Relaxed);
+    }
+
+    fn count(&self, n: usize) {
+        for c in self.counters {
+            match self.way {
+                Way::Up => c.add_tx(n as u64),
+                Way::Down => c.add_rx(n as u64),
+            }
+        }
+        self.touch_dst();
+    }
+
+    /// Move bytes src -> dst until src's FIN has been passed on.
+    async fn forward(&self) -> io::Result<()> {
+        let mut bulk = false;
+        loop {
+            let more = if bulk {
+                self.splice_round(&mut bulk).await?
+            } else {
+                self.copy_round(&mut bulk).await?
+            };
+            if !more {
+                return shutdown_write(self.dst.as_raw_fd());
+            }
+        }
+    }
+
+    /// One copy-mode read and its sends. Returns false at EOF.
+    async fn copy_round(&self, bulk: &mut bool) -> io::Result<bool> {
+        let (src, dst) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
+        let copied = self
+            .src
+            .async_io(Interest::READABLE, || copy_once(src, dst))
+            .await?;
+        match copied {
+            Copied::Eof => Ok(false),
+            Copied::DstFailed(e) => Err(e),
+            Copied::Read(read, sent, tail) => {
+                self.touch_src();
+                if sent > 0 {
+                    self.count(sent);
+                }
+                if let Some(tail) = tail {
+                    self.send_all(&tail).await?;
+                }
+                *bulk = read == SCRATCH;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Send a buffer completely, waiting for the destination as needed.
+    async fn send_all(&self, mut buf: &[u8]) -> io::Result<()> {
+        let dst = self.dst.as_raw_fd();
+        while !buf.is_empty() {
+            let n = self
+                .dst
+                .async_io(Interest::WRITABLE, || send(dst, buf))
+                .await?;
+            self.count(n);
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// One splice-mode fill of the pipe and its drain. Returns false at EOF.
+    async fn splice_round(&self, bulk: &mut bool) -> io::Result<bool> {
+        let pipe = Pipe::take()?;
+        let src = self.src.as_raw_fd();
+        let filled = self
+            .src
+            .async_io(Interest::READABLE, || pipe.fill_from(src, pipe.capacity))
+            .await?;
+        if filled == 0 {
+            pipe.give_back();
+            return Ok(false);
+        }
+        self.touch_src();
+        // On error the pipe may still hold bytes: it is dropped, never pooled.
+        self.drain(&pipe, filled).await?;
+        pipe.give_back();
+        *bulk = filled >= SMALL_READ;
+        Ok(true)
+    }
+
+    async fn drain(&self, pipe: &Pipe, mut pending: usize) -> io::Result<()> {
+        let dst: RawFd = self.dst.as_raw_fd();
+        while pending > 0 {
+            let n = self
+                .dst
+                .async_io(Interest::WRITABLE, || pipe.drain_to(dst, pending))
+                .await?;
+            pending -= n;
+            self.count(n);
+        }
+        Ok(())
+    }
+}
+
+/// Read once into the scratch buffer and send what the destination takes now.
+/// Destination errors are returned inside `Copied` so that `async_io` does not
+/// mistake a full destination for an empty source.
+fn copy_once(src: RawFd, dst: RawFd) -> io::Result<Copied> {
+    SCRATCH_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let read = recv(src, &mut buf)?;
+        if read == 0 {
+            return Ok(Copied::Eof);
+        }
+        let sent = match send(dst, &buf[..read]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Ok(Copied::DstFailed(e)),
+        };
+        let tail = (sent < read).then(|| buf[sent..read].to_vec());
+        Ok(Copied::Read(read, sent, tail))
+    })
+}

@@ -1,0 +1,201 @@
+//! TCP listeners: accept, admit, elect and connect, then relay.
+//!
+//! Life of a connection: `accept` -> access rules -> server `max_connections`
+//! slot -> elect a backend (its slot is reserved at election) -> connect with
+//! timeout, retrying other backends on failure -> optional PROXY header ->
+//! [`Relay::run`] until both sides are done, a timeout, or a kill.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::proxy_protocol;
+use super::pump::{End, Relay};
+use crate::state::{ConnGuard, Elected, Plan, ServerRuntime, Target};
+use crate::{debug, warn};
+
+/// Listen backlog for every server.
+const BACKLOG: i32 = 1024;
+/// Longest pause of the accept loop when the process is out of descriptors.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Bind a listening socket (SO_REUSEADDR, dual-stack on `[::]`).
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Accept until `stop` turns true. Running out of descriptors (EMFILE,
+/// ENFILE) or memory pauses the loop with a growing backoff instead of
+/// ending it; other per-connection accept errors are skipped.
+pub async fn serve(
+    listener: TcpListener,
+    server: Arc<ServerRuntime>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::ZERO;
+                let guard = server.tracker.enter();
+                tokio::spawn(handle(stream, peer, Arc::clone(&server), guard));
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);
+                warn!(
+                    &server.name,
+                    "accept: {e}; pausing {} ms",
+                    backoff.as_millis()
+                );
+                tokio::time::sleep(backoff).await;
+            }
+            Err(e) => debug!(&server.name, "accept: {e}"),
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// A slot in the server's `max_connections`, given back on drop.
+struct ServerSlot(Arc<ServerRuntime>);
+
+impl Drop for ServerSlot {
+    fn drop(&mut self) {
+        self.0.counters.release();
+    }
+}
+
+async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    server: Arc<ServerRuntime>,
+    mut guard: ConnGuard,
+) {
+    let plan = server.plan();
+    let cfg = &plan.config;
+    if let Some(acl) = &cfg.access {
+        if !acl.allows(peer.ip()) {
+            server.counters.refused.fetch_add(1, Relaxed);
+            debug!(&server.name, "{peer}: denied by access rules");
+            return;
+        }
+    }
+    if !server.counters.try_reserve(cfg.max_connections) {
+        server.counters.refused.fetch_add(1, Relaxed);
+        debug!(&server.name, "{peer}: server max_connections reached");
+        return;
+    }
+    let _slot = ServerSlot(Arc::clone(&server));
+    server.counters.total.fetch_add(1, Relaxed);
+    let _ = client.set_nodelay(true);
+    let Some((backend, elected)) = connect(&plan, &server.name, peer).await else {
+        server.counters.refused.fetch_add(1, Relaxed);
+        return;
+    };
+    let b = &plan.backends[elected.index];
+    if let Err(e) = send_proxy_header(&plan, &client, &backend, peer).await {
+        debug!(&server.name, "{peer} -> {}: PROXY header: {e}", b.key);
+        return;
+    }
+    let relay = Relay {
+        client: &client,
+        backend: &backend,
+        client_idle: cfg.client_idle_timeout,
+        backend_idle: cfg.backend_idle_timeout,
+        counters: [&server.counters, &elected.state.counters],
+    };
+    let kill = async {
+        let _ = guard.kill.wait_for(|k| *k).await;
+    };
+    match relay.run(kill).await {
+        Ok(End::Done) => debug!(&server.name, "{peer} -> {}: closed", b.key),
+        Ok(end) => debug!(&server.name, "{peer} -> {}: {end:?}", b.key),
+        Err(e) => debug!(&server.name, "{peer} -> {}: {e}", b.key),
+    }
+}
+
+/// Elect and connect, trying up to `backend_connection_retries` other
+/// backends when connecting fails.
+async fn connect(plan: &Plan, server: &str, peer: SocketAddr) -> Option<(TcpStream, Elected)> {
+    let mut tried = Vec::new();
+    for _ in 0..=plan.config.backend_connection_retries {
+        let Some(elected) = plan.elect(peer.ip(), &tried) else {
+            warn!(server, "{peer}: no backend available");
+            return None;
+        };
+        let b = &plan.backends[elected.index];
+        match dial(&b.target, plan.config.backend_connection_timeout).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                elected.state.counters.total.fetch_add(1, Relaxed);
+                return Some((stream, elected));
+            }
+            Err(e) => {
+                elected.state.counters.refused.fetch_add(1, Relaxed);
+                warn!(server, "{peer}: connect to {} failed: {e}", b.key);
+                tried.push(elected.index);
+            }
+        }
+    }
+    None
+}
+
+async fn dial(target: &Target, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    let connect = async {
+        match target {
+            Target::Addr(addr) => TcpStream::connect(*addr).await,
+            Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+        }
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, connect)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?,
+        None => connect.await,
+    }
+}
+
+async fn send_proxy_header(
+    plan: &Plan,
+    client: &TcpStream,
+    backend: &TcpStream,
+    peer: SocketAddr,
+) -> io::Result<()> {
+    let Some(version) = plan.config.proxy_protocol else {
+        return Ok(());
+    };
+    let header = proxy_protocol::header(version, peer, client.local_addr()?);
+    let mut rest: &[u8] = &header;
+    while !rest.is_empty() {
+        backend.writable().await?;
+        match backend.try_write(rest) {
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

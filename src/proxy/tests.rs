@@ -1,0 +1,193 @@
+//! In-process tests of the relay: real sockets on loopback, no binary.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::pump::{End, Relay};
+use crate::metrics::Counters;
+
+/// A connected (ours, theirs) pair on loopback.
+async fn pair() -> (TcpStream, TcpStream) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (a, b) = tokio::join!(TcpStream::connect(addr), l.accept());
+    (a.expect("connect"), b.expect("accept").0)
+}
+
+struct Rig {
+    client: TcpStream,
+    backend: TcpStream,
+    task: tokio::task::JoinHandle<std::io::Result<End>>,
+    counters: std::sync::Arc<Counters>,
+}
+
+/// client <-> [relay] <-> backend, with the relay in a task.
+async fn rig(client_idle: Option<Duration>, backend_idle: Option<Duration>) -> Rig {
+    let (client, proxy_client) = pair().await;
+    let (proxy_backend, backend) = pair().await;
+    let counters = std::sync::Arc::new(Counters::default());
+    let c2 = std::sync::Arc::clone(&counters);
+    let task = tokio::spawn(async move {
+        let other = Counters::default();
+        Relay {
+            client: &proxy_client,
+            backend: &proxy_backend,
+            client_idle,
+            backend_idle,
+            counters: [&c2, &other],
+        }
+        .run(std::future::pending())
+        .await
+    });
+    Rig {
+        client,
+        backend,
+        task,
+        counters,
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .expect("bounded")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_both_ways_arrives_intact_and_is_counted() {
+    let Rig {
+        mut client,
+        mut backend,
+        task,
+        counters,
+    } = rig(None, None).await;
+    let up = pattern(8 << 20);
+    let down = pattern(3 << 20);
+    let (up2, down2) = (up.clone(), down.clone());
+    let client_side = async move {
+        let (mut r, mut w) = client.split();
+        let send = async {
+            w.write_all(&up2).await.expect("client write");
+            w.shutdown().await.expect("client shutdown");
+        };
+        let mut got = Vec::new();
+        let recv = r.read_to_end(&mut got);
+        let (_, n) = tokio::join!(send, recv);
+        n.expect("client read");
+        got
+    };
+    let backend_side = async move {
+        let (mut r, mut w) = backend.split();
+        let send = async {
+            w.write_all(&down2).await.expect("backend write");
+            w.shutdown().await.expect("backend shutdown");
+        };
+        let mut got = Vec::new();
+        let recv = r.read_to_end(&mut got);
+        let (_, n) = tokio::join!(send, recv);
+        n.expect("backend read");
+        got
+    };
+    let (client_got, backend_got) = within(async { tokio::join!(client_side, backend_side) }).await;
+    assert!(backend_got == up, "upload intact");
+    assert!(client_got == down, "download intact");
+    assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
+    let s = counters.snapshot();
+    assert_eq!(
+        (s.tx_total, s.rx_total),
+        (up.len() as u64, down.len() as u64)
+    );
+}
+
+#[tokio::test]
+async fn client_half_close_reaches_backend_and_reply_still_arrives() {
+    let Rig {
+        mut client,
+        mut backend,
+        task,
+        ..
+    } = rig(None, None).await;
+    client.write_all(b"request").await.expect("write");
+    client.shutdown().await.expect("half-close");
+    let mut req = Vec::new();
+    within(backend.read_to_end(&mut req))
+        .await
+        .expect("backend sees EOF");
+    assert_eq!(req, b"request");
+    backend.write_all(b"reply after EOF").await.expect("reply");
+    drop(backend);
+    let mut reply = Vec::new();
+    within(client.read_to_end(&mut reply))
+        .await
+        .expect("client read");
+    assert_eq!(reply, b"reply after EOF");
+    assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
+}
+
+#[tokio::test]
+async fn backend_closing_its_write_side_early_keeps_the_upload_flowing() {
+    let Rig {
+        mut client,
+        mut backend,
+        task,
+        ..
+    } = rig(None, None).await;
+    backend.write_all(b"banner").await.expect("banner");
+    backend.shutdown().await.expect("backend half-close");
+    let mut banner = Vec::new();
+    within(client.read_to_end(&mut banner))
+        .await
+        .expect("client sees EOF");
+    assert_eq!(banner, b"banner");
+    let body = pattern(1 << 20);
+    client
+        .write_all(&body)
+        .await
+        .expect("upload after backend FIN");
+    client.shutdown().await.expect("client half-close");
+    let mut got = Vec::new();
+    within(backend.read_to_end(&mut got))
+        .await
+        .expect("backend read");
+    assert!(got == body);
+    assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
+}
+
+#[tokio::test]
+async fn busy_one_way_stream_is_not_cut_but_silence_is() {
+    let idle = Some(Duration::from_millis(300));
+    let Rig {
+        mut client,
+        mut backend,
+        task,
+        ..
+    } = rig(idle, idle).await;
+    // 1.2 s of upload, one chunk every 50 ms: four idle timeouts long, never idle.
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        let mut total = 0;
+        while let Ok(n) = backend.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        total
+    });
+    for _ in 0..24 {
+        client.write_all(&[7u8; 1000]).await.expect("stream write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!task.is_finished(), "busy one-way stream was cut");
+    // Now silence: the relay must end by idle timeout.
+    let end = within(task).await.expect("join").expect("relay");
+    assert!(matches!(end, End::ClientIdle | End::BackendIdle), "{end:?}");
+    drop(client);
+    assert_eq!(within(reader).await.expect("reader"), 24_000);
+}

@@ -1,0 +1,210 @@
+//! A server's routing snapshot and the backends in it.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+
+use super::Tracker;
+use crate::balance::{Balancer, Candidate, random_u64};
+use crate::config::Server;
+use crate::discovery::BackendSpec;
+use crate::metrics::Counters;
+
+/// Admin states of a backend (set through the API in a later release).
+pub const ADMIN_ENABLED: u8 = 0;
+pub const ADMIN_DRAIN: u8 = 1;
+pub const ADMIN_DISABLED: u8 = 2;
+
+/// What outlives plan swaps: counters, health and admin state of one `host:port`.
+#[derive(Debug)]
+pub struct BackendState {
+    pub counters: Counters,
+    /// Health as the checker last decided it.
+    pub live: AtomicBool,
+    /// One of the `ADMIN_*` constants.
+    pub admin: AtomicU8,
+}
+
+impl BackendState {
+    pub fn new(live: bool) -> Self {
+        Self {
+            counters: Counters::default(),
+            live: AtomicBool::new(live),
+            admin: AtomicU8::new(ADMIN_ENABLED),
+        }
+    }
+
+    /// Healthy and taking new connections.
+    pub fn electable(&self) -> bool {
+        self.live.load(Ordering::Relaxed) && self.admin.load(Ordering::Relaxed) == ADMIN_ENABLED
+    }
+}
+
+/// Where to connect: a parsed address, or a name to resolve per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Addr(SocketAddr),
+    Name(String, u16),
+}
+
+impl Target {
+    fn of(spec: &BackendSpec) -> Self {
+        let host = spec.host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<IpAddr>() {
+            Ok(ip) => Self::Addr(SocketAddr::new(ip, spec.port)),
+            Err(_) => Self::Name(host.to_string(), spec.port),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Backend {
+    pub spec: BackendSpec,
+    /// `"host:port"`.
+    pub key: String,
+    pub target: Target,
+    pub state: Arc<BackendState>,
+}
+
+/// An immutable routing snapshot of one server.
+#[derive(Debug)]
+pub struct Plan {
+    pub config: Arc<Server>,
+    pub balancer: Arc<Balancer>,
+    pub backends: Vec<Backend>,
+}
+
+/// A backend chosen for one connection, holding its reserved slot.
+#[derive(Debug)]
+pub struct Elected {
+    pub index: usize,
+    pub state: Arc<BackendState>,
+}
+
+impl Drop for Elected {
+    fn drop(&mut self) {
+        self.state.counters.release();
+    }
+}
+
+impl Plan {
+    /// Build a plan, keeping the state of backends that `previous` already had
+    /// and its balancer when the strategy did not change.
+    pub fn new(config: Arc<Server>, specs: &[BackendSpec], previous: Option<&Plan>) -> Self {
+        let known: HashMap<&str, &Arc<BackendState>> = previous
+            .map(|p| {
+                p.backends
+                    .iter()
+                    .map(|b| (b.key.as_str(), &b.state))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let initial_live = config.healthcheck.initial_healthy;
+        let backends = specs
+            .iter()
+            .map(|spec| {
+                let key = spec.key();
+                let state = known
+                    .get(key.as_str())
+                    .map(|s| Arc::clone(s))
+                    .unwrap_or_else(|| Arc::new(BackendState::new(initial_live)));
+                Backend {
+                    target: Target::of(spec),
+                    spec: spec.clone(),
+                    key,
+                    state,
+                }
+            })
+            .collect();
+        let balancer = match previous {
+            Some(p) if p.balancer.kind() == config.balance => Arc::clone(&p.balancer),
+            _ => Arc::new(Balancer::new(config.balance)),
+        };
+        Self {
+            config,
+            balancer,
+            backends,
+        }
+    }
+
+    /// Elect a backend for `client`, skipping `exclude` (backends already
+    /// tried), and reserve a connection slot on it.
+    pub fn elect(&self, client: IpAddr, exclude: &[usize]) -> Option<Elected> {
+        // A reservation can lose a race with another thread; each loss removes
+        // that backend, so this ends after at most `backends.len()` rounds.
+        let mut skip: Vec<usize> = exclude.to_vec();
+        loop {
+            let index = self.choose(client, &skip)?;
+            let state = &self.backends[index].state;
+            if state
+                .counters
+                .try_reserve(self.backends[index].spec.max_connections)
+            {
+                return Some(Elected {
+                    index,
+                    state: Arc::clone(state),
+                });
+            }
+            skip.push(index);
+        }
+    }
+
+    fn choose(&self, client: IpAddr, skip: &[usize]) -> Option<usize> {
+        let mut ids = Vec::with_capacity(self.backends.len());
+        let mut cands = Vec::with_capacity(self.backends.len());
+        for (i, b) in self.backends.iter().enumerate() {
+            if skip.contains(&i) || !b.state.electable() {
+                continue;
+            }
+            ids.push(i);
+            cands.push(Candidate {
+                key: &b.key,
+                priority: b.spec.priority,
+                weight: b.spec.weight,
+                active: b.state.counters.active.load(Ordering::Relaxed),
+                max_connections: b.spec.max_connections,
+                bandwidth: b.state.counters.bandwidth(),
+                score: 100,
+            });
+        }
+        let pick = self.balancer.elect(&cands, client, random_u64())?;
+        ids.get(pick).copied()
+    }
+}
+
+/// One running server: its current plan, counters and open connections.
+#[derive(Debug)]
+pub struct ServerRuntime {
+    pub name: String,
+    plan: RwLock<Arc<Plan>>,
+    pub counters: Counters,
+    pub tracker: Arc<Tracker>,
+}
+
+impl ServerRuntime {
+    pub fn new(name: String, plan: Plan) -> Self {
+        Self {
+            name,
+            plan: RwLock::new(Arc::new(plan)),
+            counters: Counters::default(),
+            tracker: Arc::new(Tracker::default()),
+        }
+    }
+
+    pub fn plan(&self) -> Arc<Plan> {
+        match self.plan.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Swap in a new plan; open connections keep the one they started with.
+    pub fn set_plan(&self, plan: Plan) {
+        let plan = Arc::new(plan);
+        match self.plan.write() {
+            Ok(mut p) => *p = plan,
+            Err(poisoned) => *poisoned.into_inner() = plan,
+        }
+    }
+}
