@@ -150,11 +150,11 @@ fn start(args: RunArgs) -> i32 {
         println!("configuration OK");
         return 0;
     }
-    if let Some(p) = &args.pidfile {
-        if let Err(e) = check_pidfile(p) {
-            eprintln!("betwixt: {e}");
-            return 1;
-        }
+    if let Some(p) = &args.pidfile
+        && let Err(e) = check_pidfile(p)
+    {
+        eprintln!("betwixt: {e}");
+        return 1;
     }
     daemon::run(source, loaded, args.pidfile)
 }

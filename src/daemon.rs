@@ -164,10 +164,10 @@ impl Daemon {
 
     /// Apply a new valid config as a diff.
     fn apply(&mut self, new: Config) {
-        if new.logging != self.config.logging {
-            if let Err(e) = crate::log::configure(&new.logging) {
-                error!("config", "logging: {e}; keeping the previous logger");
-            }
+        if new.logging != self.config.logging
+            && let Err(e) = crate::log::configure(&new.logging)
+        {
+            error!("config", "logging: {e}; keeping the previous logger");
         }
         for op in diff(&self.config.servers, &new.servers) {
             match op {
@@ -267,11 +267,11 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
             return 1;
         }
     }
-    if let Some(p) = &pidfile {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            error!("main", "pidfile {}: {e}", p.display());
-            return 1;
-        }
+    if let Some(p) = &pidfile
+        && let Err(e) = std::fs::write(p, format!("{}\n", std::process::id()))
+    {
+        error!("main", "pidfile {}: {e}", p.display());
+        return 1;
     }
     info!(
         "main",

@@ -96,12 +96,12 @@ async fn handle(
 ) {
     let plan = server.plan();
     let cfg = &plan.config;
-    if let Some(acl) = &cfg.access {
-        if !acl.allows(peer.ip()) {
-            server.counters.refused.fetch_add(1, Relaxed);
-            debug!(&server.name, "{peer}: denied by access rules");
-            return;
-        }
+    if let Some(acl) = &cfg.access
+        && !acl.allows(peer.ip())
+    {
+        server.counters.refused.fetch_add(1, Relaxed);
+        debug!(&server.name, "{peer}: denied by access rules");
+        return;
     }
     if !server.counters.try_reserve(cfg.max_connections) {
         server.counters.refused.fetch_add(1, Relaxed);
