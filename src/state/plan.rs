@@ -101,7 +101,7 @@ impl Plan {
             })
             .unwrap_or_default();
         let initial_live = config.healthcheck.initial_healthy;
-        let backends = specs
+        let mut backends: Vec<Backend> = specs
             .iter()
             .map(|spec| {
                 let key = spec.key();
@@ -117,6 +117,8 @@ impl Plan {
                 }
             })
             .collect();
+        // Key order lets roundrobin and iphash elect in one pass.
+        backends.sort_by(|a, b| a.key.cmp(&b.key));
         let balancer = match previous {
             Some(p) if p.balancer.kind() == config.balance => Arc::clone(&p.balancer),
             _ => Arc::new(Balancer::new(config.balance)),
