@@ -225,12 +225,23 @@ async fn drain(runtime: Arc<ServerRuntime>, timeout: Duration) {
     }
 }
 
+/// One worker thread per CPU this process may run on; with a single CPU the
+/// current-thread scheduler, which skips work-stealing bookkeeping.
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cpus)
+            .enable_all()
+            .build()
+    }
+}
+
 /// Run the daemon until a signal ends it; returns the exit code.
 pub fn run(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("betwixt: cannot start the runtime: {e}");
