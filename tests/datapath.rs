@@ -1,0 +1,126 @@
+//! Bytes through the real binary: bulk both ways, many connections, IPv6,
+//! host names.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+
+const MIB: u64 = 1024 * 1024;
+/// Seeds of the two directions' patterns (different, so a cross-wired or
+/// reflected stream fails the check).
+const UP: u8 = 0x11;
+const DOWN: u8 = 0xc3;
+
+/// A backend that, for one connection, sends `total` bytes of the DOWN
+/// pattern while checking the client's UP pattern; reports the count it read.
+fn bulk_backend(total: u64) -> (TcpListener, SocketAddr, mpsc::Receiver<Result<u64, String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let l = listener.try_clone().expect("clone");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((s, _)) = l.accept() else { return };
+        set_timeouts(&s);
+        let mut w = s.try_clone().expect("clone");
+        let sender = std::thread::spawn(move || {
+            let r = Pattern::new(DOWN).write(&mut w, total);
+            let _ = w.shutdown(Shutdown::Write);
+            r.map_err(|e| format!("backend send: {e}"))
+        });
+        let mut r = s;
+        let read = Pattern::new(UP).verify(&mut r);
+        let sent = sender.join().unwrap_or(Err("sender panicked".into()));
+        let _ = tx.send(sent.and(read));
+    });
+    (listener, addr, rx)
+}
+
+#[test]
+fn bulk_both_ways_concurrently() {
+    let total = 64 * MIB;
+    let (_l, backend, report) = bulk_backend(total);
+    let port = free_port();
+    let _bx = Betwixt::start_quiet(
+        &config(port, "roundrobin", &[backend.to_string()], ""),
+        &[port],
+    );
+    let s = connect(port);
+    let mut w = s.try_clone().expect("clone");
+    let upload = std::thread::spawn(move || {
+        let r = Pattern::new(UP).write(&mut w, total);
+        let _ = w.shutdown(Shutdown::Write);
+        r.map_err(|e| e.to_string())
+    });
+    let mut r = s;
+    let down = Pattern::new(DOWN).verify(&mut r);
+    assert_eq!(
+        upload.join().expect("upload thread"),
+        Ok(total),
+        "client send"
+    );
+    assert_eq!(down, Ok(total), "client received");
+    let up = report
+        .recv_timeout(Duration::from_secs(10))
+        .expect("backend report");
+    assert_eq!(up, Ok(total), "backend received");
+}
+
+#[test]
+fn many_concurrent_short_connections() {
+    let bs = [Backend::start("A"), Backend::start("B")];
+    let port = free_port();
+    let lines: Vec<String> = bs.iter().map(Backend::line).collect();
+    let _bx = Betwixt::start_quiet(&config(port, "roundrobin", &lines, ""), &[port]);
+    let mut conns: Vec<TcpStream> = (0..200).map(|_| connect(port)).collect();
+    for (i, s) in conns.iter_mut().enumerate() {
+        let name = read_line(s);
+        assert!(
+            name == "A" || name == "B",
+            "connection {i} greeted {name:?}"
+        );
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        let msg = format!("message {i}\n");
+        s.write_all(msg.as_bytes()).expect("write");
+        let mut back = vec![0u8; msg.len()];
+        s.read_exact(&mut back).expect("echo");
+        assert_eq!(back, msg.as_bytes(), "connection {i} crossed");
+    }
+    for mut s in conns {
+        assert_eq!(exchange(&mut s, b""), b"");
+    }
+}
+
+#[test]
+fn ipv6_listener_and_backend() {
+    let Ok(probe) = TcpListener::bind("[::1]:0") else {
+        eprintln!("SKIP ipv6_listener_and_backend: cannot bind [::1] on this host");
+        return;
+    };
+    let port = probe.local_addr().expect("addr").port();
+    drop(probe);
+    let backend = Backend::start_at("V6", "[::1]:0".parse().expect("addr"));
+    let cfg = config(port, "roundrobin", &[backend.line()], "")
+        .replace(&format!("127.0.0.1:{port}"), &format!("[::1]:{port}"));
+    assert!(backend.line().starts_with("[::1]:"), "{}", backend.line());
+    let mut bx = Betwixt::spawn(&cfg, "betwixt.toml", &[], |_| {});
+    bx.wait_listening(&[format!("[::1]:{port}")]);
+    let mut s = connect_addr(format!("[::1]:{port}").parse().expect("addr"));
+    assert_eq!(exchange(&mut s, b"six"), b"V6\nsix");
+}
+
+#[test]
+fn backend_by_host_name() {
+    let a = Backend::start("NAMED");
+    let port = free_port();
+    let line = format!("localhost:{}", a.addr.port());
+    let _bx = Betwixt::start_quiet(&config(port, "roundrobin", &[line], ""), &[port]);
+    for _ in 0..3 {
+        assert_eq!(who(port), "NAMED");
+    }
+}

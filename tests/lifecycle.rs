@@ -1,0 +1,489 @@
+//! Process lifecycle through the real binary: reload, drain, signals,
+//! half-close, idle timeouts and running out of descriptors.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A `[servers.NAME]` section with a static list.
+fn server(name: &str, port: u16, balance: &str, lines: &[String], extra: &str) -> String {
+    let list = lines
+        .iter()
+        .map(|l| format!("\"{l}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "[servers.{name}]\nbind = \"127.0.0.1:{port}\"\nbalance = \"{balance}\"\n{extra}\n\
+         [servers.{name}.discovery]\nkind = \"static\"\nstatic_list = [{list}]\n\n"
+    )
+}
+
+const LOGGING: &str = "[logging]\nlevel = \"debug\"\n\n";
+
+/// Write `msg` and read the same bytes back.
+fn echo_ok(s: &mut TcpStream, msg: &[u8]) -> bool {
+    let mut back = vec![0u8; msg.len()];
+    s.write_all(msg).is_ok() && s.read_exact(&mut back).is_ok() && back == msg
+}
+
+/// A greeted connection; panics if the greeting is not `want`.
+fn open(port: u16, want: &str) -> TcpStream {
+    let mut s = connect(port);
+    assert_eq!(read_line(&mut s), want, "greeting");
+    s
+}
+
+fn refused(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+/// Connects every 5 ms until stopped; counts refused connects.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<usize>>,
+}
+
+impl Prober {
+    fn start(port: u16) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let (s, f) = (Arc::clone(&stop), Arc::clone(&failures));
+        let thread = std::thread::spawn(move || {
+            let mut tries = 0;
+            while !s.load(Ordering::Relaxed) {
+                if refused(port) {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            tries
+        });
+        Self {
+            stop,
+            failures,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop; returns (tries, refused).
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        let tries = self
+            .thread
+            .take()
+            .map(|t| t.join().unwrap_or(0))
+            .unwrap_or(0);
+        (tries, self.failures.load(Ordering::Relaxed))
+    }
+}
+
+/// Stream `total` bytes through `s` (greeted already) to an echo backend,
+/// pausing at half way: sends on `half`, waits for `go`. Returns the number
+/// of echoed bytes verified, or the first difference.
+fn stream_with_pause(
+    mut s: TcpStream,
+    total: u64,
+    half: mpsc::Sender<()>,
+    go: mpsc::Receiver<()>,
+) -> JoinHandle<Result<u64, String>> {
+    std::thread::spawn(move || {
+        let mut reader = s.try_clone().map_err(|e| e.to_string())?;
+        let check = std::thread::spawn(move || Pattern::new(0x5a).verify(&mut reader));
+        let p = Pattern::new(0x5a);
+        write_range(&mut s, &p, 0, total / 2)?;
+        let _ = half.send(());
+        go.recv_timeout(Duration::from_secs(30))
+            .map_err(|_| "no go".to_string())?;
+        write_range(&mut s, &p, total / 2, total)?;
+        s.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
+        check.join().map_err(|_| "checker panicked".to_string())?
+    })
+}
+
+/// Write pattern bytes `from..to`.
+fn write_range(s: &mut TcpStream, p: &Pattern, from: u64, to: u64) -> Result<(), String> {
+    let mut pos = from;
+    while pos < to {
+        let len = (to - pos).min(64 * 1024) as usize;
+        s.write_all(p.at(pos, len)).map_err(|e| e.to_string())?;
+        pos += len as u64;
+    }
+    Ok(())
+}
+
+#[test]
+fn reload_under_load_keeps_streams_and_listener() {
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let port = free_port();
+    let before = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], "")
+    );
+    let after = format!(
+        "{LOGGING}{}",
+        server("web", port, "leastconn", &[b.line()], "")
+    );
+    let bx = Betwixt::start_quiet(&before, &[port]);
+    let prober = Prober::start(port);
+
+    let total = 32 * MIB;
+    let (half_tx, half_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel();
+    let stream = stream_with_pause(open(port, "A"), total, half_tx, go_rx);
+    half_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("stream reached half way");
+
+    assert!(bx.reload(&after), "reload rejected:\n{}", bx.logs());
+    for i in 0..10 {
+        assert_eq!(who(port), "B", "new connection {i} after reload");
+    }
+    go_tx.send(()).expect("go");
+    let result = stream.join().expect("stream thread");
+    assert_eq!(result, Ok(total), "stream across the reload");
+
+    let (tries, failed) = prober.finish();
+    assert!(tries > 10, "prober barely ran ({tries})");
+    assert_eq!(
+        failed, 0,
+        "{failed} of {tries} connects refused during the reload"
+    );
+}
+
+#[test]
+fn invalid_reload_is_rejected_and_old_config_serves() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let good = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], "")
+    );
+    let bad = good.replace("balance = ", "balanse = ");
+    let bx = Betwixt::start_quiet(&good, &[port]);
+    assert_eq!(who(port), "A");
+    assert!(!bx.reload(&bad), "reload with an unknown key applied");
+    let logs = bx.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("servers.web.balanse") && l.contains("ERROR")),
+        "rejection does not name the key:\n{logs}"
+    );
+    for _ in 0..3 {
+        assert_eq!(who(port), "A");
+    }
+}
+
+#[test]
+fn reload_replacing_a_server_drains_the_old_one() {
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let (px, py) = (free_port(), free_port());
+    let first = format!(
+        "{LOGGING}{}",
+        server("x", px, "roundrobin", &[a.line()], "")
+    );
+    let second = format!(
+        "{LOGGING}{}",
+        server("y", py, "roundrobin", &[b.line()], "")
+    );
+    let bx = Betwixt::start_quiet(&first, &[px]);
+    let mut held = open(px, "A");
+    assert!(echo_ok(&mut held, b"hello\n"));
+
+    assert!(bx.reload(&second), "{}", bx.logs());
+    assert!(
+        wait_until(Duration::from_secs(5), || refused(px)),
+        "removed server still accepts"
+    );
+    assert_eq!(who(py), "B", "added server does not serve");
+    assert!(
+        echo_ok(&mut held, b"still here\n"),
+        "open connection on x cut"
+    );
+    assert_eq!(exchange(&mut held, b"bye"), b"bye");
+}
+
+#[test]
+fn sigterm_drains_open_connections_then_exits_0() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let cfg = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], "")
+    );
+    let mut bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut held = open(port, "A");
+
+    bx.signal(libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(5), || bx
+            .logs()
+            .contains("SIGTERM: draining")),
+        "{}",
+        bx.logs()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || refused(port)),
+        "still accepting after SIGTERM"
+    );
+    assert!(
+        echo_ok(&mut held, b"ping\n"),
+        "open connection cut by SIGTERM"
+    );
+    assert!(
+        bx.child.try_wait().expect("try_wait").is_none(),
+        "exited before the drain"
+    );
+
+    assert_eq!(exchange(&mut held, b""), b"");
+    let status = bx
+        .wait_exit(Duration::from_secs(3))
+        .expect("no exit after the last connection closed");
+    assert_eq!(status.code(), Some(0), "{}", bx.logs());
+}
+
+#[test]
+fn sigterm_drain_timeout_closes_idle_connections() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let extra = "drain_timeout = \"1s\"\n";
+    let cfg = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], extra)
+    );
+    let mut bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut held = open(port, "A");
+
+    let t0 = Instant::now();
+    bx.signal(libc::SIGTERM);
+    let status = bx
+        .wait_exit(Duration::from_secs(5))
+        .expect("no exit within 5 s");
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(0), "{}", bx.logs());
+    assert!(
+        took >= Duration::from_millis(800) && took <= Duration::from_secs(3),
+        "exit after {took:?}, want ~1 s"
+    );
+    assert!(
+        closed_without_data(&mut held, Duration::from_secs(2)),
+        "connection not closed by the drain timeout"
+    );
+}
+
+#[test]
+fn sigint_exits_at_once() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let cfg = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], "")
+    );
+    let mut bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut held = open(port, "A");
+    let t0 = Instant::now();
+    bx.signal(libc::SIGINT);
+    bx.wait_exit(Duration::from_secs(5))
+        .expect("no exit after SIGINT");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "SIGINT took {:?}",
+        t0.elapsed()
+    );
+    assert!(closed_without_data(&mut held, Duration::from_secs(2)));
+}
+
+#[test]
+fn client_half_close_passes_through() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let cfg = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], "")
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut s = connect(port);
+    assert_eq!(exchange(&mut s, b"ping"), b"A\nping");
+}
+
+/// A backend that says "bye", half-closes, then counts (and checks) the
+/// client's upload until EOF.
+fn early_closing_backend() -> (
+    TcpListener,
+    std::net::SocketAddr,
+    mpsc::Receiver<Result<u64, String>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let l = listener.try_clone().expect("clone");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        set_timeouts(&s);
+        let r = s
+            .write_all(b"bye")
+            .and_then(|_| s.shutdown(Shutdown::Write))
+            .map_err(|e| e.to_string())
+            .and_then(|_| Pattern::new(7).verify(&mut s));
+        let _ = tx.send(r);
+    });
+    (listener, addr, rx)
+}
+
+#[test]
+fn backend_half_close_lets_the_client_keep_sending() {
+    let (_l, addr, rx) = early_closing_backend();
+    let port = free_port();
+    let cfg = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[addr.to_string()], "")
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut s = connect(port);
+    assert_eq!(read_to_eof(&mut s).expect("read"), b"bye");
+    Pattern::new(7)
+        .write(&mut s, MIB)
+        .expect("upload after backend FIN");
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("backend report");
+    assert_eq!(got, Ok(MIB));
+}
+
+/// A backend that reads silently and reports the byte count at EOF.
+fn sink_backend() -> (TcpListener, std::net::SocketAddr, mpsc::Receiver<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let l = listener.try_clone().expect("clone");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        set_timeouts(&s);
+        let mut n = 0u64;
+        let mut buf = [0u8; 4096];
+        while let Ok(k @ 1..) = s.read(&mut buf) {
+            n += k as u64;
+        }
+        let _ = tx.send(n);
+    });
+    (listener, addr, rx)
+}
+
+/// A backend that sends 1 KiB every 100 ms, `chunks` times, then half-closes.
+fn trickle_backend(chunks: usize) -> (TcpListener, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let l = listener.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        set_timeouts(&s);
+        for _ in 0..chunks {
+            if s.write_all(&[b'x'; 1024]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = s.shutdown(Shutdown::Write);
+        let _ = read_to_eof(&mut s);
+    });
+    (listener, addr)
+}
+
+#[test]
+fn idle_timeouts_cut_silence_but_not_one_way_streams() {
+    let echo = Backend::start("A");
+    let (_sl, sink, sunk) = sink_backend();
+    let (_tl, trickle) = trickle_backend(20);
+    let (p_idle, p_up, p_down) = (free_port(), free_port(), free_port());
+    let t = "client_idle_timeout = \"500ms\"\nbackend_idle_timeout = \"500ms\"\n";
+    let cfg = format!(
+        "{LOGGING}{}{}{}",
+        server("idle", p_idle, "roundrobin", &[echo.line()], t),
+        server("up", p_up, "roundrobin", &[sink.to_string()], t),
+        server("down", p_down, "roundrobin", &[trickle.to_string()], t),
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[p_idle, p_up, p_down]);
+
+    // Upload 1 KiB every 100 ms for 2 s; the backend never answers.
+    let up = std::thread::spawn(move || {
+        let mut s = connect(p_up);
+        for i in 0..20 {
+            s.write_all(&[b'u'; 1024])
+                .unwrap_or_else(|e| panic!("upload chunk {i}: {e}"));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        let _ = read_to_eof(&mut s);
+    });
+    // Download the trickle; the client never writes.
+    let down = std::thread::spawn(move || {
+        let mut s = connect(p_down);
+        read_to_eof(&mut s).map(|v| v.len())
+    });
+
+    let mut silent = open(p_idle, "A");
+    let t0 = Instant::now();
+    assert!(
+        closed_without_data(&mut silent, Duration::from_secs(4)),
+        "silent connection not closed"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took <= Duration::from_secs(3),
+        "silent connection closed after {took:?}"
+    );
+
+    up.join().expect("upload thread");
+    let sent = sunk
+        .recv_timeout(Duration::from_secs(5))
+        .expect("sink report");
+    assert_eq!(sent, 20 * 1024, "one-way upload was cut");
+    let got = down.join().expect("download thread").expect("download");
+    assert_eq!(got, 20 * 1024, "one-way download was cut");
+}
+
+#[test]
+fn survives_running_out_of_descriptors() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let cfg = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], "")
+    );
+    let bx = Betwixt::start_limited(&cfg, &[port], 64);
+
+    let clients: Vec<TcpStream> = (0..100).map(|_| connect(port)).collect();
+    let pressure = wait_until(Duration::from_secs(5), || {
+        bx.logs().contains("Too many open files")
+    });
+    assert!(
+        pressure,
+        "100 connections never hit the 64 fd limit:\n{}",
+        bx.logs()
+    );
+    drop(clients);
+
+    let served = wait_until(Duration::from_secs(5), || {
+        let mut s = connect(port);
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .expect("timeout");
+        read_line(&mut s) == "A"
+    });
+    assert!(
+        served,
+        "not serving after descriptor exhaustion:\n{}",
+        bx.logs()
+    );
+}
