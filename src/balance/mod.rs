@@ -91,12 +91,7 @@ impl Balancer {
 
     /// Elect a candidate: drop those at their `max_connections`, keep the
     /// lowest priority group, then apply the strategy. `None` if none is left.
-    pub fn elect(
-        &self,
-        candidates: &[Candidate<'_>],
-        client: IpAddr,
-        random: u64,
-    ) -> Option<usize> {
+    pub fn elect(&self, candidates: &[Candidate<'_>], client: IpAddr, random: u64) -> Option<usize> {
         let _ = (client, random, &self.next);
         candidates
             .iter()

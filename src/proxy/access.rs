@@ -19,10 +19,7 @@ impl AccessList {
     /// `default` is "allow", "deny" or "" (= allow); rules as gobetween writes them.
     pub fn parse(default: &str, rules: &[String]) -> Result<Self, Vec<String>> {
         let _ = rules;
-        Ok(Self {
-            default_allow: default != "deny",
-            rules: Vec::new(),
-        })
+        Ok(Self { default_allow: default != "deny", rules: Vec::new() })
     }
 
     pub fn allows(&self, ip: IpAddr) -> bool {

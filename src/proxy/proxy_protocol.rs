@@ -8,12 +8,5 @@ use crate::config::ProxyProtocolVersion;
 /// address the client connected to).
 pub fn header(version: ProxyProtocolVersion, src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let _ = version;
-    format!(
-        "PROXY TCP4 {} {} {} {}\r\n",
-        src.ip(),
-        dst.ip(),
-        src.port(),
-        dst.port()
-    )
-    .into_bytes()
+    format!("PROXY TCP4 {} {} {} {}\r\n", src.ip(), dst.ip(), src.port(), dst.port()).into_bytes()
 }
