@@ -36,7 +36,7 @@ pub fn render(path: &[Seg]) -> String {
 pub struct Decoded {
     pub raw: Option<RawConfig>,
     pub ignored: Vec<Vec<Seg>>,
-    pub error: Option<ConfigError>,
+    pub errors: Vec<ConfigError>,
 }
 
 pub fn decode(text: &str, format: Format) -> Decoded {
@@ -45,18 +45,29 @@ pub fn decode(text: &str, format: Format) -> Decoded {
         Format::Toml => decode_toml(text, &mut ignored),
         Format::Json => decode_json(text, &mut ignored),
     };
-    match result {
-        Ok(raw) => Decoded {
-            raw: Some(raw),
-            ignored,
-            error: None,
-        },
-        Err(e) => Decoded {
-            raw: None,
-            ignored,
-            error: Some(e),
-        },
+    let (raw, errors) = match result {
+        Ok(raw) => {
+            let errors = shape_errors(text, format);
+            (errors.is_empty().then_some(raw), errors)
+        }
+        Err(e) => (None, vec![e]),
+    };
+    Decoded {
+        raw,
+        ignored,
+        errors,
     }
+}
+
+/// Sections that are not tables (see [`super::shape`]).
+fn shape_errors(text: &str, format: Format) -> Vec<ConfigError> {
+    let doc = match format {
+        Format::Toml => toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|t| serde_json::to_value(t).ok()),
+        Format::Json => serde_json::from_str::<serde_json::Value>(text).ok(),
+    };
+    doc.map(|d| super::shape::check(&d)).unwrap_or_default()
 }
 
 fn collect(ignored: &mut Vec<Vec<Seg>>) -> impl FnMut(serde_ignored::Path<'_>) + '_ {
@@ -157,8 +168,8 @@ mod tests {
     #[test]
     fn toml_type_error_names_the_key() {
         let text = "[servers.web]\nbind = \":80\"\nmax_connections = \"abc\"\n";
-        let d = decode(text, Format::Toml);
-        let e = d.error.unwrap();
+        let mut d = decode(text, Format::Toml);
+        let e = d.errors.remove(0);
         assert_eq!(e.path, "servers.web.max_connections");
         assert!(e.message.contains("line 3"), "{}", e.message);
     }
@@ -166,7 +177,7 @@ mod tests {
     #[test]
     fn json_type_error_names_the_key() {
         let text = r#"{"servers": {"web": {"max_connections": "abc"}}}"#;
-        let e = decode(text, Format::Json).error.unwrap();
+        let e = decode(text, Format::Json).errors.remove(0);
         assert_eq!(e.path, "servers.web.max_connections");
         assert!(e.message.contains("line 1"), "{}", e.message);
     }
@@ -175,16 +186,16 @@ mod tests {
     fn collects_ignored_keys() {
         let text = "[servers.web]\nbalanse = \"x\"\n[globals]\na = 1\n";
         let d = decode(text, Format::Toml);
-        assert!(d.error.is_none());
+        assert!(d.errors.is_empty());
         let paths: Vec<String> = d.ignored.iter().map(|p| render(p)).collect();
         assert_eq!(paths, ["servers.web.balanse", "globals"]);
     }
 
     #[test]
     fn syntax_errors_have_a_position() {
-        let e = decode("[servers\n", Format::Toml).error.unwrap();
+        let e = decode("[servers\n", Format::Toml).errors.remove(0);
         assert!(e.message.contains("line 1"), "{}", e.message);
-        let e = decode("{} x", Format::Json).error.unwrap();
+        let e = decode("{} x", Format::Json).errors.remove(0);
         assert!(e.message.contains("line 1"), "{}", e.message);
     }
 }

@@ -7,6 +7,7 @@ mod env;
 mod keys;
 mod load;
 pub mod raw;
+mod shape;
 mod types;
 mod unescape;
 mod validate;
@@ -62,14 +63,14 @@ pub struct Loaded {
 }
 
 /// Parse and validate config text. On failure, every error found is
-/// returned (a syntax or type error stops the parse, so it comes with the
-/// unknown keys seen before it only).
+/// returned (a syntax or type error stops the parse, so it comes only with the
+/// unknown keys seen before it).
 pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
     let decoded = load::decode(text, format);
     let mut ctx = validate::Ctx::default();
     keys::classify(&decoded.ignored, &mut ctx.errors, &mut ctx.warnings);
     let Some(raw) = decoded.raw else {
-        ctx.errors.extend(decoded.error);
+        ctx.errors.extend(decoded.errors);
         return Err(ctx.errors);
     };
     match validate::build(&raw, &mut ctx) {
@@ -81,3 +82,6 @@ pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
         _ => Err(ctx.errors),
     }
 }
+
+#[cfg(test)]
+mod tests;
