@@ -78,7 +78,7 @@ fn scaled(number: &str, scale: u128) -> Result<u128, DurationError> {
     let mut unit = scale;
     for d in frac.bytes().take(30) {
         unit /= 10;
-        value += u128::from(d - b'0') * unit;
+        value = value.saturating_add(u128::from(d.wrapping_sub(b'0')) * unit);
     }
     Ok(value)
 }

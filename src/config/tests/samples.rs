@@ -241,3 +241,35 @@ fn env_substitution_then_parse() {
     });
     assert!(text.contains(":9999"));
 }
+
+#[test]
+fn truncated_and_mangled_input_never_panics() {
+    for (text, format) in [(SAMPLE_TOML, Format::Toml), (SAMPLE_JSON, Format::Json)] {
+        for (i, _) in text.char_indices() {
+            let _ = parse(&text[..i], format);
+            let mangled = format!("{}{}", &text[..i], &text[i..].replacen('"', "", 1));
+            let _ = parse(&mangled, format);
+        }
+    }
+}
+
+/// The code blocks of one language in a Markdown text.
+fn blocks<'a>(markdown: &'a str, lang: &str) -> Vec<&'a str> {
+    let fence = format!("```{lang}\n");
+    markdown
+        .split(fence.as_str())
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .collect()
+}
+
+#[test]
+fn config_md_complete_example_parses_the_same_in_both_formats() {
+    let doc = include_str!("../../../docs/CONFIG.md");
+    let toml = blocks(doc, "toml").pop().unwrap();
+    let json = blocks(doc, "json").pop().unwrap();
+    let a = parse(toml, Format::Toml).unwrap();
+    let b = parse(json, Format::Json).unwrap();
+    assert_eq!(a.config, b.config);
+    assert_eq!(a.config.servers["web"].client_idle_timeout, Some(Duration::from_secs(600)));
+}
