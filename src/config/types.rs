@@ -333,8 +333,12 @@ pub struct Sni {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
+    /// Always `Some` in a validated config (ACME is rejected).
     pub cert: Option<CertPair>,
+    /// Always empty in a validated config (kept for dumps).
     pub acme_hosts: Vec<String>,
+    /// `"tls1"`, `"tls1.1"`, `"tls1.2"` or `"tls1.3"` (also `max_version`,
+    /// and in [`BackendsTls`]); min <= max.
     pub min_version: Option<String>,
     pub max_version: Option<String>,
     pub ciphers: Vec<String>,

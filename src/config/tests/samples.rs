@@ -271,5 +271,8 @@ fn config_md_complete_example_parses_the_same_in_both_formats() {
     let a = parse(toml, Format::Toml).unwrap();
     let b = parse(json, Format::Json).unwrap();
     assert_eq!(a.config, b.config);
-    assert_eq!(a.config.servers["web"].client_idle_timeout, Some(Duration::from_secs(600)));
+    assert_eq!(
+        a.config.servers["web"].client_idle_timeout,
+        Some(Duration::from_secs(600))
+    );
 }

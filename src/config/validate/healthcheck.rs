@@ -122,7 +122,7 @@ fn common(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck, kind: &str) -> Health
         .timeout
         .as_ref()
         .filter(|t| !t.is_empty())
-        .and_then(|t| duration(ctx, &at("timeout"), t, Zero::MeansNone).ok())
+        .and_then(|t| duration(ctx, &at("timeout"), t, Zero::Allowed).ok())
         .filter(|d| !d.is_zero());
     if let (Some(t), Some(i)) = (timeout, interval)
         && t >= i
