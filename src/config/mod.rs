@@ -2,9 +2,19 @@
 //! -> validation that reports every error with its `section.key` -> the
 //! runtime [`Config`], which cannot be invalid.
 
+pub mod duration;
+mod env;
+mod keys;
+mod load;
+pub mod raw;
+mod shape;
 mod types;
+mod unescape;
+mod validate;
 
+pub use env::substitute_env;
 pub use types::*;
+pub use unescape::unescape;
 
 use std::fmt;
 use std::path::Path;
@@ -46,19 +56,32 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub config: Config,
+    /// `"path: message"` lines, e.g. obsolete keys; log them, do not fail.
     pub warnings: Vec<String>,
+    /// The file as parsed (unset keys are `None`), for dumps.
+    pub raw: raw::RawConfig,
 }
 
-/// Parse and validate config text.
+/// Parse and validate config text. On failure, every error found is
+/// returned (a syntax or type error stops the parse, so it comes only with the
+/// unknown keys seen before it).
 pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
-    let _ = (text, format);
-    Err(vec![ConfigError {
-        path: String::new(),
-        message: "not implemented".into(),
-    }])
+    let decoded = load::decode(text, format);
+    let mut ctx = validate::Ctx::default();
+    keys::classify(&decoded.ignored, &mut ctx.errors, &mut ctx.warnings);
+    let Some(raw) = decoded.raw else {
+        ctx.errors.extend(decoded.errors);
+        return Err(ctx.errors);
+    };
+    match validate::build(&raw, &mut ctx) {
+        Some(config) if ctx.errors.is_empty() => Ok(Loaded {
+            config,
+            warnings: ctx.warnings,
+            raw,
+        }),
+        _ => Err(ctx.errors),
+    }
 }
 
-/// Replace every `${NAME}` with the environment value (unset = empty), as gobetween's `-e`.
-pub fn substitute_env(text: &str) -> String {
-    text.to_string()
-}
+#[cfg(test)]
+mod tests;

@@ -143,7 +143,9 @@ pub struct Discovery {
     pub kind: DiscoveryKind,
     /// `None` = fetch once (gobetween's "0").
     pub interval: Option<Duration>,
-    /// The kind's documented default when unset.
+    /// The kind's documented default when unset (srv, json, plaintext, docker,
+    /// lxd 5s; exec 3s; consul 2s); `ZERO` for static, or when "0" is written
+    /// (= no timeout).
     pub timeout: Duration,
     pub failpolicy: FailPolicy,
 }
@@ -155,24 +157,158 @@ pub enum DiscoveryKind {
         backends: Vec<BackendSpec>,
     },
     /// Kinds implemented by later work; their keys are validated already.
+    /// `params` holds every key of that kind that is set, plus documented
+    /// defaults (e.g. `srv_dns_protocol`), as strings; arrays (`exec_command`)
+    /// are joined with `\n`, booleans and numbers are written as in TOML.
     Other {
         kind: String,
         params: BTreeMap<String, String>,
     },
 }
 
-/// `[servers.NAME.healthcheck]`. Only the keys shared by every kind are typed
-/// here; kind-specific settings are validated and kept in `params`.
+/// `[servers.NAME.healthcheck]`.
+///
+/// Kind-specific settings are available twice: typed and validated in
+/// [`Healthcheck::check`] (use this), and as the strings written in the file
+/// in [`Healthcheck::params`] (key = gobetween key name, arrays/tables one
+/// `k=v` or item per line; kept for dumps and logs).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Healthcheck {
+    /// `none`, `ping`, `probe`, `exec`, `script`, `http`, `icmp` or `webhook`.
     pub kind: String,
+    /// Time between checks; `Some` (and > 0) for every kind but `none`.
     pub interval: Option<Duration>,
+    /// Per-check timeout, always < `interval`; `None` = no timeout ("0"/unset).
     pub timeout: Option<Duration>,
+    /// Check this port instead of the backend's (new key; `None` = backend port).
     pub port: Option<u16>,
+    /// Consecutive failures before down / successes before up (>= 1).
     pub fails: u32,
     pub passes: u32,
     pub initial_healthy: bool,
     pub params: BTreeMap<String, String>,
+    /// Interval while a transition is being counted (new key; `None` = `interval`).
+    pub fast_interval: Option<Duration>,
+    /// Interval while the backend is down (new key; `None` = `interval`).
+    pub down_interval: Option<Duration>,
+    /// Random spread of each interval, in percent 0..=100 (new key; default 0).
+    pub jitter: u8,
+    /// Health score over the last N results; 0 = off (new key; default 0).
+    pub score_window: u32,
+    /// What happens to open connections when the backend goes down.
+    pub on_down: OnDown,
+    /// The kind with its validated settings.
+    pub check: Check,
+}
+
+impl Healthcheck {
+    /// The health check of a server without a `[healthcheck]` section.
+    pub fn none() -> Self {
+        Self {
+            kind: "none".into(),
+            interval: None,
+            timeout: None,
+            port: None,
+            fails: 1,
+            passes: 1,
+            initial_healthy: true,
+            params: BTreeMap::new(),
+            fast_interval: None,
+            down_interval: None,
+            jitter: 0,
+            score_window: 0,
+            on_down: OnDown::Keep,
+            check: Check::None,
+        }
+    }
+}
+
+/// `on_down`: `keep` (gobetween: connections run on) or `close` them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDown {
+    Keep,
+    Close,
+}
+
+/// A health-check kind and its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    None,
+    /// TCP connect.
+    Ping,
+    Probe(Probe),
+    /// Runs `command host port`; compares the whole stdout.
+    Exec {
+        command: String,
+        positive_output: Option<String>,
+        negative_output: Option<String>,
+    },
+    Script(Script),
+    Http(HttpCheck),
+    Icmp {
+        count: u32,
+    },
+    Webhook {
+        url: String,
+        method: WebhookMethod,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeProtocol {
+    Tcp,
+    Udp,
+    Tls,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub protocol: ProbeProtocol,
+    /// `probe_send`, already un-escaped.
+    pub send: Vec<u8>,
+    pub expect: ProbeExpect,
+    /// Bytes to read: `probe_recv_len`, or the length of the expected bytes.
+    pub read_len: usize,
+    /// For `tls`: skip certificate verification.
+    pub tls_insecure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeExpect {
+    /// `starts_with`: the un-escaped `probe_recv` bytes.
+    StartsWith(Vec<u8>),
+    /// `regexp`: a pattern that compiles with the `regex` crate (bytes API).
+    Regexp(String),
+}
+
+/// `script`: exactly one of `script_path` / `script_content`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Script {
+    Path(std::path::PathBuf),
+    Content(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// Starts with `/`; default `/`.
+    pub path: String,
+    /// Upper case; default `GET`.
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    /// `Host` header; `None` = the backend host.
+    pub host: Option<String>,
+    pub tls: bool,
+    pub insecure_skip_verify: bool,
+    /// Inclusive ranges; empty = any status. Default `[(200, 399)]`.
+    pub expected_status: Vec<(u16, u16)>,
+    /// The body must contain this text.
+    pub contains: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookMethod {
+    Post,
+    Get,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,8 +333,12 @@ pub struct Sni {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tls {
+    /// Always `Some` in a validated config (ACME is rejected).
     pub cert: Option<CertPair>,
+    /// Always empty in a validated config (kept for dumps).
     pub acme_hosts: Vec<String>,
+    /// `"tls1"`, `"tls1.1"`, `"tls1.2"` or `"tls1.3"` (also `max_version`,
+    /// and in [`BackendsTls`]); min <= max.
     pub min_version: Option<String>,
     pub max_version: Option<String>,
     pub ciphers: Vec<String>,
@@ -216,6 +356,7 @@ pub struct BackendsTls {
     pub session_tickets: bool,
 }
 
+/// Present (with defaults) exactly when the protocol is udp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Udp {
     pub max_requests: u64,

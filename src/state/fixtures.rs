@@ -1,6 +1,5 @@
 //! Test fixtures: minimal valid runtime configs.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::balance::BalanceKind;
@@ -29,16 +28,7 @@ pub fn test_server(bind: &str) -> Server {
             timeout: Duration::from_secs(5),
             failpolicy: FailPolicy::KeepLast,
         },
-        healthcheck: Healthcheck {
-            kind: "none".into(),
-            interval: None,
-            timeout: None,
-            port: None,
-            fails: 1,
-            passes: 1,
-            initial_healthy: true,
-            params: BTreeMap::new(),
-        },
+        healthcheck: Healthcheck::none(),
         sni: None,
         tls: None,
         backends_tls: None,
