@@ -11,7 +11,7 @@ BETWIXT_VERSION = 0.1.0
 BETWIXT_SITE = $(BR2_EXTERNAL_BETWIXT_PATH)/..
 BETWIXT_SITE_METHOD = local
 BETWIXT_LICENSE = MIT
-# BETWIXT_LICENSE_FILES = LICENSE (once the repository ships one)
+BETWIXT_LICENSE_FILES = LICENSE
 
 # Do not copy build products or a Buildroot output dir placed in the checkout.
 BETWIXT_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = \
