@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::{IpAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -334,15 +334,28 @@ fn recording_backend(
 }
 
 fn proxy_header(version: &str, max: usize) -> (Vec<u8>, u16, u16) {
+    proxy_header_at(version, max, "127.0.0.1")
+}
+
+/// PROXY header seen by the backend for a client of `host` (betwixt binds
+/// `host:PORT`); returns it with the client's and betwixt's ports.
+fn proxy_header_at(version: &str, max: usize, host: &str) -> (Vec<u8>, u16, u16) {
     let (_l, rx, addr) = recording_backend(max, version == "1");
     let extra = format!("[servers.test.proxy_protocol]\nversion = \"{version}\"\n");
-    let (_b, port) = start("roundrobin", &[addr.to_string()], &extra);
-    let client = connect(port);
+    let port = free_port();
+    let ip: IpAddr = host.parse().expect("ip");
+    let bind = SocketAddr::new(ip, port).to_string();
+    let cfg = config(port, "roundrobin", &[addr.to_string()], &extra)
+        .replace(&format!("127.0.0.1:{port}"), &bind);
+    let mut bx = Betwixt::spawn(&cfg, "betwixt.toml", &[], |_| {});
+    bx.wait_listening(&[bind]);
+    let client = connect_addr(SocketAddr::new(ip, port));
     let client_port = client.local_addr().expect("local").port();
     let got = rx
         .recv_timeout(Duration::from_secs(5))
         .expect("backend saw no connection");
     drop(client);
+    drop(bx);
     (got, client_port, port)
 }
 
@@ -369,4 +382,15 @@ fn proxy_protocol_v2_header() {
     assert_eq!(&got[20..24], &[127, 0, 0, 1], "destination address");
     assert_eq!(&got[24..26], &client_port.to_be_bytes(), "source port");
     assert_eq!(&got[26..28], &port.to_be_bytes(), "destination port");
+}
+
+#[test]
+fn proxy_protocol_v1_ipv6_client() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIP proxy_protocol_v1_ipv6_client: cannot bind [::1] on this host");
+        return;
+    }
+    let (got, client_port, port) = proxy_header_at("1", 108, "::1");
+    let want = format!("PROXY TCP6 ::1 ::1 {client_port} {port}\r\n");
+    assert_eq!(String::from_utf8_lossy(&got), want);
 }

@@ -124,3 +124,42 @@ fn backend_by_host_name() {
         assert_eq!(who(port), "NAMED");
     }
 }
+
+/// A backend that reads until EOF or error and reports how it ended.
+fn watching_backend() -> (TcpListener, SocketAddr, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let l = listener.try_clone().expect("clone");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = l.accept() else { return };
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let _ = s.write_all(b"hi\n");
+        let mut buf = [0u8; 4096];
+        while let Ok(1..) = s.read(&mut buf) {}
+        let _ = tx.send(());
+    });
+    (listener, addr, rx)
+}
+
+#[test]
+fn client_reset_closes_the_backend_connection() {
+    let (_l, backend, ended) = watching_backend();
+    let port = free_port();
+    let _bx = Betwixt::start_quiet(
+        &config(port, "roundrobin", &[backend.to_string()], ""),
+        &[port],
+    );
+    let mut s = connect(port);
+    assert_eq!(read_line(&mut s), "hi");
+    s.write_all(&[b'x'; 1000]).expect("write");
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("linger");
+    drop(s); // RST
+    assert!(
+        ended.recv_timeout(Duration::from_secs(3)).is_ok(),
+        "backend connection left open after the client reset"
+    );
+}

@@ -215,6 +215,73 @@ fn reload_replacing_a_server_drains_the_old_one() {
 }
 
 #[test]
+fn reload_changing_bind_moves_the_listener() {
+    let a = Backend::start("A");
+    let (p1, p2) = (free_port(), free_port());
+    let first = format!(
+        "{LOGGING}{}",
+        server("web", p1, "roundrobin", &[a.line()], "")
+    );
+    let bx = Betwixt::start_quiet(&first, &[p1]);
+    let mut held = open(p1, "A");
+    let moved = first.replace(&format!("127.0.0.1:{p1}\""), &format!("127.0.0.1:{p2}\""));
+    assert!(bx.reload(&moved));
+    assert!(
+        wait_until(Duration::from_secs(5), || refused(p1)),
+        "old bind still accepts"
+    );
+    assert_eq!(who(p2), "A", "new bind does not serve");
+    assert!(
+        echo_ok(&mut held, b"moved\n"),
+        "connection on the old bind cut"
+    );
+    assert_eq!(exchange(&mut held, b""), b"");
+}
+
+#[test]
+fn removed_server_is_drained_up_to_its_drain_timeout() {
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let (px, py) = (free_port(), free_port());
+    let extra = "drain_timeout = \"1s\"\n";
+    let x = server("x", px, "roundrobin", &[a.line()], extra);
+    let y = server("y", py, "roundrobin", &[b.line()], "");
+    let bx = Betwixt::start_quiet(&format!("{LOGGING}{x}{y}"), &[px, py]);
+    let mut held = open(px, "A");
+    let t0 = Instant::now();
+    assert!(bx.reload(&format!("{LOGGING}{y}")));
+    assert!(
+        closed_without_data(&mut held, Duration::from_secs(4)),
+        "connection of the removed server outlived its drain_timeout"
+    );
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(800) && took <= Duration::from_secs(3),
+        "closed after {took:?}, want ~1 s"
+    );
+    assert_eq!(who(py), "B", "the other server was disturbed");
+}
+
+#[test]
+fn sigterm_without_connections_exits_promptly() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let cfg = format!(
+        "{LOGGING}{}",
+        server("web", port, "roundrobin", &[a.line()], "")
+    );
+    let mut bx = Betwixt::start_quiet(&cfg, &[port]);
+    let t0 = Instant::now();
+    bx.signal(libc::SIGTERM);
+    let status = bx.wait_exit(Duration::from_secs(5)).expect("no exit");
+    assert_eq!(status.code(), Some(0), "{}", bx.logs());
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
 fn sigterm_drains_open_connections_then_exits_0() {
     let a = Backend::start("A");
     let port = free_port();
