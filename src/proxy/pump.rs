@@ -200,10 +200,13 @@ impl Flow<'_> {
     /// One copy-mode read and its sends. Returns false at EOF.
     async fn copy_round(&self, bulk: &mut bool) -> io::Result<bool> {
         let (src, dst) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
-        let copied = self
-            .src
-            .async_io(Interest::READABLE, || copy_once(src, dst))
-            .await?;
+        let copied = read_with(self.src, || {
+            copy_once(src, dst).map(|c| {
+                let drained = matches!(c, Copied::Read(n, ..) if n < SCRATCH);
+                (c, drained)
+            })
+        })
+        .await?;
         match copied {
             Copied::Eof => Ok(false),
             Copied::DstFailed(e) => Err(e),
@@ -239,10 +242,11 @@ impl Flow<'_> {
     async fn splice_round(&self, bulk: &mut bool) -> io::Result<bool> {
         let pipe = Pipe::take()?;
         let src = self.src.as_raw_fd();
-        let filled = self
-            .src
-            .async_io(Interest::READABLE, || pipe.fill_from(src, pipe.capacity))
-            .await?;
+        let filled = read_with(self.src, || {
+            let n = pipe.fill_from(src, pipe.capacity)?;
+            Ok((n, n > 0 && n < pipe.capacity))
+        })
+        .await?;
         if filled == 0 {
             pipe.give_back();
             return Ok(false);
@@ -266,6 +270,36 @@ impl Flow<'_> {
             self.count(n);
         }
         Ok(())
+    }
+}
+
+/// Run a read-side syscall under tokio's readiness. `op` returns its result
+/// and whether it drained the socket (a short read). A drained socket's
+/// readiness is cleared right away, which saves the read that would only
+/// return EAGAIN before the next wait. This is race-free: tokio clears only
+/// the readiness it had seen before `op` ran, so an edge that arrives
+/// meanwhile is kept, and it never clears a seen FIN.
+async fn read_with<T>(
+    stream: &TcpStream,
+    mut op: impl FnMut() -> io::Result<(T, bool)>,
+) -> io::Result<T> {
+    loop {
+        stream.readable().await?;
+        let mut out = None;
+        let polled = stream.try_io(Interest::READABLE, || {
+            let (value, drained) = op()?;
+            out = Some(value);
+            if drained {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match (out, polled) {
+            (Some(value), _) => return Ok(value),
+            (None, Err(e)) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            (None, _) => {}
+        }
     }
 }
 
