@@ -87,11 +87,11 @@ fn srv_keys() {
         "servers.web.discovery.srv_dns_protocol: \"quic\" is not one of: udp, tcp",
     );
     let (kind, params, d) = other(&disc(
-        "kind = \"srv\"\nsrv_lookup_server = \"8.8.8.8:53\"\nsrv_lookup_pattern = \"_a._tcp.example.\"\ninterval = \"10s\"",
+        "kind = \"srv\"\nsrv_lookup_server = \"198.18.0.53:53\"\nsrv_lookup_pattern = \"_a._tcp.example.\"\ninterval = \"10s\"",
     ));
     assert_eq!(kind, "srv");
     assert_eq!(params["srv_dns_protocol"], "udp");
-    assert_eq!(params["srv_lookup_server"], "8.8.8.8:53");
+    assert_eq!(params["srv_lookup_server"], "198.18.0.53:53");
     assert_eq!(d.interval, Some(Duration::from_secs(10)));
     assert_eq!(d.timeout, Duration::from_secs(5));
     assert_eq!(d.failpolicy, FailPolicy::KeepLast);

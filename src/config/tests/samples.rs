@@ -66,7 +66,7 @@ max_responses = 1
 
 [servers.udpsample.discovery]
 kind = "static"
-static_list = ["8.8.8.8:53", "8.8.4.4:53"]
+static_list = ["198.18.0.53:53", "198.18.0.54:53"]
 
 [servers.udpsample.healthcheck]
 kind = "probe"
@@ -99,7 +99,7 @@ const SAMPLE_JSON: &str = r#"{
       "bind": "[::]:5353", "protocol": "udp", "balance": "roundrobin",
       "client_idle_timeout": "30s",
       "udp": {"max_responses": 1},
-      "discovery": {"kind": "static", "static_list": ["8.8.8.8:53", "8.8.4.4:53"]},
+      "discovery": {"kind": "static", "static_list": ["198.18.0.53:53", "198.18.0.54:53"]},
       "healthcheck": {"kind": "probe", "interval": "5s", "timeout": "1s",
                       "probe_protocol": "udp", "probe_send": "\\x00\\x01", "probe_recv": "ok"}
     }

@@ -216,9 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn unresolvable_host_is_an_error() {
-        let e = bind_addr("no-such-host.invalid:80").unwrap_err();
-        assert!(e.contains("cannot resolve"), "{e}");
+    fn bind_without_a_port_is_an_error() {
+        // (No test resolves a bad name: that would send a DNS query off the box.)
+        assert!(bind_addr("localhost").is_err());
+        assert!(bind_addr("127.0.0.1:http").is_err());
     }
 
     #[test]
@@ -226,8 +227,8 @@ mod tests {
         assert!(http_url("http://x/").is_ok());
         assert!(http_url("ftp://x/").is_err());
         assert!(http_url("https://").is_err());
-        assert!(host_port("8.8.8.8:53").is_ok());
-        assert!(host_port("8.8.8.8").is_err());
+        assert!(host_port("198.18.0.1:53").is_ok());
+        assert!(host_port("198.18.0.1").is_err());
         assert!(host_port(":53").is_err());
     }
 }
