@@ -191,3 +191,23 @@ async fn busy_one_way_stream_is_not_cut_but_silence_is() {
     drop(client);
     assert_eq!(within(reader).await.expect("reader"), 24_000);
 }
+
+#[tokio::test]
+async fn relay_future_stays_small() {
+    let (a, b) = pair().await;
+    let c = Counters::default();
+    let relay = Relay {
+        client: &a,
+        backend: &b,
+        client_idle: None,
+        backend_idle: None,
+        counters: [&c, &c],
+    };
+    let fut = relay.run(std::future::pending());
+    let size = std::mem::size_of_val(&fut);
+    eprintln!("relay future: {size} bytes");
+    assert!(
+        size <= 2048,
+        "relay future grew to {size} bytes (idle memory per connection)"
+    );
+}
