@@ -135,28 +135,30 @@ impl Plan {
     pub fn elect(&self, client: IpAddr, exclude: &[usize]) -> Option<Elected> {
         // A reservation can lose a race with another thread; each loss removes
         // that backend, so this ends after at most `backends.len()` rounds.
-        let mut skip: Vec<usize> = exclude.to_vec();
+        // `lost` only allocates when a race is lost.
+        let mut lost: Vec<usize> = Vec::new();
         loop {
-            let index = self.choose(client, &skip)?;
-            let state = &self.backends[index].state;
-            if state
+            let index = self.choose(client, |i| exclude.contains(&i) || lost.contains(&i))?;
+            let backend = &self.backends[index];
+            if backend
+                .state
                 .counters
-                .try_reserve(self.backends[index].spec.max_connections)
+                .try_reserve(backend.spec.max_connections)
             {
                 return Some(Elected {
                     index,
-                    state: Arc::clone(state),
+                    state: Arc::clone(&backend.state),
                 });
             }
-            skip.push(index);
+            lost.push(index);
         }
     }
 
-    fn choose(&self, client: IpAddr, skip: &[usize]) -> Option<usize> {
+    fn choose(&self, client: IpAddr, skip: impl Fn(usize) -> bool) -> Option<usize> {
         let mut ids = Vec::with_capacity(self.backends.len());
         let mut cands = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
-            if skip.contains(&i) || !b.state.electable() {
+            if skip(i) || !b.state.electable() {
                 continue;
             }
             ids.push(i);
