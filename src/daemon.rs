@@ -15,8 +15,12 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::config::{self, Config, ConfigError, DiscoveryKind, Format, Loaded, Protocol, Server};
+use crate::config::{
+    self, Check, Config, ConfigError, DiscoveryKind, Format, Loaded, ProbeProtocol, Protocol,
+    Server,
+};
 use crate::discovery::BackendSpec;
+use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tcp;
 use crate::state::diff::{Op, diff};
@@ -75,7 +79,7 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
         if let DiscoveryKind::Other { kind, .. } = &s.discovery.kind {
             no("discovery.kind", format!("discovery kind \"{kind}\""));
         }
-        if s.healthcheck.kind != "none" {
+        if !health_supported(&s.healthcheck.check) {
             no(
                 "healthcheck.kind",
                 format!("health check kind \"{}\"", s.healthcheck.kind),
@@ -83,6 +87,14 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
         }
     }
     out
+}
+
+fn health_supported(check: &Check) -> bool {
+    match check {
+        Check::None | Check::Ping => true,
+        Check::Probe(p) => p.protocol != ProbeProtocol::Tls,
+        _ => false,
+    }
 }
 
 /// Settings that are accepted but do nothing yet: warned about at start.
@@ -115,12 +127,14 @@ struct Running {
 struct Daemon {
     config: Config,
     servers: BTreeMap<String, Running>,
+    health: Supervisor,
 }
 
 impl Daemon {
     fn start(&mut self, name: &str, cfg: &Server) -> io::Result<()> {
         let listener = tcp::bind(cfg.bind)?;
         let plan = Plan::new(Arc::new(cfg.clone()), static_backends(cfg), None);
+        self.health.sync(name, &plan);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(tcp::serve(listener, Arc::clone(&runtime), stopped));
@@ -138,6 +152,7 @@ impl Daemon {
 
     /// Close the listener; open connections drain in the background.
     fn stop(&mut self, name: &str) {
+        self.health.stop(name);
         if let Some(r) = self.servers.remove(name) {
             r.stop.send_replace(true);
             let timeout = r.runtime.plan().config.drain_timeout;
@@ -153,11 +168,9 @@ impl Daemon {
     fn update(&mut self, name: &str, cfg: &Server) {
         if let Some(r) = self.servers.get(name) {
             let old = r.runtime.plan();
-            r.runtime.set_plan(Plan::new(
-                Arc::new(cfg.clone()),
-                static_backends(cfg),
-                Some(&old),
-            ));
+            let plan = Plan::new(Arc::new(cfg.clone()), static_backends(cfg), Some(&old));
+            self.health.sync(name, &plan);
+            r.runtime.set_plan(plan);
             info!(name, "updated in place");
         }
     }
@@ -273,6 +286,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     let mut daemon = Daemon {
         config: loaded.config.clone(),
         servers: BTreeMap::new(),
+        health: Supervisor::default(),
     };
     for (name, cfg) in &loaded.config.servers {
         if let Err(e) = daemon.start(name, cfg) {

@@ -5,7 +5,8 @@
 //! - [`config`] turns TOML/JSON text into a validated [`config::Config`]
 //!   (raw serde structs -> validation reporting every error -> runtime types).
 //! - [`state`] holds the live servers and backends, and computes reload diffs.
-//! - [`discovery`] produces backend lists; [`balance`] elects one per connection.
+//! - [`discovery`] produces backend lists; [`health`] decides which are live;
+//!   [`balance`] elects one per connection.
 //! - [`proxy`] owns listeners and the per-connection data path (splice/copy).
 //! - [`metrics`] keeps the counters and rates every other layer reports into.
 
@@ -14,7 +15,10 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
+pub mod health;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
 pub mod state;
+#[cfg(feature = "tls")]
+pub mod tls;

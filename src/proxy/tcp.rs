@@ -127,8 +127,12 @@ async fn handle(
         backend_idle: cfg.backend_idle_timeout,
         counters: [&server.counters, &elected.state.counters],
     };
+    let closed = elected.state.closed();
     let kill = async {
-        let _ = guard.kill.wait_for(|k| *k).await;
+        tokio::select! {
+            _ = guard.kill.wait_for(|k| *k) => {}
+            () = closed => {}
+        }
     };
     match relay.run(kill).await {
         Ok(End::Done) => debug!(&server.name, "{peer} -> {}: closed", b.key),

@@ -2,13 +2,16 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::watch;
 
 use super::Tracker;
 use crate::balance::{Balancer, Candidate, random_u64};
 use crate::config::Server;
 use crate::discovery::BackendSpec;
+use crate::health::report::Report;
 use crate::metrics::Counters;
 
 /// Admin states of a backend (set through the API in a later release).
@@ -22,8 +25,14 @@ pub struct BackendState {
     pub counters: Counters,
     /// Health as the checker last decided it.
     pub live: AtomicBool,
+    /// Health score in percent (100 when score windows are off and live).
+    pub score: AtomicU32,
     /// One of the `ADMIN_*` constants.
     pub admin: AtomicU8,
+    /// The checker's record, for the API and metrics.
+    pub health: Mutex<Report>,
+    /// Bumped to close every open connection to this backend.
+    closer: watch::Sender<u64>,
 }
 
 impl BackendState {
@@ -31,8 +40,30 @@ impl BackendState {
         Self {
             counters: Counters::default(),
             live: AtomicBool::new(live),
+            score: AtomicU32::new(if live { 100 } else { 0 }),
             admin: AtomicU8::new(ADMIN_ENABLED),
+            health: Mutex::new(Report::new("none", live, crate::health::runner::unix_ms())),
+            closer: watch::channel(0).0,
         }
+    }
+
+    /// Resolves when [`Self::close_connections`] is called after this.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closer.subscribe();
+        async move {
+            let _ = rx.changed().await;
+        }
+    }
+
+    /// Close every open connection to this backend (`on_down = "close"`,
+    /// admin disable).
+    pub fn close_connections(&self) {
+        self.closer.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// The checker's record, even if a panicking thread poisoned the lock.
+    pub fn report(&self) -> std::sync::MutexGuard<'_, Report> {
+        self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Healthy and taking new connections.
@@ -169,7 +200,7 @@ impl Plan {
                 active: b.state.counters.active.load(Ordering::Relaxed),
                 max_connections: b.spec.max_connections,
                 bandwidth: b.state.counters.bandwidth(),
-                score: 100,
+                score: b.state.score.load(Ordering::Relaxed),
             });
         }
         let pick = self.balancer.elect(&cands, client, random_u64())?;

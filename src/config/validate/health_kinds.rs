@@ -75,6 +75,13 @@ fn probe(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck) -> Option<Probe> {
         ProbeExpect::StartsWith(bytes) => bytes.len(),
         ProbeExpect::Regexp(_) => recv_len,
     };
+    if read_len > crate::health::probe::MAX_RECV {
+        let max = crate::health::probe::MAX_RECV;
+        ctx.error(
+            &at("probe_recv_len"),
+            format!("at most {max} bytes are read"),
+        );
+    }
     Some(Probe {
         protocol: protocol?,
         send: send?,
