@@ -96,6 +96,15 @@ pub struct Backend {
     pub key: String,
     pub target: Target,
     pub state: Arc<BackendState>,
+    /// Gone from the discovered list but still carrying connections: shown,
+    /// never elected, dropped by [`Plan::prune`] once idle.
+    pub removed: bool,
+}
+
+impl Backend {
+    fn active(&self) -> u64 {
+        self.state.counters.active.load(Ordering::Relaxed)
+    }
 }
 
 /// An immutable routing snapshot of one server.
@@ -145,9 +154,13 @@ impl Plan {
                     spec: spec.clone(),
                     key,
                     state,
+                    removed: false,
                 }
             })
             .collect();
+        if let Some(p) = previous {
+            backends.extend(still_busy(p, specs));
+        }
         // Key order lets roundrobin and iphash elect in one pass.
         backends.sort_by(|a, b| a.key.cmp(&b.key));
         let balancer = match previous {
@@ -159,6 +172,24 @@ impl Plan {
             balancer,
             backends,
         }
+    }
+
+    /// The discovered backends (without the removed ones still draining).
+    pub fn specs(&self) -> Vec<BackendSpec> {
+        self.backends
+            .iter()
+            .filter(|b| !b.removed)
+            .map(|b| b.spec.clone())
+            .collect()
+    }
+
+    /// A plan without the removed backends that became idle, or `None` when
+    /// there are none.
+    pub fn prune(&self) -> Option<Plan> {
+        self.backends
+            .iter()
+            .any(|b| b.removed && b.active() == 0)
+            .then(|| Plan::new(Arc::clone(&self.config), &self.specs(), Some(self)))
     }
 
     /// Elect a backend for `client`, skipping `exclude` (backends already
@@ -189,7 +220,7 @@ impl Plan {
         let mut ids = Vec::with_capacity(self.backends.len());
         let mut cands = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
-            if skip(i) || !b.state.electable() {
+            if skip(i) || b.removed || !b.state.electable() {
                 continue;
             }
             ids.push(i);
@@ -206,6 +237,25 @@ impl Plan {
         let pick = self.balancer.elect(&cands, client, random_u64())?;
         ids.get(pick).copied()
     }
+}
+
+/// Backends of `previous` absent from `specs` that still have connections:
+/// kept visible, marked removed.
+fn still_busy<'a>(
+    previous: &'a Plan,
+    specs: &'a [BackendSpec],
+) -> impl Iterator<Item = Backend> + 'a {
+    previous
+        .backends
+        .iter()
+        .filter(move |b| b.active() > 0 && !specs.iter().any(|s| s.key() == b.key))
+        .map(|b| Backend {
+            spec: b.spec.clone(),
+            key: b.key.clone(),
+            target: b.target.clone(),
+            state: Arc::clone(&b.state),
+            removed: true,
+        })
 }
 
 /// One running server: its current plan, counters and open connections.
@@ -241,5 +291,60 @@ impl ServerRuntime {
             Ok(mut p) => *p = plan,
             Err(poisoned) => *poisoned.into_inner() = plan,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::static_list::parse_line;
+    use crate::state::fixtures::test_server;
+
+    fn specs(lines: &[&str]) -> Vec<BackendSpec> {
+        lines.iter().map(|l| parse_line(l).unwrap()).collect()
+    }
+
+    fn keys(plan: &Plan) -> Vec<(String, bool)> {
+        plan.backends
+            .iter()
+            .map(|b| (b.key.clone(), b.removed))
+            .collect()
+    }
+
+    #[test]
+    fn removed_backend_with_connections_stays_unelectable_until_idle() {
+        let cfg = Arc::new(test_server("127.0.0.1:1"));
+        let first = Plan::new(Arc::clone(&cfg), &specs(&["a:1", "b:1"]), None);
+        let busy = first.elect("127.0.0.1".parse().unwrap(), &[]).unwrap();
+        let busy_key = first.backends[busy.index].key.clone();
+        let other = if busy_key == "a:1" { "b:1" } else { "a:1" };
+        // The busy backend disappears from the list, the other one stays.
+        let second = Plan::new(Arc::clone(&cfg), &specs(&[other]), Some(&first));
+        let mut want = vec![(other.to_string(), false), (busy_key.clone(), true)];
+        want.sort();
+        assert_eq!(keys(&second), want);
+        assert_eq!(second.specs(), specs(&[other]));
+        for _ in 0..20 {
+            let e = second.elect("127.0.0.1".parse().unwrap(), &[]).unwrap();
+            assert_eq!(second.backends[e.index].key, other);
+        }
+        assert!(second.prune().is_none(), "still busy: nothing to prune");
+        // Its state (counters) is the same object.
+        let kept = second.backends.iter().find(|b| b.removed).unwrap();
+        assert!(Arc::ptr_eq(&kept.state, &busy.state));
+        drop(busy);
+        let third = second.prune().expect("idle now");
+        assert_eq!(keys(&third), vec![(other.to_string(), false)]);
+        assert!(third.prune().is_none());
+    }
+
+    #[test]
+    fn idle_removed_backend_goes_at_once_and_returning_one_keeps_state() {
+        let cfg = Arc::new(test_server("127.0.0.1:1"));
+        let first = Plan::new(Arc::clone(&cfg), &specs(&["a:1", "b:1"]), None);
+        let b_state = Arc::clone(&first.backends[1].state);
+        let second = Plan::new(Arc::clone(&cfg), &specs(&["b:1"]), Some(&first));
+        assert_eq!(keys(&second), vec![("b:1".to_string(), false)]);
+        assert!(Arc::ptr_eq(&second.backends[0].state, &b_state));
     }
 }
