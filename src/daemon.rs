@@ -13,13 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::watch;
 
 use crate::config::{
     self, Check, Config, ConfigError, DiscoveryKind, Format, Loaded, ProbeProtocol, Protocol,
     Server,
 };
-use crate::discovery::BackendSpec;
+use crate::discovery::runner::{Supervisor as Discovery, Update};
+use crate::discovery::{Fetcher, initial_specs};
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tcp;
@@ -76,8 +78,8 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
                 format!("protocol {:?}", s.protocol).to_lowercase(),
             );
         }
-        if let DiscoveryKind::Other { kind, .. } = &s.discovery.kind {
-            no("discovery.kind", format!("discovery kind \"{kind}\""));
+        if let Err(what) = Fetcher::of(&s.discovery) {
+            no("discovery.kind", what);
         }
         if !health_supported(&s.healthcheck.check) {
             no(
@@ -111,13 +113,6 @@ fn inert_warnings(cfg: &Config) -> Vec<String> {
     out
 }
 
-fn static_backends(s: &Server) -> &[BackendSpec] {
-    match &s.discovery.kind {
-        DiscoveryKind::Static { backends } => backends,
-        DiscoveryKind::Other { .. } => &[],
-    }
-}
-
 /// A server with a bound listener.
 struct Running {
     runtime: Arc<ServerRuntime>,
@@ -128,13 +123,15 @@ struct Daemon {
     config: Config,
     servers: BTreeMap<String, Running>,
     health: Supervisor,
+    discovery: Discovery,
 }
 
 impl Daemon {
     fn start(&mut self, name: &str, cfg: &Server) -> io::Result<()> {
         let listener = tcp::bind(cfg.bind)?;
-        let plan = Plan::new(Arc::new(cfg.clone()), static_backends(cfg), None);
+        let plan = Plan::new(Arc::new(cfg.clone()), initial_specs(&cfg.discovery), None);
         self.health.sync(name, &plan);
+        self.discovery.sync(name, &cfg.discovery);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(tcp::serve(listener, Arc::clone(&runtime), stopped));
@@ -143,7 +140,7 @@ impl Daemon {
             "listening on {} ({}, {} backends)",
             cfg.bind,
             cfg.balance.name(),
-            static_backends(cfg).len()
+            plan_len(&runtime)
         );
         self.servers
             .insert(name.to_string(), Running { runtime, stop });
@@ -153,6 +150,7 @@ impl Daemon {
     /// Close the listener; open connections drain in the background.
     fn stop(&mut self, name: &str) {
         self.health.stop(name);
+        self.discovery.stop(name);
         if let Some(r) = self.servers.remove(name) {
             r.stop.send_replace(true);
             let timeout = r.runtime.plan().config.drain_timeout;
@@ -168,8 +166,15 @@ impl Daemon {
     fn update(&mut self, name: &str, cfg: &Server) {
         if let Some(r) = self.servers.get(name) {
             let old = r.runtime.plan();
-            let plan = Plan::new(Arc::new(cfg.clone()), static_backends(cfg), Some(&old));
+            // A dynamic kind keeps its last list until its (re)started task
+            // sends a new one.
+            let specs = match &cfg.discovery.kind {
+                DiscoveryKind::Static { backends } => backends.clone(),
+                DiscoveryKind::Other { .. } => old.specs(),
+            };
+            let plan = Plan::new(Arc::new(cfg.clone()), &specs, Some(&old));
             self.health.sync(name, &plan);
+            self.discovery.sync(name, &cfg.discovery);
             r.runtime.set_plan(plan);
             info!(name, "updated in place");
         }
@@ -196,8 +201,25 @@ impl Daemon {
         self.config = new;
     }
 
-    fn tick(&self, elapsed: Duration) {
-        for r in self.servers.values() {
+    /// A discovery task found a new list.
+    fn discovered(&mut self, update: Update) {
+        if !self.discovery.is_current(&update) {
+            return;
+        }
+        if let Some(r) = self.servers.get(&update.server) {
+            let old = r.runtime.plan();
+            let plan = Plan::new(Arc::clone(&old.config), &update.specs, Some(&old));
+            self.health.sync(&update.server, &plan);
+            r.runtime.set_plan(plan);
+        }
+    }
+
+    fn tick(&mut self, elapsed: Duration) {
+        for (name, r) in &self.servers {
+            if let Some(plan) = r.runtime.plan().prune() {
+                self.health.sync(name, &plan);
+                r.runtime.set_plan(plan);
+            }
             r.runtime.counters.tick(elapsed);
             for b in &r.runtime.plan().backends {
                 b.state.counters.tick(elapsed);
@@ -287,6 +309,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         config: loaded.config.clone(),
         servers: BTreeMap::new(),
         health: Supervisor::default(),
+        discovery: Discovery::default(),
     };
     for (name, cfg) in &loaded.config.servers {
         if let Err(e) = daemon.start(name, cfg) {
@@ -332,8 +355,10 @@ async fn signals(daemon: &mut Daemon, source: &Source) -> io::Result<Exit> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut ticker = tokio::time::interval(RATE_WINDOW);
     let mut last = Instant::now();
+    let mut updates = daemon.discovery.take_updates();
     loop {
         tokio::select! {
+            Some(u) = recv(&mut updates) => daemon.discovered(u),
             _ = hup.recv() => reload(daemon, source),
             _ = term.recv() => return Ok(Exit::Graceful),
             _ = int.recv() => return Ok(Exit::Now),
@@ -343,6 +368,17 @@ async fn signals(daemon: &mut Daemon, source: &Source) -> io::Result<Exit> {
             }
         }
     }
+}
+
+async fn recv(updates: &mut Option<UnboundedReceiver<Update>>) -> Option<Update> {
+    match updates {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn plan_len(runtime: &ServerRuntime) -> usize {
+    runtime.plan().backends.len()
 }
 
 fn reload(daemon: &mut Daemon, source: &Source) {
