@@ -8,11 +8,15 @@
 //! that stay keep their state; removed ones with open connections stay
 //! visible but unelectable until idle, see [`crate::state::Plan::prune`]).
 
+pub mod consul;
 pub mod exec;
+pub mod json;
+pub mod plaintext;
 pub mod policy;
 pub mod runner;
 pub mod srv;
 pub mod static_list;
+pub mod web;
 
 use std::collections::BTreeMap;
 
@@ -53,6 +57,9 @@ pub struct Listing {
 pub enum Fetcher {
     Exec(exec::Exec),
     Srv(srv::Srv),
+    Json(json::Json),
+    Plaintext(plaintext::Plaintext),
+    Consul(consul::Consul),
 }
 
 impl Fetcher {
@@ -73,6 +80,26 @@ impl Fetcher {
                 pattern: p("srv_lookup_pattern")?.to_string(),
                 tcp: p("srv_dns_protocol")? == "tcp",
             }),
+            "json" => Fetcher::Json(json::Json {
+                endpoint: p("json_endpoint")?.to_string(),
+                host: p("json_host_pattern")?.to_string(),
+                port: p("json_port_pattern")?.to_string(),
+                weight: p("json_weight_pattern")?.to_string(),
+                priority: p("json_priority_pattern")?.to_string(),
+                sni: p("json_sni_pattern")?.to_string(),
+                max_connections: p("json_max_connections_pattern")?.to_string(),
+            }),
+            "plaintext" => Fetcher::Plaintext(plaintext::Plaintext {
+                endpoint: p("plaintext_endpoint")?.to_string(),
+                pattern: match params
+                    .get("plaintext_regex_pattern")
+                    .filter(|s| !s.is_empty())
+                {
+                    Some(re) => Some(regex::Regex::new(re).map_err(|e| e.to_string())?),
+                    None => None,
+                },
+            }),
+            "consul" => Fetcher::Consul(consul_of(params)?),
             other => return Err(format!("discovery kind \"{other}\"")),
         }))
     }
@@ -81,8 +108,37 @@ impl Fetcher {
         match self {
             Fetcher::Exec(e) => e.fetch().await,
             Fetcher::Srv(s) => s.fetch().await,
+            Fetcher::Json(j) => j.fetch().await,
+            Fetcher::Plaintext(p) => p.fetch().await,
+            Fetcher::Consul(c) => c.fetch().await,
         }
     }
+}
+
+fn consul_of(params: &BTreeMap<String, String>) -> Result<consul::Consul, String> {
+    let opt = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let tls = opt("consul_tls_enabled").as_deref() == Some("true");
+    let files = web::TlsFiles {
+        ca: opt("consul_tls_cacert_path").map(Into::into),
+        cert: opt("consul_tls_cert_path")
+            .zip(opt("consul_tls_key_path"))
+            .map(|(c, k)| (c.into(), k.into())),
+    };
+    Ok(consul::Consul {
+        base: format!(
+            "{}://{}",
+            if tls { "https" } else { "http" },
+            param(params, "consul_host")?
+        ),
+        service: param(params, "consul_service_name")?.to_string(),
+        tag: opt("consul_service_tag"),
+        passing_only: opt("consul_service_passing_only").as_deref() == Some("true"),
+        datacenter: opt("consul_datacenter"),
+        token: opt("consul_acl_token"),
+        auth: opt("consul_auth_username")
+            .map(|u| (u, opt("consul_auth_password").unwrap_or_default())),
+        tls: files,
+    })
 }
 
 fn param<'a>(params: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, String> {
