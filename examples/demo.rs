@@ -43,6 +43,7 @@ fn main() {
     let source = betwixt::daemon::Source {
         format: betwixt::config::Format::Toml,
         path: config,
+        remote: None,
         env_vars: false,
     };
     let loaded = match source.load() {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use crate::config::Format;
 use crate::daemon::{self, Source};
+use crate::discovery::source::Remote;
 
 const DEFAULT_CONFIG: &str = "/etc/betwixt/betwixt.toml";
 
@@ -13,6 +14,11 @@ betwixt - L4 load balancer and health-check daemon (gobetween-compatible)
 USAGE:
     betwixt [OPTIONS]                 run with -c FILE, or /etc/betwixt/betwixt.toml
     betwixt from-file FILE [OPTIONS]  run with FILE (same as -c FILE)
+    betwixt from-url URL [OPTIONS]    run with the config fetched from URL (http/https;
+                                      a non-2xx answer is an error); SIGHUP fetches again
+    betwixt from-consul HOST:PORT [-k KEY] [-s http|https] [OPTIONS]
+                                      run with the value of Consul KV key KEY
+                                      (default \"gobetween\"); SIGHUP fetches again
 
 OPTIONS:
     -c, --config FILE           config file (TOML or JSON, gobetween's keys)
@@ -51,6 +57,8 @@ pub struct RunArgs {
     pub test: bool,
     pub pidfile: Option<PathBuf>,
     pub env_vars: bool,
+    /// `from-url` / `from-consul`.
+    pub remote: Option<Remote>,
 }
 
 /// Parse arguments (without the program name).
@@ -61,9 +69,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         test: false,
         pidfile: None,
         env_vars: false,
+        remote: None,
     };
     let mut it = args.iter();
     let mut seen_config = false;
+    let mut consul: Option<String> = None;
+    let (mut key, mut scheme) = ("gobetween".to_string(), "http".to_string());
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
@@ -90,9 +101,33 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 run.config = PathBuf::from(value("from-file")?);
                 seen_config = true;
             }
+            "from-url" if !seen_config => {
+                run.remote = Some(Remote::Url(value("from-url")?));
+                seen_config = true;
+            }
+            "from-consul" if !seen_config => {
+                consul = Some(value("from-consul")?);
+                seen_config = true;
+            }
+            "-k" | "--key" => key = value(flag)?,
+            "-s" | "--scheme" => scheme = value(flag)?,
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             other => return Err(format!("unexpected argument {other:?}")),
         }
+    }
+    if let Some(host) = consul {
+        if key.is_empty() {
+            return Err("from-consul: the key (-k) is empty".into());
+        }
+        let https = match scheme.as_str() {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("unknown scheme {other:?} (use http or https)")),
+        };
+        run.remote = Some(Remote::Consul { host, key, https });
+    }
+    if let Some(r) = &run.remote {
+        run.config = PathBuf::from(crate::discovery::web::redact(&r.url()));
     }
     Ok(Command::Run(run))
 }
@@ -131,6 +166,7 @@ fn start(args: RunArgs) -> i32 {
             .format
             .unwrap_or_else(|| Format::from_path(&args.config)),
         path: args.config,
+        remote: args.remote,
         env_vars: args.env_vars,
     };
     let loaded = match source.load() {
@@ -214,6 +250,37 @@ mod tests {
             (r.config, r.format),
             (PathBuf::from("x.toml"), Some(Format::Json))
         );
+    }
+
+    #[test]
+    fn remote_sources() {
+        let Ok(Command::Run(r)) = parse(&args("from-url http://127.0.0.1:1/c.json")) else {
+            panic!("run")
+        };
+        assert_eq!(
+            r.remote,
+            Some(Remote::Url("http://127.0.0.1:1/c.json".into()))
+        );
+        assert_eq!(Format::from_path(&r.config), Format::Json);
+        let Ok(Command::Run(r)) = parse(&args("from-consul 127.0.0.1:8500 -k lb/conf -s https"))
+        else {
+            panic!("run")
+        };
+        let want = Remote::Consul {
+            host: "127.0.0.1:8500".into(),
+            key: "lb/conf".into(),
+            https: true,
+        };
+        assert_eq!(r.remote, Some(want));
+        let Ok(Command::Run(r)) = parse(&args("from-consul 127.0.0.1:8500")) else {
+            panic!("run")
+        };
+        assert!(
+            matches!(r.remote, Some(Remote::Consul { key, https: false, .. }) if key == "gobetween")
+        );
+        assert!(parse(&args("from-consul h:1 -s ftp")).is_err());
+        assert!(parse(&args("from-consul h:1 --key=")).is_err());
+        assert!(parse(&args("from-url")).is_err());
     }
 
     #[test]

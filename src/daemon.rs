@@ -21,6 +21,7 @@ use crate::config::{
     Server,
 };
 use crate::discovery::runner::{Supervisor as Discovery, Update};
+use crate::discovery::source::Remote;
 use crate::discovery::{Fetcher, initial_specs};
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
@@ -32,7 +33,10 @@ use crate::{error, info, warn};
 /// Where the config comes from, so SIGHUP can read it again.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// The file, or the URL of a remote source (for messages and the format).
     pub path: PathBuf,
+    /// `from-url` / `from-consul`: where to fetch the text instead of `path`.
+    pub remote: Option<Remote>,
     pub format: Format,
     pub env_vars: bool,
 }
@@ -40,8 +44,23 @@ pub struct Source {
 impl Source {
     /// Read, substitute, parse and validate; every problem as one line.
     pub fn load(&self) -> Result<Loaded, Vec<String>> {
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
+        let text = match &self.remote {
+            Some(r) => r.fetch_blocking().map_err(|e| vec![e])?,
+            None => std::fs::read_to_string(&self.path)
+                .map_err(|e| vec![format!("{}: {e}", self.path.display())])?,
+        };
+        self.parse(text)
+    }
+
+    /// [`Self::load`] inside the runtime (SIGHUP).
+    pub async fn load_async(&self) -> Result<Loaded, Vec<String>> {
+        match &self.remote {
+            Some(r) => self.parse(r.fetch().await.map_err(|e| vec![e])?),
+            None => self.load(),
+        }
+    }
+
+    fn parse(&self, text: String) -> Result<Loaded, Vec<String>> {
         let text = if self.env_vars {
             config::substitute_env(&text)
         } else {
@@ -359,7 +378,7 @@ async fn signals(daemon: &mut Daemon, source: &Source) -> io::Result<Exit> {
     loop {
         tokio::select! {
             Some(u) = recv(&mut updates) => daemon.discovered(u),
-            _ = hup.recv() => reload(daemon, source),
+            _ = hup.recv() => reload(daemon, source).await,
             _ = term.recv() => return Ok(Exit::Graceful),
             _ = int.recv() => return Ok(Exit::Now),
             _ = ticker.tick() => {
@@ -381,9 +400,9 @@ fn plan_len(runtime: &ServerRuntime) -> usize {
     runtime.plan().backends.len()
 }
 
-fn reload(daemon: &mut Daemon, source: &Source) {
+async fn reload(daemon: &mut Daemon, source: &Source) {
     info!("main", "SIGHUP: reloading {}", source.path.display());
-    match source.load() {
+    match source.load_async().await {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 warn!("config", "{w}");

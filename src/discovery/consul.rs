@@ -45,7 +45,7 @@ impl Consul {
 
     pub async fn fetch(&self) -> Result<Listing, String> {
         let body = get(&self.url(), &headers(&self.token, &self.auth), &self.tls).await?;
-        Ok(parse(&body)?)
+        parse(&body)
     }
 }
 

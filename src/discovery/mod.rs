@@ -14,6 +14,7 @@ pub mod json;
 pub mod plaintext;
 pub mod policy;
 pub mod runner;
+pub mod source;
 pub mod srv;
 pub mod static_list;
 pub mod web;
