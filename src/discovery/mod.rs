@@ -9,6 +9,7 @@
 //! visible but unelectable until idle, see [`crate::state::Plan::prune`]).
 
 pub mod consul;
+pub mod docker;
 pub mod exec;
 pub mod json;
 pub mod plaintext;
@@ -61,6 +62,7 @@ pub enum Fetcher {
     Json(json::Json),
     Plaintext(plaintext::Plaintext),
     Consul(consul::Consul),
+    Docker(docker::Docker),
 }
 
 impl Fetcher {
@@ -101,6 +103,7 @@ impl Fetcher {
                 },
             }),
             "consul" => Fetcher::Consul(consul_of(params)?),
+            "docker" => Fetcher::Docker(docker_of(params)?),
             other => return Err(format!("discovery kind \"{other}\"")),
         }))
     }
@@ -112,6 +115,7 @@ impl Fetcher {
             Fetcher::Json(j) => j.fetch().await,
             Fetcher::Plaintext(p) => p.fetch().await,
             Fetcher::Consul(c) => c.fetch().await,
+            Fetcher::Docker(d) => d.fetch().await,
         }
     }
 }
@@ -139,6 +143,26 @@ fn consul_of(params: &BTreeMap<String, String>) -> Result<consul::Consul, String
         auth: opt("consul_auth_username")
             .map(|u| (u, opt("consul_auth_password").unwrap_or_default())),
         tls: files,
+    })
+}
+
+fn docker_of(params: &BTreeMap<String, String>) -> Result<docker::Docker, String> {
+    let opt = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let tls = opt("docker_tls_enabled").as_deref() == Some("true");
+    let port = param(params, "docker_container_private_port")?;
+    Ok(docker::Docker {
+        endpoint: docker::Endpoint::parse(param(params, "docker_endpoint")?, tls)?,
+        private_port: port
+            .parse()
+            .map_err(|_| format!("docker_container_private_port {port}"))?,
+        label: opt("docker_container_label"),
+        host_env_var: opt("docker_container_host_env_var"),
+        tls: web::TlsFiles {
+            ca: opt("docker_tls_cacert_path").map(Into::into),
+            cert: opt("docker_tls_cert_path")
+                .zip(opt("docker_tls_key_path"))
+                .map(|(c, k)| (c.into(), k.into())),
+        },
     })
 }
 

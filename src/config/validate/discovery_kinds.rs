@@ -32,13 +32,12 @@ pub fn srv(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
 }
 
 pub fn docker(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
-    require(
-        ctx,
-        base,
-        "docker_endpoint",
-        "docker",
-        raw.docker_endpoint.as_ref(),
-    );
+    let endpoint = raw.docker_endpoint.as_ref();
+    if let Some(e) = require(ctx, base, "docker_endpoint", "docker", endpoint)
+        && let Err(msg) = crate::discovery::docker::Endpoint::parse(e, false)
+    {
+        ctx.error(&join(base, "docker_endpoint"), msg);
+    }
     match raw.docker_container_private_port {
         None => ctx.error(
             &join(base, "docker_container_private_port"),
