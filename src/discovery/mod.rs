@@ -12,6 +12,7 @@ pub mod consul;
 pub mod docker;
 pub mod exec;
 pub mod json;
+pub mod lxd;
 pub mod plaintext;
 pub mod policy;
 pub mod runner;
@@ -63,6 +64,7 @@ pub enum Fetcher {
     Plaintext(plaintext::Plaintext),
     Consul(consul::Consul),
     Docker(docker::Docker),
+    Lxd(lxd::Lxd),
 }
 
 impl Fetcher {
@@ -104,6 +106,7 @@ impl Fetcher {
             }),
             "consul" => Fetcher::Consul(consul_of(params)?),
             "docker" => Fetcher::Docker(docker_of(params)?),
+            "lxd" => Fetcher::Lxd(lxd_of(params)?),
             other => return Err(format!("discovery kind \"{other}\"")),
         }))
     }
@@ -116,6 +119,7 @@ impl Fetcher {
             Fetcher::Plaintext(p) => p.fetch().await,
             Fetcher::Consul(c) => c.fetch().await,
             Fetcher::Docker(d) => d.fetch().await,
+            Fetcher::Lxd(l) => l.fetch().await,
         }
     }
 }
@@ -128,6 +132,7 @@ fn consul_of(params: &BTreeMap<String, String>) -> Result<consul::Consul, String
         cert: opt("consul_tls_cert_path")
             .zip(opt("consul_tls_key_path"))
             .map(|(c, k)| (c.into(), k.into())),
+        insecure: false,
     };
     Ok(consul::Consul {
         base: format!(
@@ -162,7 +167,26 @@ fn docker_of(params: &BTreeMap<String, String>) -> Result<docker::Docker, String
             cert: opt("docker_tls_cert_path")
                 .zip(opt("docker_tls_key_path"))
                 .map(|(c, k)| (c.into(), k.into())),
+            insecure: false,
         },
+    })
+}
+
+fn lxd_of(params: &BTreeMap<String, String>) -> Result<lxd::Lxd, String> {
+    let opt = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let dir = opt("lxd_config_directory").unwrap_or_else(|| format!("{home}/.config/lxc"));
+    let accept = opt("lxd_accept_server_cert").as_deref() == Some("true");
+    Ok(lxd::Lxd {
+        address: lxd::Address::parse(param(params, "lxd_server_address")?, &dir, accept)?,
+        label: opt("lxd_container_label_key")
+            .map(|k| (k, opt("lxd_container_label_value").unwrap_or_default())),
+        port: opt("lxd_container_port").and_then(|p| p.parse().ok()),
+        port_key: opt("lxd_container_port_key"),
+        interface: param(params, "lxd_container_interface")?.to_string(),
+        interface_key: opt("lxd_container_interface_key"),
+        ipv6: param(params, "lxd_container_address_type")? == "IPv6",
+        sni_key: opt("lxd_container_sni_key"),
     })
 }
 

@@ -15,6 +15,8 @@ pub const MAX_BODY: usize = 16 << 20;
 pub struct TlsFiles {
     pub ca: Option<PathBuf>,
     pub cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate (`lxd_accept_server_cert`).
+    pub insecure: bool,
 }
 
 impl TlsFiles {
@@ -25,7 +27,7 @@ impl TlsFiles {
             return Ok(None);
         }
         crate::tls::client_config(&crate::tls::ClientOptions {
-            insecure: false,
+            insecure: self.insecure,
             roots: self.ca.clone(),
             client_cert: self.cert.clone(),
         })
