@@ -19,7 +19,6 @@ use crate::api::control::{self, Control};
 use crate::api::overlay::{self, Overlay};
 use crate::api::{self, Shared};
 use crate::config::raw::RawConfig;
-use crate::state::saved::{self, Saved};
 use crate::config::{
     self, Check, Config, ConfigError, DiscoveryKind, Format, Loaded, ProbeProtocol, Protocol,
     Server,
@@ -29,6 +28,7 @@ use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tcp;
 use crate::state::diff::{Op, diff};
+use crate::state::saved::{self, Saved};
 use crate::state::{Plan, ServerRuntime};
 use crate::{error, info, warn};
 
@@ -68,6 +68,12 @@ fn lines(errors: Vec<ConfigError>) -> Vec<String> {
 /// silently do something else, so they are errors.
 pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
     let mut out = Vec::new();
+    if cfg.api.enabled && cfg.api.tls.is_some() {
+        out.push(ConfigError {
+            path: "api.tls".into(),
+            message: "HTTPS for the API is not supported by this build yet".into(),
+        });
+    }
     for (name, s) in &cfg.servers {
         let mut no = |key: &str, what: String| {
             out.push(ConfigError {
@@ -228,7 +234,11 @@ impl Daemon {
         let Some(path) = &self.config.api.state_file else {
             return;
         };
-        let runtimes: Vec<_> = self.servers.values().map(|r| Arc::clone(&r.runtime)).collect();
+        let runtimes: Vec<_> = self
+            .servers
+            .values()
+            .map(|r| Arc::clone(&r.runtime))
+            .collect();
         let now = control::snapshot(&self.overlay, &runtimes);
         if now.same(&self.written) {
             return;
@@ -388,12 +398,16 @@ enum Exit {
 /// The API and metrics listeners, if enabled.
 fn start_http(cfg: &Config, shared: &Arc<Shared>, tx: api::Commands) -> io::Result<()> {
     if cfg.api.enabled {
-        api::spawn_api(&cfg.api, Arc::clone(shared), tx)
-            .map_err(|e| io::Error::other(format!("api: cannot listen on {}: {e}", cfg.api.bind)))?;
+        api::spawn_api(&cfg.api, Arc::clone(shared), tx).map_err(|e| {
+            io::Error::other(format!("api: cannot listen on {}: {e}", cfg.api.bind))
+        })?;
     }
     if cfg.metrics.enabled {
         api::spawn_metrics(cfg.metrics.bind, Arc::clone(shared)).map_err(|e| {
-            io::Error::other(format!("metrics: cannot listen on {}: {e}", cfg.metrics.bind))
+            io::Error::other(format!(
+                "metrics: cannot listen on {}: {e}",
+                cfg.metrics.bind
+            ))
         })?;
     }
     Ok(())
@@ -466,7 +480,10 @@ fn reload(daemon: &mut Daemon, source: &Source) {
             if loaded.config.api != daemon.config.api
                 || loaded.config.metrics != daemon.config.metrics
             {
-                warn!("config", "[api] and [metrics] changes take effect at restart");
+                warn!(
+                    "config",
+                    "[api] and [metrics] changes take effect at restart"
+                );
             }
             daemon.file_raw = loaded.raw.clone();
             match overlay::merge(&loaded.raw, &daemon.overlay) {

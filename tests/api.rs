@@ -63,7 +63,10 @@ fn read_endpoints_auth_and_redacted_dump() {
     let servers = json(&request(api, "GET", "/servers", AUTH, b"").1);
     assert_eq!(servers["web"]["balance"], "weight");
     assert_eq!(servers["web"]["bind"], format!("127.0.0.1:{port}"));
-    assert_eq!(request(api, "GET", "/servers/nope", AUTH, b""), (200, "null\n".into()));
+    assert_eq!(
+        request(api, "GET", "/servers/nope", AUTH, b""),
+        (200, "null\n".into())
+    );
 
     assert_eq!(who(port), "one");
     let stats = json(&request(api, "GET", "/servers/web/stats", AUTH, b"").1);
@@ -95,7 +98,10 @@ fn servers_are_added_changed_and_removed_while_traffic_flows() {
         r#"{{"bind":"127.0.0.1:{new_port}","healthcheck":{{"kind":"ping","interval":"2s","timeout":"1s"}},"discovery":{{"kind":"static","static_list":["{}"]}}}}"#,
         b2.line()
     );
-    assert_eq!(request(api, "POST", "/servers/added", AUTH, body.as_bytes()), (200, "null\n".into()));
+    assert_eq!(
+        request(api, "POST", "/servers/added", AUTH, body.as_bytes()),
+        (200, "null\n".into())
+    );
     assert_eq!(who(new_port), "two");
     let (status, msg) = request(api, "POST", "/servers/added", AUTH, body.as_bytes());
     assert_eq!(status, 409, "{msg}");
@@ -104,7 +110,13 @@ fn servers_are_added_changed_and_removed_while_traffic_flows() {
     // Rejections: bad JSON, unknown field, invalid value, busy bind, too big.
     let (status, msg) = request(api, "POST", "/servers/x", AUTH, b"{\"bind\":");
     assert_eq!(status, 400, "{msg}");
-    let (status, msg) = request(api, "POST", "/servers/x", AUTH, body.replace("\"bind\"", "\"bnid\"").as_bytes());
+    let (status, msg) = request(
+        api,
+        "POST",
+        "/servers/x",
+        AUTH,
+        body.replace("\"bind\"", "\"bnid\"").as_bytes(),
+    );
     assert_eq!(status, 400, "{msg}");
     assert!(msg.contains("servers.x.bnid"), "{msg}");
     let (status, msg) = request(api, "PUT", "/servers/added", AUTH, br#"{"bind":"127.0.0.1:1","balance":"fastest","discovery":{"kind":"static","static_list":["127.0.0.1:9"]}}"#);
@@ -116,21 +128,39 @@ fn servers_are_added_changed_and_removed_while_traffic_flows() {
     assert!(msg.contains("servers.x.bind"), "{msg}");
     let big = vec![b' '; 2 << 20];
     assert_eq!(request(api, "POST", "/servers/x", AUTH, &big).0, 413);
-    assert_eq!(who(new_port), "two", "a rejected request changed a running server");
+    assert_eq!(
+        who(new_port),
+        "two",
+        "a rejected request changed a running server"
+    );
     assert_eq!(request(api, "GET", "/servers/x", AUTH, b"").1, "null\n");
 
     // PUT in place: same listener, new backend list; the open flow survives.
     let mut held = connect(new_port);
     assert_eq!(read_line(&mut held), "two");
     let put = body.replace(&b2.line(), &b1.line());
-    assert_eq!(request(api, "PUT", "/servers/added", AUTH, put.as_bytes()).0, 200);
+    assert_eq!(
+        request(api, "PUT", "/servers/added", AUTH, put.as_bytes()).0,
+        200
+    );
     assert_eq!(who(new_port), "one");
     assert_eq!(exchange(&mut held, b"still here\n"), b"still here\n");
 
-    assert_eq!(request(api, "DELETE", "/servers/added", AUTH, b""), (200, "null\n".into()));
-    assert!(wait_until(Duration::from_secs(5), || TcpStream::connect(("127.0.0.1", new_port)).is_err()));
+    assert_eq!(
+        request(api, "DELETE", "/servers/added", AUTH, b""),
+        (200, "null\n".into())
+    );
+    assert!(wait_until(Duration::from_secs(5), || TcpStream::connect((
+        "127.0.0.1",
+        new_port
+    ))
+    .is_err()));
     assert_eq!(request(api, "DELETE", "/servers/added", AUTH, b"").0, 200);
-    assert_eq!(exchange(&mut flow, b"ping\n"), b"ping\n", "traffic through web was disturbed");
+    assert_eq!(
+        exchange(&mut flow, b"ping\n"),
+        b"ping\n",
+        "traffic through web was disturbed"
+    );
 }
 
 /// A backend that streams `total` bytes slowly to every client.
@@ -161,7 +191,11 @@ fn drained_backend_finishes_its_download_and_gets_nothing_new() {
     let slow = slow_download(2_000_000, Arc::clone(&accepted));
     let other = Backend::start("other");
     let (api, port) = (free_port(), free_port());
-    let cfg = api_config(api, "", &server("web", port, &[slow.clone(), other.line()], ""));
+    let cfg = api_config(
+        api,
+        "",
+        &server("web", port, &[slow.clone(), other.line()], ""),
+    );
     let _bx = start(&cfg, api, &[port]);
     // Find a connection that landed on the slow backend.
     let mut download = None;
@@ -178,12 +212,19 @@ fn drained_backend_finishes_its_download_and_gets_nothing_new() {
     let mut download = download.expect("no connection reached the slow backend");
     let path = format!("/servers/web/backends/{slow}/drain");
     let (status, body) = request(api, "POST", &path, AUTH, b"");
-    assert_eq!((status, json(&body)["admin"].clone()), (200, "drain".into()));
+    assert_eq!(
+        (status, json(&body)["admin"].clone()),
+        (200, "drain".into())
+    );
     let before = accepted.load(Ordering::SeqCst);
     for _ in 0..6 {
         assert_eq!(who(port), "other");
     }
-    assert_eq!(accepted.load(Ordering::SeqCst), before, "a drained backend got a new connection");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before,
+        "a drained backend got a new connection"
+    );
     let mut rest = Vec::new();
     download.read_to_end(&mut rest).unwrap();
     assert_eq!(rest.len() + 1, 2_000_000, "the download did not complete");
@@ -200,7 +241,17 @@ fn drained_backend_finishes_its_download_and_gets_nothing_new() {
     assert_eq!(request(api, "POST", &path, AUTH, b"").0, 200);
     let path = format!("/servers/web/backends/{slow}/bogus");
     assert_eq!(request(api, "POST", &path, AUTH, b"").0, 404);
-    assert_eq!(request(api, "POST", "/servers/web/backends/127.0.0.1:1/drain", AUTH, b"").0, 404);
+    assert_eq!(
+        request(
+            api,
+            "POST",
+            "/servers/web/backends/127.0.0.1:1/drain",
+            AUTH,
+            b""
+        )
+        .0,
+        404
+    );
 }
 
 #[test]
@@ -211,22 +262,53 @@ fn health_endpoints_metrics_and_state_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let extra = format!("state_file = \"{}\"", state.display());
-    let check = "[servers.web.healthcheck]\nkind = \"ping\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n";
-    let servers = server("web", port, &[up.line(), format!("127.0.0.1:{down}")], check);
-    let cfg = format!("{}\n[metrics]\nenabled = true\nbind = \"127.0.0.1:{metrics}\"\n", api_config(api, &extra, &servers));
+    let check =
+        "[servers.web.healthcheck]\nkind = \"ping\"\ninterval = \"200ms\"\ntimeout = \"100ms\"\n";
+    let servers = server(
+        "web",
+        port,
+        &[up.line(), format!("127.0.0.1:{down}")],
+        check,
+    );
+    let cfg = format!(
+        "{}\n[metrics]\nenabled = true\nbind = \"127.0.0.1:{metrics}\"\n",
+        api_config(api, &extra, &servers)
+    );
     let bx = start(&cfg, api, &[port, metrics]);
 
     let key = format!("127.0.0.1:{down}");
     assert!(wait_until(Duration::from_secs(5), || {
-        let h = json(&request(api, "GET", &format!("/servers/web/backends/{key}/health"), AUTH, b"").1);
+        let h = json(
+            &request(
+                api,
+                "GET",
+                &format!("/servers/web/backends/{key}/health"),
+                AUTH,
+                b"",
+            )
+            .1,
+        );
         h["state"] == "down" && h["history"].as_array().is_some_and(|a| !a.is_empty())
     }));
-    let h = json(&request(api, "GET", &format!("/servers/web/backends/{key}/health"), AUTH, b"").1);
+    let h = json(
+        &request(
+            api,
+            "GET",
+            &format!("/servers/web/backends/{key}/health"),
+            AUTH,
+            b"",
+        )
+        .1,
+    );
     assert_eq!(h["history"][0]["cause"], "refused", "{h}");
     assert!(h["since"].as_str().is_some(), "{h}");
 
     let (status, body) = request(api, "GET", "/health", AUTH, b"");
-    assert_eq!((status, json(&body)["status"].clone()), (200, "UP".into()), "{body}");
+    assert_eq!(
+        (status, json(&body)["status"].clone()),
+        (200, "UP".into()),
+        "{body}"
+    );
     let path = format!("/servers/web/backends/{}/disable", up.line());
     assert_eq!(request(api, "POST", &path, AUTH, b"").0, 200);
     let (status, body) = request(api, "GET", "/health", AUTH, b"");
@@ -238,7 +320,10 @@ fn health_endpoints_metrics_and_state_file() {
     for line in [
         format!("betwixt_backend_up{{server=\"web\",backend=\"{key}\"}} 0"),
         format!("gobetween_backend_live{{server=\"web\",host=\"127.0.0.1\",port=\"{down}\"}} 0"),
-        format!("betwixt_backend_admin_state{{server=\"web\",backend=\"{}\",state=\"disabled\"}} 1", up.line()),
+        format!(
+            "betwixt_backend_admin_state{{server=\"web\",backend=\"{}\",state=\"disabled\"}} 1",
+            up.line()
+        ),
         "# TYPE betwixt_health_check_duration_seconds histogram".to_string(),
     ] {
         assert!(text.contains(&line), "missing {line}");
@@ -246,8 +331,14 @@ fn health_endpoints_metrics_and_state_file() {
 
     // The admin state and an API-made server survive a restart.
     let extra_port = free_port();
-    let body = format!(r#"{{"bind":"127.0.0.1:{extra_port}","discovery":{{"kind":"static","static_list":["{}"]}}}}"#, up.line());
-    assert_eq!(request(api, "POST", "/servers/kept", AUTH, body.as_bytes()).0, 200);
+    let body = format!(
+        r#"{{"bind":"127.0.0.1:{extra_port}","discovery":{{"kind":"static","static_list":["{}"]}}}}"#,
+        up.line()
+    );
+    assert_eq!(
+        request(api, "POST", "/servers/kept", AUTH, body.as_bytes()).0,
+        200
+    );
     assert!(wait_until(Duration::from_secs(5), || state.exists()));
     let mut bx = bx;
     bx.signal(libc::SIGTERM);
@@ -255,7 +346,10 @@ fn health_endpoints_metrics_and_state_file() {
     let config = std::fs::read_to_string(&bx.config).unwrap();
     let bx2 = start(&config, api, &[port, extra_port]);
     let stats = json(&request(api, "GET", "/servers/web/stats", AUTH, b"").1);
-    assert!(stats.to_string().contains("\"admin\":\"disabled\""), "{stats}");
+    assert!(
+        stats.to_string().contains("\"admin\":\"disabled\""),
+        "{stats}"
+    );
     assert_eq!(who(extra_port), "up");
 
     // A corrupt state file is reported and ignored.

@@ -108,7 +108,11 @@ fn set_admin(ctl: &mut impl Control, server: &str, key: &str, admin: u8, close: 
         b.state.close_connections();
     }
     let label = admin_label(admin);
-    info!(server, "backend {key}: admin state {label}{}", if close { ", connections closed" } else { "" });
+    info!(
+        server,
+        "backend {key}: admin state {label}{}",
+        if close { ", connections closed" } else { "" }
+    );
     Reply::ok(json!({ "server": server, "backend": key, "admin": label }))
 }
 

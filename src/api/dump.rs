@@ -13,7 +13,12 @@ use crate::config::raw::{RawConfig, RawServer};
 pub const REDACTED: &str = "<redacted>";
 
 /// Header names whose values are credentials.
-const SECRET_HEADERS: [&str; 4] = ["authorization", "proxy-authorization", "cookie", "x-api-key"];
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
 
 /// `GET /dump?format=toml|json` (default toml; unknown -> 500 as gobetween).
 pub fn dump(raw: &RawConfig, format: Option<String>) -> Answer {
@@ -77,13 +82,22 @@ pub fn filled(raw: &RawServer, s: &Server) -> Value {
     let dur = |d: Option<Duration>| json!(d.map_or("0".to_string(), go_duration));
     let defaults = [
         ("bind", json!(s.bind.to_string())),
-        ("protocol", json!(format!("{:?}", s.protocol).to_lowercase())),
+        (
+            "protocol",
+            json!(format!("{:?}", s.protocol).to_lowercase()),
+        ),
         ("balance", json!(s.balance.name())),
         ("max_connections", json!(s.max_connections)),
         ("client_idle_timeout", dur(s.client_idle_timeout)),
         ("backend_idle_timeout", dur(s.backend_idle_timeout)),
-        ("backend_connection_timeout", dur(s.backend_connection_timeout)),
-        ("backend_connection_retries", json!(s.backend_connection_retries)),
+        (
+            "backend_connection_timeout",
+            dur(s.backend_connection_timeout),
+        ),
+        (
+            "backend_connection_retries",
+            json!(s.backend_connection_retries),
+        ),
         ("drain_timeout", json!(go_duration(s.drain_timeout))),
     ];
     if let Value::Object(o) = &mut v {
@@ -187,7 +201,10 @@ timeout = "1s"
             assert!(text.contains(REDACTED), "{text}");
             assert!(text.contains("127.0.0.1:8000"), "{text}");
         }
-        assert!(matches!(dump(&loaded.raw, Some("xml".into())), Answer::Json(500, _)));
+        assert!(matches!(
+            dump(&loaded.raw, Some("xml".into())),
+            Answer::Json(500, _)
+        ));
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub fn route(
         ["status"] if get => status::page(shared, param(query, "refresh")),
         ["health"] if get => health(shared),
         ["metrics"] if get => metrics(shared),
-        ["ping" | "" | "dump" | "servers" | "status" | "health" | "metrics"] => method_not_allowed(),
+        ["ping" | "" | "dump" | "servers" | "status" | "health" | "metrics"] => {
+            method_not_allowed()
+        }
         ["servers", _, "stats"] | ["servers", _, "backends", _, _] => method_not_allowed(),
         _ => Answer::not_found(),
     }
@@ -291,7 +293,11 @@ fn health(shared: &Shared) -> Answer {
 }
 
 pub fn metrics(shared: &Shared) -> Answer {
-    let views: Vec<ServerView> = shared.servers().iter().map(|rt| ServerView::of(rt)).collect();
+    let views: Vec<ServerView> = shared
+        .servers()
+        .iter()
+        .map(|rt| ServerView::of(rt))
+        .collect();
     Answer::Text(
         200,
         "text/plain; version=0.0.4; charset=utf-8",

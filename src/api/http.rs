@@ -26,7 +26,11 @@ pub enum Answer {
 
 impl Answer {
     pub fn not_found() -> Self {
-        Self::Text(404, "text/plain; charset=utf-8", "404 page not found".into())
+        Self::Text(
+            404,
+            "text/plain; charset=utf-8",
+            "404 page not found".into(),
+        )
     }
 }
 
@@ -71,7 +75,9 @@ pub fn spawn_metrics(bind: SocketAddr, shared: Arc<Shared>) -> io::Result<()> {
 #[cfg(feature = "tls")]
 fn listen(cfg: &Api) -> io::Result<Server> {
     match &cfg.tls {
-        Some(_) => Err(io::Error::other("[api.tls] is not supported by this build yet")),
+        Some(_) => Err(io::Error::other(
+            "[api.tls] is not supported by this build yet",
+        )),
         None => Server::http(cfg.bind).map_err(io::Error::other),
     }
 }
@@ -219,8 +225,14 @@ fn with_cors(resp: Resp, cors: bool) -> Resp {
     let headers = [
         ("Access-Control-Allow-Origin", "*"),
         ("Access-Control-Allow-Credentials", "true"),
-        ("Access-Control-Allow-Methods", "PUT, POST, DELETE, GET, OPTIONS"),
-        ("Access-Control-Allow-Headers", "Origin, Authorization, Content-Type"),
+        (
+            "Access-Control-Allow-Methods",
+            "PUT, POST, DELETE, GET, OPTIONS",
+        ),
+        (
+            "Access-Control-Allow-Headers",
+            "Origin, Authorization, Content-Type",
+        ),
         ("Access-Control-Max-Age", "43200"),
     ];
     headers.iter().fold(resp, |r, (n, v)| add(r, n, v))

@@ -18,10 +18,20 @@ tr.drain td{background:#ffd280}tr.disabled td{background:#ccc}\
 .bad{color:#b00;font-weight:bold}";
 
 pub fn page(shared: &Shared, refresh: Option<String>) -> Answer {
-    let views: Vec<ServerView> = shared.servers().iter().map(|rt| ServerView::of(rt)).collect();
+    let views: Vec<ServerView> = shared
+        .servers()
+        .iter()
+        .map(|rt| ServerView::of(rt))
+        .collect();
     let failed = shared.failed();
-    let refresh = refresh.and_then(|r| r.parse::<u32>().ok()).filter(|r| *r > 0);
-    Answer::Text(200, "text/html; charset=utf-8", render(&views, &failed, refresh))
+    let refresh = refresh
+        .and_then(|r| r.parse::<u32>().ok())
+        .filter(|r| *r > 0);
+    Answer::Text(
+        200,
+        "text/html; charset=utf-8",
+        render(&views, &failed, refresh),
+    )
 }
 
 /// HTML-escape text for element content and attribute values.
@@ -177,6 +187,8 @@ mod tests {
         assert!(html.contains("data-health=\"down\""));
         assert!(html.contains("class=\"drain\""));
         assert!(html.contains("1 of 3 backends electable"));
-        assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+        assert!(
+            !html.contains("<script") && !html.contains("http://") && !html.contains("https://")
+        );
     }
 }

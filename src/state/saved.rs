@@ -56,12 +56,17 @@ pub fn encode(saved: &Saved) -> io::Result<Vec<u8>> {
 }
 
 pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
-    let rest = bytes.strip_prefix(MAGIC).ok_or("not a betwixt state file")?;
+    let rest = bytes
+        .strip_prefix(MAGIC)
+        .ok_or("not a betwixt state file")?;
     let (&version, rest) = rest.split_first().ok_or("truncated")?;
     if version != VERSION {
         return Err(format!("unknown format version {version}"));
     }
-    let len_bytes: [u8; 4] = rest.get(..4).and_then(|b| b.try_into().ok()).ok_or("truncated")?;
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("truncated")?;
     let len = u32::from_le_bytes(len_bytes) as usize;
     let payload = rest.get(4..4 + len).ok_or("truncated")?;
     let sum: [u8; 8] = rest
@@ -118,7 +123,10 @@ mod tests {
     fn sample() -> Saved {
         Saved {
             saved_ms: 42,
-            overlay: vec![("api1".into(), Some("{\"bind\":\":1\"}".into())), ("old".into(), None)],
+            overlay: vec![
+                ("api1".into(), Some("{\"bind\":\":1\"}".into())),
+                ("old".into(), None),
+            ],
             backends: vec![SavedBackend {
                 server: "web".into(),
                 key: "127.0.0.1:80".into(),
