@@ -11,7 +11,7 @@ use crate::metrics::view::{BackendView, ServerView, admin_label};
 const STYLE: &str = "body{font:13px sans-serif;margin:1em;color:#222}\
 table{border-collapse:collapse;margin-bottom:1.5em;min-width:60em}\
 th,td{border:1px solid #bbb;padding:2px 8px;text-align:right}\
-th{background:#ddd}td.l,th.l{text-align:left}\
+th{background:#ddd}td{white-space:nowrap}td:last-child{white-space:normal}td.l,th.l{text-align:left}\
 caption{text-align:left;font-weight:bold;font-size:15px;padding:4px 0}\
 tr.up td{background:#cfc}tr.down td{background:#fbb}\
 tr.drain td{background:#ffd280}tr.disabled td{background:#ccc}\
