@@ -24,6 +24,7 @@ pub mod machine;
 mod outcome;
 pub mod ping;
 pub mod probe;
+pub mod process;
 pub mod report;
 pub mod runner;
 pub mod script;
