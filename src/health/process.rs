@@ -205,7 +205,8 @@ fn pidfd(pid: libc::pid_t) -> Option<AsyncFd<OwnedFd>> {
     }
     // SAFETY: the fd was just returned by the kernel and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
-    AsyncFd::with_interest(fd, tokio::io::Interest::READABLE).ok()
+    // SAFETY: an OwnedFd stays open and returns the same fd until dropped.
+    unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
 }
 
 /// Has `pid` exited? (`WNOWAIT`: it stays a zombie until [`Group::reap`].)
