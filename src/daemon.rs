@@ -20,6 +20,7 @@ use crate::config::{
     Server,
 };
 use crate::discovery::BackendSpec;
+use crate::health::Context;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tcp;
@@ -91,7 +92,9 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
 
 fn health_supported(check: &Check) -> bool {
     match check {
-        Check::None | Check::Ping => true,
+        Check::None | Check::Ping | Check::Exec { .. } | Check::Script(_) | Check::Icmp { .. } => {
+            true
+        }
         Check::Probe(p) => p.protocol != ProbeProtocol::Tls,
         _ => false,
     }
@@ -181,6 +184,14 @@ impl Daemon {
             && let Err(e) = crate::log::configure(&new.logging)
         {
             error!("config", "logging: {e}; keeping the previous logger");
+        }
+        if new.max_exec_checks != self.config.max_exec_checks {
+            warn!(
+                "config",
+                "defaults.max_exec_checks: the change from {} to {} takes effect at the next start",
+                self.config.max_exec_checks,
+                new.max_exec_checks
+            );
         }
         for op in diff(&self.config.servers, &new.servers) {
             match op {
@@ -286,7 +297,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     let mut daemon = Daemon {
         config: loaded.config.clone(),
         servers: BTreeMap::new(),
-        health: Supervisor::default(),
+        health: Supervisor::new(Context::new(loaded.config.max_exec_checks)),
     };
     for (name, cfg) in &loaded.config.servers {
         if let Err(e) = daemon.start(name, cfg) {
