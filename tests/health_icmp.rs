@@ -267,7 +267,11 @@ fn host_in_a_namespace_goes_down_when_its_link_does() {
     run("ip", &["-n", &ns.0, "link", "set", "eth0", "up"]);
     let port = free_port();
     let key = format!("{inner}:80");
-    let d = Daemon::start(&[], &icmp_config(port, std::slice::from_ref(&key), "unhealthy"), port);
+    let d = Daemon::start(
+        &[],
+        &icmp_config(port, std::slice::from_ref(&key), "unhealthy"),
+        port,
+    );
     d.wait_log(&[&format!("backend {key} is up"), "echo replies"]);
     // Carrier loss on the root side: the host stops answering.
     run("ip", &["link", "set", &link.0, "down"]);

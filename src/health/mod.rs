@@ -28,6 +28,7 @@ pub mod process;
 pub mod report;
 pub mod runner;
 pub mod script;
+pub mod url;
 pub mod webhook;
 
 pub use outcome::{Cause, OUTPUT_CAP, Outcome, Verdict, capture};
