@@ -116,12 +116,10 @@ fn health_tls(check: &Check) -> Option<(&'static str, &'static str)> {
 }
 
 fn health_supported(check: &Check) -> bool {
-    match check {
-        Check::None | Check::Ping | Check::Probe(_) | Check::Http(_) | Check::Webhook { .. } => {
-            true
-        }
-        _ => false,
-    }
+    matches!(
+        check,
+        Check::None | Check::Ping | Check::Probe(_) | Check::Http(_) | Check::Webhook { .. }
+    )
 }
 
 /// Settings that are accepted but do nothing yet: warned about at start.
