@@ -157,7 +157,7 @@ fn parse_check(args: &[String]) -> Result<Command, String> {
             _ => url_arg = Some(arg.clone()),
         }
     }
-    let url = url_arg.ok_or("check needs a URL")?;
+    let url = url_arg.ok_or("check: needs a URL")?;
     url::parse(&url, &opts).map_err(|e| format!("check: {e}"))?;
     Ok(Command::Check(CheckArgs { url, timeout, opts }))
 }
@@ -233,6 +233,13 @@ pub fn main() -> i32 {
         }
         Ok(Command::Run(run)) => start(run),
         Ok(Command::Check(c)) => check(c),
+        Err(e) if args.first().is_some_and(|a| a == "check") => {
+            eprintln!(
+                "betwixt check: {} (see betwixt --help)",
+                e.trim_start_matches("check: ")
+            );
+            2
+        }
         Err(e) => {
             eprintln!("betwixt: {e}\n\n{USAGE}");
             2
