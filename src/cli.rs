@@ -17,6 +17,7 @@ USAGE:
     betwixt [OPTIONS]                 run with -c FILE, or /etc/betwixt/betwixt.toml
     betwixt from-file FILE [OPTIONS]  run with FILE (same as -c FILE)
     betwixt check URL [CHECK OPTIONS] run one health check and exit
+    betwixt healthd [HEALTHD OPTIONS] health endpoint for an upstream load balancer
 
 OPTIONS:
     -c, --config FILE           config file (TOML or JSON, gobetween's keys)
@@ -43,6 +44,16 @@ CHECK (exit 0 healthy, 1 unhealthy, 2 usage error; one line on stderr says why):
                                 seconds as a number
     IPv6: write [ADDR] or [ADDR]:PORT.
 
+HEALTHD (a drop-in for gruntwork's health-checker): any request to the
+listener runs every check at once: 200 if all pass, 504 if any fails, one
+line per check in the body.
+    --listener ADDR:PORT        where to listen (default 0.0.0.0:5000)
+    --port N                    a TCP connect to 127.0.0.1:N (repeatable)
+    --script \"CMD ARGS\"       run CMD ARGS (no shell; repeatable); exit 0 passes
+    --script-timeout SECS       kill a script's process group after SECS (default 5)
+    --singleflight              concurrent requests share one evaluation
+    --log-level LEVEL           accepted for compatibility
+
 SIGNALS:
     SIGHUP   reload the config; an invalid one is logged and the old one kept;
              unchanged servers keep their listeners and connections
@@ -60,6 +71,7 @@ pub enum Command {
     Version,
     Run(RunArgs),
     Check(CheckArgs),
+    Healthd(crate::healthd::Args),
 }
 
 /// `betwixt check URL ...`: the URL is known to parse.
@@ -92,6 +104,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     };
     if args.first().is_some_and(|a| a == "check") {
         return parse_check(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "healthd") {
+        if args[1..].iter().any(|a| a == "-h" || a == "--help") {
+            return Ok(Command::Help);
+        }
+        return crate::healthd::parse(&args[1..]).map(Command::Healthd);
     }
     let mut it = args.iter();
     let mut seen_config = false;
@@ -233,6 +251,7 @@ pub fn main() -> i32 {
         }
         Ok(Command::Run(run)) => start(run),
         Ok(Command::Check(c)) => check(c),
+        Ok(Command::Healthd(h)) => crate::healthd::run(h),
         Err(e) if args.first().is_some_and(|a| a == "check") => {
             eprintln!(
                 "betwixt check: {} (see betwixt --help)",

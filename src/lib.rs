@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod health;
+pub mod healthd;
 pub mod http;
 pub mod log;
 pub mod metrics;
