@@ -11,6 +11,7 @@
 //! - [`proxy`] owns listeners and the per-connection data path (splice/copy).
 //! - [`metrics`] keeps the counters and rates every other layer reports into.
 
+pub mod api;
 pub mod balance;
 pub mod cli;
 pub mod config;

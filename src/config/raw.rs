@@ -53,6 +53,10 @@ raw_struct! {
         cors: bool,
         basic_auth: RawBasicAuth,
         tls: RawCertPaths,
+        /// betwixt: where API-made servers, admin states and health are kept.
+        state_file: String,
+        /// betwixt: saved health older than this is ignored at start.
+        state_max_age: String,
     }
 }
 

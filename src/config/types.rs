@@ -82,6 +82,10 @@ pub struct Api {
     pub cors: bool,
     pub basic_auth: Option<BasicAuth>,
     pub tls: Option<CertPair>,
+    /// State file (API-made servers, admin states, last health); `None` = not kept.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Saved health older than this is ignored at start (default 5 minutes).
+    pub state_max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -424,3 +424,26 @@ fn sections_must_be_tables() {
     .unwrap_err();
     assert_eq!(e[0].path, "servers.w.discovery");
 }
+
+#[test]
+fn api_state_file_keys() {
+    let l = ok("[api]\nstate_file = \"/var/lib/betwixt/state\"\nstate_max_age = \"1m\"\n");
+    assert_eq!(
+        l.config.api.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/betwixt/state"))
+    );
+    assert_eq!(l.config.api.state_max_age, Duration::from_secs(60));
+    let l = ok("[api]\n");
+    assert_eq!(
+        (l.config.api.state_file, l.config.api.state_max_age),
+        (None, Duration::from_secs(300))
+    );
+    assert_has(
+        &errors("[api]\nstate_max_age = \"soon\"\n"),
+        "api.state_max_age: ",
+    );
+    assert_has(
+        &errors("[api]\nstate_fil = \"x\"\n"),
+        "api.state_fil: unknown key",
+    );
+}

@@ -21,6 +21,7 @@ pub struct Defaults {
 }
 
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const STATE_MAX_AGE: Duration = Duration::from_secs(300);
 
 pub fn logging(ctx: &mut Ctx, raw: Option<&RawLogging>) -> Logging {
     let default = RawLogging::default();
@@ -87,6 +88,18 @@ pub fn api(ctx: &mut Ctx, raw: Option<&RawApi>) -> Api {
         cors: raw.cors.unwrap_or(false),
         basic_auth,
         tls,
+        state_file: raw
+            .state_file
+            .as_ref()
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from),
+        state_max_age: duration_or(
+            ctx,
+            "api.state_max_age",
+            raw.state_max_age.as_ref(),
+            Zero::Allowed,
+            STATE_MAX_AGE,
+        ),
     }
 }
 
