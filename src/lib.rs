@@ -11,12 +11,14 @@
 //! - [`proxy`] owns listeners and the per-connection data path (splice/copy).
 //! - [`metrics`] keeps the counters and rates every other layer reports into.
 
+pub mod api;
 pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod health;
+pub mod healthd;
 pub mod http;
 pub mod log;
 pub mod metrics;

@@ -53,6 +53,10 @@ raw_struct! {
         cors: bool,
         basic_auth: RawBasicAuth,
         tls: RawCertPaths,
+        /// betwixt: where API-made servers, admin states and health are kept.
+        state_file: String,
+        /// betwixt: saved health older than this is ignored at start.
+        state_max_age: String,
     }
 }
 
@@ -81,6 +85,8 @@ raw_struct! {
         backend_connection_timeout: String,
         backend_connection_retries: u32,
         drain_timeout: String,
+        /// New: concurrent `exec`/`script` health checks, process-wide.
+        max_exec_checks: u32,
     }
 }
 

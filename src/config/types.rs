@@ -18,6 +18,9 @@ pub struct Config {
     pub logging: Logging,
     pub api: Api,
     pub metrics: Metrics,
+    /// `[defaults] max_exec_checks`: `exec`/`script` health checks that may
+    /// run at once in the whole process (1..=1024, default 4).
+    pub max_exec_checks: usize,
     /// Servers by name, in name order (stable for diffs and dumps).
     pub servers: BTreeMap<String, Server>,
 }
@@ -82,6 +85,10 @@ pub struct Api {
     pub cors: bool,
     pub basic_auth: Option<BasicAuth>,
     pub tls: Option<CertPair>,
+    /// State file (API-made servers, admin states, last health); `None` = not kept.
+    pub state_file: Option<std::path::PathBuf>,
+    /// Saved health older than this is ignored at start (default 5 minutes).
+    pub state_max_age: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

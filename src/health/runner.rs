@@ -176,3 +176,102 @@ impl Watch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::static_list::parse_line;
+    use crate::state::fixtures::test_server;
+
+    fn plan(lines: &[&str], hc: Healthcheck, previous: Option<&Plan>) -> Plan {
+        let mut cfg = test_server("127.0.0.1:1");
+        cfg.healthcheck = hc;
+        let specs: Vec<_> = lines.iter().filter_map(|l| parse_line(l).ok()).collect();
+        Plan::new(Arc::new(cfg), &specs, previous)
+    }
+
+    fn ping(interval_ms: u64) -> Healthcheck {
+        let mut hc = Healthcheck::none();
+        hc.kind = "ping".into();
+        hc.check = Check::Ping;
+        hc.interval = Some(Duration::from_millis(interval_ms));
+        hc
+    }
+
+    fn task_ids(s: &Supervisor) -> Vec<(String, tokio::task::Id)> {
+        let mut ids: Vec<_> = s.jobs["web"]
+            .iter()
+            .filter_map(|(k, j)| j.task.as_ref().map(|t| (k.clone(), t.id())))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn sync_keeps_unchanged_tasks_and_replaces_changed_ones() {
+        let mut sup = Supervisor::default();
+        let p1 = plan(&["127.0.0.1:9", "127.0.0.1:10"], ping(60_000), None);
+        sup.sync("web", &p1);
+        let first = task_ids(&sup);
+        assert_eq!(first.len(), 2);
+
+        // Same check, one backend more: old tasks kept.
+        let p2 = plan(
+            &["127.0.0.1:9", "127.0.0.1:10", "127.0.0.1:11"],
+            ping(60_000),
+            Some(&p1),
+        );
+        sup.sync("web", &p2);
+        let second = task_ids(&sup);
+        assert_eq!(second.len(), 3);
+        assert!(first.iter().all(|t| second.contains(t)));
+
+        // Another interval: every task restarts.
+        let p3 = plan(&["127.0.0.1:9"], ping(30_000), Some(&p2));
+        sup.sync("web", &p3);
+        let third = task_ids(&sup);
+        assert_eq!(third.len(), 1);
+        assert!(!first.contains(&third[0]));
+
+        sup.stop("web");
+        assert!(!sup.jobs.contains_key("web"));
+    }
+
+    #[tokio::test]
+    async fn kind_none_makes_a_backend_live_without_a_task() {
+        let mut hc = ping(60_000);
+        hc.initial_healthy = false;
+        let p1 = plan(&["127.0.0.1:9"], hc, None);
+        assert!(!p1.backends[0].state.live.load(Relaxed));
+        let mut sup = Supervisor::default();
+        let p2 = plan(&["127.0.0.1:9"], Healthcheck::none(), Some(&p1));
+        sup.sync("web", &p2);
+        assert!(p2.backends[0].state.live.load(Relaxed));
+        assert!(sup.jobs["web"].values().all(|j| j.task.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_refused_target_goes_down_after_fails_results() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9);
+        let mut hc = ping(50);
+        hc.fails = 2;
+        let line = format!("127.0.0.1:{port}");
+        let p = plan(&[&line], hc, None);
+        let state = Arc::clone(&p.backends[0].state);
+        let mut sup = Supervisor::default();
+        sup.sync("web", &p);
+        let mut waited = 0;
+        while state.live.load(Relaxed) && waited < 100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += 1;
+        }
+        assert!(!state.live.load(Relaxed));
+        let report = state.report().clone();
+        assert_eq!(report.kind, "ping");
+        assert!(report.checks >= 2, "{report:?}");
+        assert_eq!(report.history[0].cause, super::super::Cause::Refused);
+    }
+}

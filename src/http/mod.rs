@@ -57,16 +57,19 @@ pub type TlsConfig = Tls;
 /// Send `req` to `url`: resolve its host, dial, and for `https` run TLS
 /// with `config` (or the shared system-roots config when `None`), sending
 /// the URL's host as SNI. `req` carries its own target and Host header.
+/// A failed name lookup is an [`Error::Connect`].
 pub async fn fetch(
     url: &Url,
     req: &Request,
     config: Option<TlsConfig>,
     limit: Limit,
 ) -> Result<Response, Error> {
-    let addr = url
-        .resolve()
-        .await
-        .map_err(|e| Error::Request(format!("resolve {}: {e}", url.host)))?;
+    let addr = url.resolve().await.map_err(|e| {
+        Error::Connect(std::io::Error::new(
+            e.kind(),
+            format!("resolve {}: {e}", url.host),
+        ))
+    })?;
     let tls = if url.https {
         Some(url_tls(url, config)?)
     } else {

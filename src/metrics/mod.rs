@@ -4,6 +4,9 @@
 //! [`Counters::tick`] every [`RATE_WINDOW`] to turn byte totals into rates
 //! (gobetween's `rx_second`/`tx_second`: bytes per second over the last window).
 
+pub mod prometheus;
+pub mod view;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 

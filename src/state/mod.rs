@@ -8,6 +8,7 @@
 
 pub mod diff;
 mod plan;
+pub mod saved;
 mod tracker;
 
 pub use plan::{

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod http;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_betwixt");
 
 /// A free loopback port (bound then released).

@@ -424,3 +424,43 @@ fn sections_must_be_tables() {
     .unwrap_err();
     assert_eq!(e[0].path, "servers.w.discovery");
 }
+
+#[test]
+fn api_state_file_keys() {
+    let l = ok("[api]\nstate_file = \"/var/lib/betwixt/state\"\nstate_max_age = \"1m\"\n");
+    assert_eq!(
+        l.config.api.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/betwixt/state"))
+    );
+    assert_eq!(l.config.api.state_max_age, Duration::from_secs(60));
+    let l = ok("[api]\n");
+    assert_eq!(
+        (l.config.api.state_file, l.config.api.state_max_age),
+        (None, Duration::from_secs(300))
+    );
+    assert_has(
+        &errors("[api]\nstate_max_age = \"soon\"\n"),
+        "api.state_max_age: ",
+    );
+    assert_has(
+        &errors("[api]\nstate_fil = \"x\"\n"),
+        "api.state_fil: unknown key",
+    );
+}
+
+#[test]
+fn max_exec_checks_default_range_and_value() {
+    assert_eq!(ok(&server("")).config.max_exec_checks, 4);
+    let l = ok(&format!("[defaults]\nmax_exec_checks = 2\n{}", server("")));
+    assert_eq!(l.config.max_exec_checks, 2);
+    let e = errors(&format!("[defaults]\nmax_exec_checks = 0\n{}", server("")));
+    assert_has(&e, "defaults.max_exec_checks: must be 1-1024");
+    let e = errors(&format!(
+        "[defaults]\nmax_exec_checks = 5000\n{}",
+        server("")
+    ));
+    assert_has(&e, "defaults.max_exec_checks: must be 1-1024");
+    // Only in [defaults]: it is one limit for the whole process.
+    let e = errors(&server("max_exec_checks = 2"));
+    assert_has(&e, "servers.web.max_exec_checks: unknown key");
+}

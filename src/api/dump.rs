@@ -1,0 +1,244 @@
+//! `/dump` and the server objects of `/servers`: the effective config as
+//! written, defaults filled in, secrets replaced. Pure code.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::http::Answer;
+use crate::config::Server;
+use crate::config::raw::{RawConfig, RawServer};
+
+/// What a secret is replaced with in dumps.
+pub const REDACTED: &str = "<redacted>";
+
+/// Header names whose values are credentials.
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
+/// `GET /dump?format=toml|json` (default toml; unknown -> 500 as gobetween).
+pub fn dump(raw: &RawConfig, format: Option<String>) -> Answer {
+    let raw = redact(raw);
+    match format.as_deref().unwrap_or("toml") {
+        "toml" | "" => match toml::to_string(&raw) {
+            Ok(t) => Answer::Text(200, "application/toml; charset=utf-8", t),
+            Err(e) => Answer::Json(500, json!(format!("cannot render toml: {e}"))),
+        },
+        "json" => Answer::Json(200, serde_json::to_value(&raw).unwrap_or(Value::Null)),
+        other => Answer::Json(500, json!(format!("unknown format: {other}"))),
+    }
+}
+
+/// A copy with every secret replaced by [`REDACTED`]: the API password,
+/// discovery credentials and credential headers of http checks.
+pub fn redact(raw: &RawConfig) -> RawConfig {
+    let mut raw = raw.clone();
+    let hide = |s: &mut Option<String>| {
+        if s.is_some() {
+            *s = Some(REDACTED.into());
+        }
+    };
+    if let Some(auth) = raw.api.as_mut().and_then(|a| a.basic_auth.as_mut()) {
+        hide(&mut auth.password);
+    }
+    for s in raw.servers.iter_mut().flat_map(|m| m.values_mut()) {
+        redact_server(s, hide);
+    }
+    raw
+}
+
+fn redact_server(s: &mut RawServer, hide: impl Fn(&mut Option<String>)) {
+    if let Some(d) = s.discovery.as_mut() {
+        hide(&mut d.consul_auth_password);
+        hide(&mut d.consul_acl_token);
+        hide(&mut d.lxd_server_remote_password);
+    }
+    if let Some(headers) = s.healthcheck.as_mut().and_then(|h| h.headers.as_mut()) {
+        for (name, value) in headers.iter_mut() {
+            if SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+                *value = REDACTED.into();
+            }
+        }
+    }
+}
+
+/// gobetween's server object: the section as written with the defaults the
+/// daemon applied filled in; secrets redacted. POSTing it back is valid.
+pub fn filled(raw: &RawServer, s: &Server) -> Value {
+    let mut one = RawConfig {
+        servers: Some([(String::new(), raw.clone())].into()),
+        ..Default::default()
+    };
+    one = redact(&one);
+    let raw = one
+        .servers
+        .and_then(|mut m| m.remove(""))
+        .unwrap_or_default();
+    let mut v = serde_json::to_value(&raw).unwrap_or_else(|_| json!({}));
+    let dur = |d: Option<Duration>| json!(d.map_or("0".to_string(), go_duration));
+    let defaults = [
+        ("bind", json!(s.bind.to_string())),
+        (
+            "protocol",
+            json!(format!("{:?}", s.protocol).to_lowercase()),
+        ),
+        ("balance", json!(s.balance.name())),
+        ("max_connections", json!(s.max_connections)),
+        ("client_idle_timeout", dur(s.client_idle_timeout)),
+        ("backend_idle_timeout", dur(s.backend_idle_timeout)),
+        (
+            "backend_connection_timeout",
+            dur(s.backend_connection_timeout),
+        ),
+        (
+            "backend_connection_retries",
+            json!(s.backend_connection_retries),
+        ),
+        ("drain_timeout", json!(go_duration(s.drain_timeout))),
+    ];
+    if let Value::Object(o) = &mut v {
+        for (k, val) in defaults {
+            o.entry(k).or_insert(val);
+        }
+        let hc = o.entry("healthcheck").or_insert_with(|| json!({}));
+        if let Value::Object(h) = hc {
+            h.entry("kind").or_insert_with(|| json!(s.healthcheck.kind));
+        }
+    }
+    v
+}
+
+/// Go's `time.Duration.String()` style: `1h2m3.5s`, `250ms`, `0s`.
+pub fn go_duration(d: Duration) -> String {
+    let total = d.as_secs();
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    let ms = d.subsec_millis();
+    if total == 0 {
+        return if ms == 0 {
+            "0s".into()
+        } else {
+            format!("{ms}ms")
+        };
+    }
+    let secs = if ms == 0 {
+        format!("{s}s")
+    } else {
+        let frac = format!("{ms:03}");
+        format!("{s}.{}s", frac.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => secs,
+        (0, m) => format!("{m}m{secs}"),
+        (h, m) => format!("{h}h{m}m{secs}"),
+    }
+}
+
+/// RFC 3339 in UTC with milliseconds: `2024-05-01T12:00:00.123Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, mo, da) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{mo:02}-{da:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 -> (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, parse};
+
+    const CONFIG: &str = r#"
+[api]
+enabled = true
+[api.basic_auth]
+login = "admin"
+password = "hunter2"
+[servers.web]
+bind = "127.0.0.1:3000"
+[servers.web.discovery]
+kind = "static"
+static_list = ["127.0.0.1:8000"]
+[servers.web.healthcheck]
+kind = "ping"
+interval = "2s"
+timeout = "1s"
+"#;
+
+    #[test]
+    fn dumps_never_show_the_password() {
+        let loaded = parse(CONFIG, Format::Toml).unwrap();
+        for format in ["toml", "json"] {
+            let text = match dump(&loaded.raw, Some(format.into())) {
+                Answer::Text(200, _, t) => t,
+                Answer::Json(200, v) => v.to_string(),
+                other => panic!("{other:?}"),
+            };
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains(REDACTED), "{text}");
+            assert!(text.contains("127.0.0.1:8000"), "{text}");
+        }
+        assert!(matches!(
+            dump(&loaded.raw, Some("xml".into())),
+            Answer::Json(500, _)
+        ));
+    }
+
+    #[test]
+    fn toml_dump_loads_back() {
+        let loaded = parse(CONFIG, Format::Toml).unwrap();
+        let Answer::Text(_, _, text) = dump(&loaded.raw, None) else {
+            panic!()
+        };
+        let again = parse(&text, Format::Toml).unwrap();
+        assert_eq!(again.config.servers, loaded.config.servers);
+    }
+
+    #[test]
+    fn filled_server_has_defaults_and_posts_back() {
+        let loaded = parse(CONFIG, Format::Toml).unwrap();
+        let raw = &loaded.raw.servers.as_ref().unwrap()["web"];
+        let v = filled(raw, &loaded.config.servers["web"]);
+        assert_eq!(v["balance"], "weight");
+        assert_eq!(v["protocol"], "tcp");
+        assert_eq!(v["healthcheck"]["kind"], "ping");
+        assert_eq!(v["drain_timeout"], "30s");
+        let text = json!({ "servers": { "web": v } }).to_string();
+        let again = parse(&text, Format::Json).unwrap();
+        assert_eq!(again.config.servers, loaded.config.servers);
+    }
+
+    #[test]
+    fn formats_times_like_go() {
+        assert_eq!(go_duration(Duration::from_millis(3_723_500)), "1h2m3.5s");
+        assert_eq!(go_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(go_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_secs(60)), "1m0s");
+        let t = UNIX_EPOCH + Duration::from_millis(1_714_564_800_123);
+        assert_eq!(rfc3339(t), "2024-05-01T12:00:00.123Z");
+    }
+}
