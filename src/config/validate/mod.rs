@@ -7,7 +7,7 @@ mod globals;
 mod health_kinds;
 mod healthcheck;
 mod server;
-mod tls;
+pub mod tls;
 pub mod values;
 
 use std::collections::BTreeMap;
