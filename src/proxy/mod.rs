@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod proxy_protocol;
+pub mod sni;
 pub mod pump;
 pub mod splice;
 pub mod tcp;
