@@ -23,6 +23,7 @@ use crate::discovery::BackendSpec;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tcp;
+use crate::proxy::tls::{Contexts, Edge};
 use crate::state::diff::{Op, diff};
 use crate::state::{Plan, ServerRuntime};
 use crate::{error, info, warn};
@@ -70,11 +71,16 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
                 message: format!("{what} is not supported by this build yet"),
             })
         };
-        if s.protocol != Protocol::Tcp {
-            no(
-                "protocol",
-                format!("protocol {:?}", s.protocol).to_lowercase(),
-            );
+        if s.protocol == Protocol::Udp {
+            no("protocol", "protocol udp".into());
+        }
+        if cfg!(not(feature = "tls")) {
+            if s.protocol == Protocol::Tls {
+                no("protocol", "protocol tls (feature \"tls\")".into());
+            }
+            if s.backends_tls.is_some() {
+                no("backends_tls", "backends_tls (feature \"tls\")".into());
+            }
         }
         if let DiscoveryKind::Other { kind, .. } = &s.discovery.kind {
             no("discovery.kind", format!("discovery kind \"{kind}\""));
@@ -122,6 +128,27 @@ fn static_backends(s: &Server) -> &[BackendSpec] {
 struct Running {
     runtime: Arc<ServerRuntime>,
     stop: watch::Sender<bool>,
+    /// TLS configurations (tcp and tls servers), rebuilt on every reload.
+    edge: Option<Arc<Edge>>,
+}
+
+/// TLS configurations of every tcp/tls server, certificate files read now;
+/// the errors name the server.
+fn build_edges(cfg: &Config) -> Result<BTreeMap<String, Contexts>, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, s) in &cfg.servers {
+        if s.protocol == Protocol::Udp {
+            continue;
+        }
+        match Contexts::build(s) {
+            Ok(c) => {
+                out.insert(name.clone(), c);
+            }
+            Err(e) => errors.push(format!("servers.{name}.{e}")),
+        }
+    }
+    if errors.is_empty() { Ok(out) } else { Err(errors) }
 }
 
 struct Daemon {
@@ -131,13 +158,20 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(&mut self, name: &str, cfg: &Server) -> io::Result<()> {
+    fn start(&mut self, name: &str, cfg: &Server, contexts: Option<Contexts>) -> io::Result<()> {
         let listener = tcp::bind(cfg.bind)?;
         let plan = Plan::new(Arc::new(cfg.clone()), static_backends(cfg), None);
         self.health.sync(name, &plan);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(tcp::serve(listener, Arc::clone(&runtime), stopped));
+        let edge = Arc::new(Edge::new(contexts.unwrap_or_default()));
+        tokio::spawn(tcp::serve(
+            listener,
+            Arc::clone(&runtime),
+            Arc::clone(&edge),
+            stopped,
+        ));
+        let edge = Some(edge);
         info!(
             name,
             "listening on {} ({}, {} backends)",
@@ -146,7 +180,7 @@ impl Daemon {
             static_backends(cfg).len()
         );
         self.servers
-            .insert(name.to_string(), Running { runtime, stop });
+            .insert(name.to_string(), Running { runtime, stop, edge });
         Ok(())
     }
 
@@ -175,8 +209,9 @@ impl Daemon {
         }
     }
 
-    /// Apply a new valid config as a diff.
-    fn apply(&mut self, new: Config) {
+    /// Apply a new valid config as a diff; `edges` are its servers' new TLS
+    /// configurations (also swapped into unchanged servers: new certificates).
+    fn apply(&mut self, new: Config, mut edges: BTreeMap<String, Contexts>) {
         if new.logging != self.config.logging
             && let Err(e) = crate::log::configure(&new.logging)
         {
@@ -187,10 +222,16 @@ impl Daemon {
                 Op::Stop(name) => self.stop(&name),
                 Op::Update(name) => self.update(&name, &new.servers[&name]),
                 Op::Start(name) => {
-                    if let Err(e) = self.start(&name, &new.servers[&name]) {
+                    let contexts = edges.remove(&name);
+                    if let Err(e) = self.start(&name, &new.servers[&name], contexts) {
                         error!(&name, "cannot listen on {}: {e}", new.servers[&name].bind);
                     }
                 }
+            }
+        }
+        for (name, contexts) in edges {
+            if let Some(edge) = self.servers.get(&name).and_then(|r| r.edge.as_ref()) {
+                edge.set(contexts);
             }
         }
         self.config = new;
@@ -288,8 +329,17 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         servers: BTreeMap::new(),
         health: Supervisor::default(),
     };
+    let mut edges = match build_edges(&loaded.config) {
+        Ok(edges) => edges,
+        Err(errors) => {
+            for e in errors {
+                error!("config", "{e}");
+            }
+            return 1;
+        }
+    };
     for (name, cfg) in &loaded.config.servers {
-        if let Err(e) = daemon.start(name, cfg) {
+        if let Err(e) = daemon.start(name, cfg, edges.remove(name)) {
             error!(name, "cannot listen on {}: {e}", cfg.bind);
             return 1;
         }
@@ -347,12 +397,15 @@ async fn signals(daemon: &mut Daemon, source: &Source) -> io::Result<Exit> {
 
 fn reload(daemon: &mut Daemon, source: &Source) {
     info!("main", "SIGHUP: reloading {}", source.path.display());
-    match source.load() {
-        Ok(loaded) => {
+    match source
+        .load()
+        .and_then(|l| build_edges(&l.config).map(|e| (l, e)))
+    {
+        Ok((loaded, edges)) => {
             for w in &loaded.warnings {
                 warn!("config", "{w}");
             }
-            daemon.apply(loaded.config);
+            daemon.apply(loaded.config, edges);
             info!("main", "reload applied");
         }
         Err(errors) => {

@@ -10,7 +10,9 @@ pub mod proxy_protocol;
 pub mod sni;
 pub mod pump;
 pub mod splice;
+pub mod stream;
 pub mod tcp;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
