@@ -156,12 +156,14 @@ pub async fn peek_hello(stream: &TcpStream, timeout: Duration) -> io::Result<Opt
     let read = async {
         let mut seen = 0;
         loop {
-            stream.readable().await?;
+            let ready = stream.ready(Interest::READABLE).await?;
+            let closed = ready.is_read_closed();
             // A peek that saw no new byte clears the readiness, so the next
-            // `readable` waits for more data instead of spinning.
+            // wait is for more data instead of a spin; after a FIN there is
+            // no more data, so the hello is judged as it is.
             let peeked = stream.try_io(Interest::READABLE, || {
                 let n = peek(stream, &mut buf)?;
-                if n == seen && n != 0 {
+                if n == seen && n != 0 && !closed {
                     return Err(io::ErrorKind::WouldBlock.into());
                 }
                 Ok(n)
@@ -171,13 +173,13 @@ pub async fn peek_hello(stream: &TcpStream, timeout: Duration) -> io::Result<Opt
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             };
-            if n == 0 {
-                return Err(invalid("connection closed before a complete ClientHello"));
-            }
             seen = n;
             match parse(&buf[..n]) {
                 Ok(name) => return Ok(name),
                 Err(HelloError::Malformed(why)) => return Err(invalid(why)),
+                Err(HelloError::Incomplete) if closed || n == 0 => {
+                    return Err(invalid("connection closed before a complete ClientHello"));
+                }
                 Err(HelloError::Incomplete) if n == buf.len() => {
                     return Err(invalid("ClientHello too large"));
                 }
