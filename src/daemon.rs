@@ -22,7 +22,7 @@ use crate::config::{
 use crate::discovery::BackendSpec;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
-use crate::proxy::tcp;
+use crate::proxy::{tcp, udp};
 use crate::proxy::tls::{Contexts, Edge};
 use crate::state::diff::{Op, diff};
 use crate::state::{Plan, ServerRuntime};
@@ -71,9 +71,6 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
                 message: format!("{what} is not supported by this build yet"),
             })
         };
-        if s.protocol == Protocol::Udp {
-            no("protocol", "protocol udp".into());
-        }
         if cfg!(not(feature = "tls")) {
             if s.protocol == Protocol::Tls {
                 no("protocol", "protocol tls (feature \"tls\")".into());
@@ -159,19 +156,30 @@ struct Daemon {
 
 impl Daemon {
     fn start(&mut self, name: &str, cfg: &Server, contexts: Option<Contexts>) -> io::Result<()> {
-        let listener = tcp::bind(cfg.bind)?;
+        enum Bound {
+            Tcp(tokio::net::TcpListener),
+            Udp(tokio::net::UdpSocket),
+        }
+        let bound = match &cfg.udp {
+            Some(u) => Bound::Udp(udp::bind(cfg.bind, u.transparent)?),
+            None => Bound::Tcp(tcp::bind(cfg.bind)?),
+        };
         let plan = Plan::new(Arc::new(cfg.clone()), static_backends(cfg), None);
         self.health.sync(name, &plan);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
-        let edge = Arc::new(Edge::new(contexts.unwrap_or_default()));
-        tokio::spawn(tcp::serve(
-            listener,
-            Arc::clone(&runtime),
-            Arc::clone(&edge),
-            stopped,
-        ));
-        let edge = Some(edge);
+        let edge = match bound {
+            Bound::Tcp(listener) => {
+                let edge = Arc::new(Edge::new(contexts.unwrap_or_default()));
+                let serve = tcp::serve(listener, Arc::clone(&runtime), Arc::clone(&edge), stopped);
+                tokio::spawn(serve);
+                Some(edge)
+            }
+            Bound::Udp(socket) => {
+                tokio::spawn(udp::serve(socket, Arc::clone(&runtime), stopped));
+                None
+            }
+        };
         info!(
             name,
             "listening on {} ({}, {} backends)",

@@ -13,6 +13,7 @@ pub mod splice;
 pub mod stream;
 pub mod tcp;
 pub mod tls;
+pub mod udp;
 
 #[cfg(test)]
 mod tests;
