@@ -208,7 +208,7 @@ pub async fn serve(
     let listener = Arc::new(listener);
     let table: Table = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut warned_at = 0u64;
+    let mut warned_at = None;
     loop {
         let (n, peer) = tokio::select! {
             r = listener.recv_from(&mut buf) => match r {
@@ -246,7 +246,9 @@ pub async fn serve(
 /// Send one client datagram on the session's socket.
 fn forward(server: &ServerRuntime, table: &Table, s: &Arc<Session>, datagram: &[u8]) {
     s.last_client.store(now_ms(), Relaxed);
-    match s.socket.try_send(datagram) {
+    // Raw sends: tokio's `try_send` reports WouldBlock until the reactor has
+    // seen the socket writable once, which would drop a session's first datagram.
+    match socket2::SockRef::from(&s.socket).send(datagram) {
         Ok(n) => {
             server.counters.add_tx(n as u64);
             s.elected.state.counters.add_tx(n as u64);
@@ -282,15 +284,15 @@ fn open(
     listener: &Arc<UdpSocket>,
     table: &Table,
     peer: SocketAddr,
-    warned_at: &mut u64,
+    warned_at: &mut Option<u64>,
 ) -> Option<Arc<Session>> {
     let plan = server.plan();
     let udp = plan.config.udp.as_ref()?;
     let cap = session_cap(udp.max_sessions, nofile());
     if !server.counters.try_reserve(cap) {
         let now = now_ms();
-        if now.saturating_sub(*warned_at) > 5_000 {
-            *warned_at = now;
+        if warned_at.is_none_or(|at| now.saturating_sub(at) > 5_000) {
+            *warned_at = Some(now);
             warn!(
                 &server.name,
                 "{peer}: {cap} udp sessions open (udp.max_sessions, descriptor limit); dropping new clients"
@@ -430,7 +432,7 @@ fn relay_reply(s: &Session, listener: &UdpSocket, server: &ServerRuntime) -> io:
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         };
-        match listener.try_send_to(&buf[..n], s.client) {
+        match socket2::SockRef::from(listener).send_to(&buf[..n], &s.client.into()) {
             Ok(sent) => {
                 server.counters.add_rx(sent as u64);
                 s.elected.state.counters.add_rx(sent as u64);
