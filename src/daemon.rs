@@ -22,8 +22,8 @@ use crate::config::{
 use crate::discovery::BackendSpec;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
-use crate::proxy::{tcp, udp};
 use crate::proxy::tls::{Contexts, Edge};
+use crate::proxy::{tcp, udp};
 use crate::state::diff::{Op, diff};
 use crate::state::{Plan, ServerRuntime};
 use crate::{error, info, warn};
@@ -145,7 +145,11 @@ fn build_edges(cfg: &Config) -> Result<BTreeMap<String, Contexts>, Vec<String>> 
             Err(e) => errors.push(format!("servers.{name}.{e}")),
         }
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 struct Daemon {
@@ -187,8 +191,14 @@ impl Daemon {
             cfg.balance.name(),
             static_backends(cfg).len()
         );
-        self.servers
-            .insert(name.to_string(), Running { runtime, stop, edge });
+        self.servers.insert(
+            name.to_string(),
+            Running {
+                runtime,
+                stop,
+                edge,
+            },
+        );
         Ok(())
     }
 

@@ -42,7 +42,11 @@ fn passthrough_routes_by_sni_and_the_backend_sees_the_whole_handshake() {
 fn termination_routes_by_sni() {
     let pki = Pki::new();
     let front = pki.leaf("front", "DNS:a.example,DNS:b.example,DNS:c.example");
-    let (a, b, d) = (Backend::start("plainA"), Backend::start("plainB"), Backend::start("dflt"));
+    let (a, b, d) = (
+        Backend::start("plainA"),
+        Backend::start("plainB"),
+        Backend::start("dflt"),
+    );
     let port = free_port();
     let lines = [
         format!("{} sni=a.example", a.line()),
@@ -52,7 +56,11 @@ fn termination_routes_by_sni() {
     let extra = format!("protocol = \"tls\"\n{}", tls_section(&front));
     let _bx = Betwixt::start_quiet(&with_sni(port, &lines, &extra, ""), &[port]);
     let client = client_config(&pki.ca);
-    for (name, want) in [("a.example", "plainA"), ("b.example", "plainB"), ("c.example", "dflt")] {
+    for (name, want) in [
+        ("a.example", "plainA"),
+        ("b.example", "plainB"),
+        ("c.example", "dflt"),
+    ] {
         let s = tls_connect(port, name, &client).expect("handshake");
         assert_eq!(greeting(s), want, "{name}");
     }
@@ -61,7 +69,10 @@ fn termination_routes_by_sni() {
 #[test]
 fn regexp_is_anchored_and_reject_closes_unknown_names() {
     let pki = Pki::new();
-    let a = tls_backend("A", &pki.leaf("a", "DNS:www.a.example,DNS:www.a.example.evil"));
+    let a = tls_backend(
+        "A",
+        &pki.leaf("a", "DNS:www.a.example,DNS:www.a.example.evil"),
+    );
     let port = free_port();
     let lines = [format!(r"{a} sni=[a-z]+\\.a\\.example")];
     let keys = "hostname_matching_strategy = \"regexp\"\nunexpected_hostname_strategy = \"reject\"";
@@ -76,7 +87,15 @@ fn regexp_is_anchored_and_reject_closes_unknown_names() {
 fn garbage_truncated_and_silent_hellos_are_closed() {
     let a = Backend::start("never");
     let port = free_port();
-    let bx = Betwixt::start_quiet(&with_sni(port, &[a.line()], "", "unexpected_hostname_strategy = \"any\""), &[port]);
+    let bx = Betwixt::start_quiet(
+        &with_sni(
+            port,
+            &[a.line()],
+            "",
+            "unexpected_hostname_strategy = \"any\"",
+        ),
+        &[port],
+    );
     let closed = |s: &std::net::TcpStream| {
         let mut buf = [0u8; 16];
         match (&*s).read(&mut buf) {
@@ -90,19 +109,36 @@ fn garbage_truncated_and_silent_hellos_are_closed() {
     g.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let start = Instant::now();
     assert!(closed(&g));
-    assert!(start.elapsed() < Duration::from_millis(600), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
     // Truncated: a record header promising more, then EOF from the client.
     let mut t = connect(port);
     t.write_all(&[22, 3, 1, 0, 200, 1, 0, 0]).unwrap();
     t.shutdown(std::net::Shutdown::Write).unwrap();
     let start = Instant::now();
     assert!(closed(&t));
-    assert!(start.elapsed() < Duration::from_millis(600), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
     // Silent: closed at read_timeout (700 ms).
     let s = connect(port);
     let start = Instant::now();
     assert!(closed(&s));
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(4), "{took:?} {}", bx.logs());
-    assert_eq!(a.accepted.load(std::sync::atomic::Ordering::Relaxed), 0, "{}", bx.logs());
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(4),
+        "{took:?} {}",
+        bx.logs()
+    );
+    assert_eq!(
+        a.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{}",
+        bx.logs()
+    );
 }

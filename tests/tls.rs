@@ -12,7 +12,12 @@ use common::*;
 use tls_util::*;
 
 fn tls_server(leaf: &Leaf, lines: &[String], port: u16) -> String {
-    config(port, "roundrobin", lines, &format!("protocol = \"tls\"\n{}", tls_section(leaf)))
+    config(
+        port,
+        "roundrobin",
+        lines,
+        &format!("protocol = \"tls\"\n{}", tls_section(leaf)),
+    )
 }
 
 #[test]
@@ -43,13 +48,22 @@ fn openssl_s_client_through_termination() {
     let out = std::process::Command::new("timeout")
         .args(["10", "openssl", "s_client", "-quiet", "-connect"])
         .arg(format!("127.0.0.1:{port}"))
-        .args(["-servername", "front.example", "-verify_return_error", "-CAfile"])
+        .args([
+            "-servername",
+            "front.example",
+            "-verify_return_error",
+            "-CAfile",
+        ])
         .arg(&pki.ca)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("openssl s_client");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("viaopenssl"), "stdout {stdout:?}, stderr {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("viaopenssl"),
+        "stdout {stdout:?}, stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -62,7 +76,10 @@ fn a_plain_client_or_a_silent_one_is_closed() {
         "protocol = \"tls\"\nclient_idle_timeout = \"600ms\"\n{}",
         tls_section(&leaf)
     );
-    let b = Betwixt::start_quiet(&config(port, "roundrobin", &[backend.line()], &extra), &[port]);
+    let b = Betwixt::start_quiet(
+        &config(port, "roundrobin", &[backend.line()], &extra),
+        &[port],
+    );
     let mut s = connect_addr(([127, 0, 0, 1], port).into());
     s.write_all(b"GET / HTTP/1.0\r\n\r\n").expect("write");
     let mut buf = Vec::new();
@@ -74,8 +91,16 @@ fn a_plain_client_or_a_silent_one_is_closed() {
     let n = (&silent).read(&mut one).unwrap_or(0);
     assert_eq!(n, 0);
     let took = start.elapsed();
-    assert!(took >= Duration::from_millis(400) && took < Duration::from_secs(4), "{took:?}");
-    assert_eq!(backend.accepted.load(std::sync::atomic::Ordering::Relaxed), 0, "{}", b.logs());
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    assert_eq!(
+        backend.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "{}",
+        b.logs()
+    );
 }
 
 #[test]
@@ -87,8 +112,12 @@ fn backends_tls_verifies_unless_ignore_verify() {
     let b_signed = tls_backend("signed", &signed);
     let run = |addr: std::net::SocketAddr, section: &str| {
         let port = free_port();
-        let extra = format!("backend_connection_retries = 0\n[servers.test.backends_tls]\n{section}\n");
-        let b = Betwixt::start_quiet(&config(port, "roundrobin", &[addr.to_string()], &extra), &[port]);
+        let extra =
+            format!("backend_connection_retries = 0\n[servers.test.backends_tls]\n{section}\n");
+        let b = Betwixt::start_quiet(
+            &config(port, "roundrobin", &[addr.to_string()], &extra),
+            &[port],
+        );
         let got = who(port);
         (got, b.logs())
     };
@@ -116,7 +145,10 @@ fn termination_and_origination_together() {
         tls_section(&front),
         pki.ca.display()
     );
-    let _b = Betwixt::start_quiet(&config(port, "roundrobin", &[b_tls.to_string()], &extra), &[port]);
+    let _b = Betwixt::start_quiet(
+        &config(port, "roundrobin", &[b_tls.to_string()], &extra),
+        &[port],
+    );
     let mut s = tls_connect(port, "127.0.0.1", &client_config(&pki.ca)).expect("handshake");
     let mut line = [0u8; 5];
     s.read_exact(&mut line).expect("greeting");
@@ -130,7 +162,10 @@ fn sighup_rereads_certificates_and_keeps_open_connections() {
     let pki = Pki::new();
     let first = pki.leaf("first", "IP:127.0.0.1");
     let second = pki.leaf("second", "IP:127.0.0.1");
-    let live = Leaf { cert: pki.dir.path().join("live.pem"), key: pki.dir.path().join("live.key") };
+    let live = Leaf {
+        cert: pki.dir.path().join("live.pem"),
+        key: pki.dir.path().join("live.key"),
+    };
     std::fs::copy(&first.cert, &live.cert).unwrap();
     std::fs::copy(&first.key, &live.key).unwrap();
     let backend = Backend::start("plain");
@@ -167,13 +202,19 @@ fn acme_and_legacy_ciphers_are_refused_at_startup() {
         ("max_version = \"tls1.1\"\n", "tls1.2 and tls1.3"),
     ] {
         let cfg = tls_server(&leaf, &["127.0.0.1:1".into()], port) + "";
-        let cfg = cfg.replace("[servers.test.tls]\n", &format!("[servers.test.tls]\n{extra}"));
+        let cfg = cfg.replace(
+            "[servers.test.tls]\n",
+            &format!("[servers.test.tls]\n{extra}"),
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("b.toml");
         std::fs::write(&path, cfg).unwrap();
         let (code, out, err) = run_cli(&["-c", path.to_str().unwrap()]);
         assert_ne!(code, 0);
-        assert!(format!("{out}{err}").contains(expect), "{extra}: {out}{err}");
+        assert!(
+            format!("{out}{err}").contains(expect),
+            "{extra}: {out}{err}"
+        );
     }
     let _ = TcpStream::connect(("127.0.0.1", port)).is_err();
 }

@@ -42,7 +42,12 @@ impl Echo {
 
 fn udp_config(port: u16, balance: &str, backends: &[&Echo], extra: &str) -> String {
     let lines: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
-    config(port, balance, &lines, &format!("protocol = \"udp\"\n{extra}"))
+    config(
+        port,
+        balance,
+        &lines,
+        &format!("protocol = \"udp\"\n{extra}"),
+    )
 }
 
 fn client() -> UdpSocket {
@@ -63,7 +68,12 @@ fn ask(s: &UdpSocket, port: u16, msg: &str) -> Option<(String, SocketAddr)> {
 fn a_session_sticks_to_its_backend_and_replies_come_from_the_bind_address() {
     let (a, b) = (Echo::start("a", true), Echo::start("b", true));
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&a, &b], "client_idle_timeout = \"5s\"\n");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a, &b],
+        "client_idle_timeout = \"5s\"\n",
+    );
     let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let mut names = HashSet::new();
     for _ in 0..4 {
@@ -71,13 +81,18 @@ fn a_session_sticks_to_its_backend_and_replies_come_from_the_bind_address() {
         let (first, from) = ask(&c, port, "x").expect("reply");
         assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)));
         for i in 0..5 {
-            let (again, _) = ask(&c, port, &format!("m{i}")).unwrap_or_else(|| panic!("{}", _bx.logs()));
+            let (again, _) =
+                ask(&c, port, &format!("m{i}")).unwrap_or_else(|| panic!("{}", _bx.logs()));
             assert_eq!(again.split(':').next(), first.split(':').next());
             assert!(again.ends_with(&format!("m{i}")));
         }
         names.insert(first.split(':').next().unwrap().to_string());
     }
-    assert_eq!(names.len(), 2, "roundrobin over sessions used both backends");
+    assert_eq!(
+        names.len(),
+        2,
+        "roundrobin over sessions used both backends"
+    );
     // Each session used one backend-facing port for all its datagrams.
     let ports: HashSet<_> = a.sources().into_iter().chain(b.sources()).collect();
     assert_eq!(ports.len(), 4);
@@ -87,10 +102,17 @@ fn a_session_sticks_to_its_backend_and_replies_come_from_the_bind_address() {
 fn max_requests_one_balances_every_datagram_and_still_relays_replies() {
     let (a, b) = (Echo::start("a", true), Echo::start("b", true));
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&a, &b], "[servers.test.udp]\nmax_requests = 1\n");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a, &b],
+        "[servers.test.udp]\nmax_requests = 1\n",
+    );
     let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
-    let got: Vec<String> = (0..4).map(|i| ask(&c, port, &i.to_string()).expect("reply").0).collect();
+    let got: Vec<String> = (0..4)
+        .map(|i| ask(&c, port, &i.to_string()).expect("reply").0)
+        .collect();
     let names: Vec<&str> = got.iter().map(|g| g.split(':').next().unwrap()).collect();
     assert_ne!(names[0], names[1], "{got:?}");
     assert_eq!(names[0], names[2], "{got:?}");
@@ -100,7 +122,12 @@ fn max_requests_one_balances_every_datagram_and_still_relays_replies() {
 fn max_requests_n_starts_a_new_session_after_n() {
     let a = Echo::start("a", true);
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&a], "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_requests = 3\n");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_requests = 3\n",
+    );
     let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     for i in 0..7 {
@@ -117,12 +144,19 @@ fn max_requests_n_starts_a_new_session_after_n() {
 fn max_responses_ends_the_session_after_that_many_replies() {
     let a = Echo::start("a", true);
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&a], "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_responses = 2\n");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_responses = 2\n",
+    );
     let bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     ask(&c, port, "1").expect("reply");
     ask(&c, port, "2").expect("reply");
-    assert!(wait_until(Duration::from_secs(3), || bx.logs().contains("udp session ended (max_responses)")));
+    assert!(wait_until(Duration::from_secs(3), || bx
+        .logs()
+        .contains("udp session ended (max_responses)")));
     ask(&c, port, "3").expect("reply");
     let src = a.sources();
     assert_eq!(src[0], src[1]);
@@ -133,23 +167,37 @@ fn max_responses_ends_the_session_after_that_many_replies() {
 fn idle_timeouts_end_sessions() {
     let (a, mute) = (Echo::start("a", true), Echo::start("mute", false));
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&a], "client_idle_timeout = \"300ms\"\n");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"300ms\"\n",
+    );
     let bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     ask(&c, port, "1").expect("reply");
-    assert!(wait_until(Duration::from_secs(3), || bx.logs().contains("udp session ended (client_idle_timeout)")));
+    assert!(wait_until(Duration::from_secs(3), || bx
+        .logs()
+        .contains("udp session ended (client_idle_timeout)")));
     ask(&c, port, "2").expect("reply");
     let src = a.sources();
     assert_ne!(src[0], src[1], "a new session after the idle timeout");
     drop(bx);
 
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&mute], "backend_idle_timeout = \"300ms\"\n");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&mute],
+        "backend_idle_timeout = \"300ms\"\n",
+    );
     let bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     c.send_to(b"hello?", ("127.0.0.1", port)).unwrap();
     assert!(
-        wait_until(Duration::from_secs(3), || bx.logs().contains("udp session ended (backend_idle_timeout)")),
+        wait_until(Duration::from_secs(3), || bx
+            .logs()
+            .contains("udp session ended (backend_idle_timeout)")),
         "{}",
         bx.logs()
     );
@@ -167,10 +215,14 @@ fn access_rules_apply_to_every_datagram() {
     );
     let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let denied = client();
-    denied.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    denied
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     assert!(ask(&denied, port, "no").is_none());
     let allowed = UdpSocket::bind("127.0.0.2:0").unwrap();
-    allowed.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    allowed
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
     assert!(ask(&allowed, port, "yes").is_some());
     assert_eq!(a.sources().len(), 1);
 }
@@ -179,12 +231,18 @@ fn access_rules_apply_to_every_datagram() {
 fn the_session_cap_refuses_new_clients_beyond_it() {
     let a = Echo::start("a", true);
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&a], "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_sessions = 5\n");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_sessions = 5\n",
+    );
     let bx = Betwixt::start_quiet(&cfg, &[port]);
     let clients: Vec<UdpSocket> = (0..8).map(|_| client()).collect();
     let mut answered = 0;
     for c in &clients {
-        c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         answered += usize::from(ask(c, port, "hi").is_some());
     }
     assert_eq!(answered, 5, "{}", bx.logs());
@@ -197,12 +255,19 @@ fn the_session_cap_refuses_new_clients_beyond_it() {
 fn ten_thousand_client_ports_under_a_1024_descriptor_limit() {
     let a = Echo::start("a", true);
     let port = free_port();
-    let cfg = udp_config(port, "roundrobin", &[&a], "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_responses = 1\n")
-        .replace("level = \"debug\"", "level = \"info\"");
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_responses = 1\n",
+    )
+    .replace("level = \"debug\"", "level = \"info\"");
     let bx = Betwixt::start_limited(&cfg, &[port], 1024);
     let mut ok = 0;
     for _batch in 0..40 {
-        let socks: Vec<UdpSocket> = (0..250).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+        let socks: Vec<UdpSocket> = (0..250)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
         for s in &socks {
             s.send_to(b"q", ("127.0.0.1", port)).unwrap();
         }
@@ -247,7 +312,11 @@ fn dns_query(name: &str) -> Vec<u8> {
 
 #[test]
 fn dns_through_betwixt_to_dnsmasq() {
-    if std::process::Command::new("dnsmasq").arg("--version").output().is_err() {
+    if std::process::Command::new("dnsmasq")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipped: dnsmasq is not installed");
         return;
     }
@@ -256,7 +325,12 @@ fn dns_through_betwixt_to_dnsmasq() {
         s.local_addr().unwrap().port()
     };
     let mut dnsmasq = std::process::Command::new("dnsmasq")
-        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+        ])
         .args(["--listen-address=127.0.0.1", "--user=root", "--pid-file="])
         .arg(format!("--port={dns_port}"))
         .arg("--host-record=svc.test,198.18.0.7")
@@ -271,7 +345,10 @@ fn dns_through_betwixt_to_dnsmasq() {
             let _ = self.0.wait();
         }
     }
-    let _guard = Kill(std::mem::replace(&mut dnsmasq, std::process::Command::new("true").spawn().unwrap()));
+    let _guard = Kill(std::mem::replace(
+        &mut dnsmasq,
+        std::process::Command::new("true").spawn().unwrap(),
+    ));
     let port = free_port();
     let cfg = config(
         port,
@@ -281,7 +358,8 @@ fn dns_through_betwixt_to_dnsmasq() {
     );
     let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
-    c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     let mut answer = None;
     wait_until(Duration::from_secs(5), || {
         let _ = c.send_to(&dns_query("svc.test"), ("127.0.0.1", port));

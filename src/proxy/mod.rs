@@ -7,8 +7,8 @@
 
 pub mod access;
 pub mod proxy_protocol;
-pub mod sni;
 pub mod pump;
+pub mod sni;
 pub mod splice;
 pub mod stream;
 pub mod tcp;

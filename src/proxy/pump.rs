@@ -126,7 +126,11 @@ impl Relay<'_> {
 }
 
 /// Resolves when a side has been idle for its timeout; never without timeouts.
-pub(crate) async fn watch_idle(seen: &Activity, client: Option<Duration>, backend: Option<Duration>) -> End {
+pub(crate) async fn watch_idle(
+    seen: &Activity,
+    client: Option<Duration>,
+    backend: Option<Duration>,
+) -> End {
     let limits = [
         (client, &seen.client, End::ClientIdle),
         (backend, &seen.backend, End::BackendIdle),

@@ -63,7 +63,9 @@ fn handshake_message(mut buf: &[u8]) -> Result<Vec<u8>, HelloError> {
         buf = &buf[5 + len..];
         if msg.len() >= 4 {
             if msg[0] != HANDSHAKE_CLIENT_HELLO {
-                return Err(HelloError::Malformed("first handshake message is not a ClientHello"));
+                return Err(HelloError::Malformed(
+                    "first handshake message is not a ClientHello",
+                ));
             }
             let body = u32::from_be_bytes([0, msg[1], msg[2], msg[3]]) as usize;
             if body + 4 > MAX_HELLO {
@@ -145,7 +147,9 @@ fn server_name(data: &[u8]) -> Result<String, HelloError> {
             return Ok(name.trim_end_matches('.').to_ascii_lowercase());
         }
     }
-    Err(HelloError::Malformed("server_name extension without a host name"))
+    Err(HelloError::Malformed(
+        "server_name extension without a host name",
+    ))
 }
 
 /// Peek at the ClientHello on `stream` for up to `timeout` and return its
@@ -187,9 +191,12 @@ pub async fn peek_hello(stream: &TcpStream, timeout: Duration) -> io::Result<Opt
             }
         }
     };
-    tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no ClientHello within read_timeout"))?
+    tokio::time::timeout(timeout, read).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no ClientHello within read_timeout",
+        )
+    })?
 }
 
 fn invalid(why: &str) -> io::Error {

@@ -43,7 +43,10 @@ fn records(body: &[u8], chunk: usize) -> Vec<u8> {
 
 #[test]
 fn finds_the_host_name_in_one_record() {
-    let hello = records(&hello_body(&[(10, vec![0, 2, 0, 29]), sni_ext("Api.Example.COM.")]), 16384);
+    let hello = records(
+        &hello_body(&[(10, vec![0, 2, 0, 29]), sni_ext("Api.Example.COM.")]),
+        16384,
+    );
     assert_eq!(parse(&hello), Ok(Some("api.example.com".into())));
 }
 
@@ -57,13 +60,20 @@ fn reassembles_a_hello_fragmented_over_records() {
 fn every_strict_prefix_is_incomplete() {
     let hello = records(&hello_body(&[sni_ext("a.example")]), 20);
     for n in 0..hello.len() {
-        assert_eq!(parse(&hello[..n]), Err(HelloError::Incomplete), "prefix {n}");
+        assert_eq!(
+            parse(&hello[..n]),
+            Err(HelloError::Incomplete),
+            "prefix {n}"
+        );
     }
 }
 
 #[test]
 fn no_extension_means_no_name() {
-    assert_eq!(parse(&records(&hello_body(&[(10, vec![0, 0])]), 16384)), Ok(None));
+    assert_eq!(
+        parse(&records(&hello_body(&[(10, vec![0, 0])]), 16384)),
+        Ok(None)
+    );
     let mut bare = hello_body(&[]);
     bare.truncate(bare.len() - 2); // no extensions block at all
     assert_eq!(parse(&records(&bare, 16384)), Ok(None));
@@ -71,8 +81,14 @@ fn no_extension_means_no_name() {
 
 #[test]
 fn garbage_is_malformed_not_incomplete() {
-    assert!(matches!(parse(b"GET / HTTP/1.1\r\n\r\n"), Err(HelloError::Malformed(_))));
-    assert!(matches!(parse(&[22, 3, 1, 0, 0]), Err(HelloError::Malformed(_))));
+    assert!(matches!(
+        parse(b"GET / HTTP/1.1\r\n\r\n"),
+        Err(HelloError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse(&[22, 3, 1, 0, 0]),
+        Err(HelloError::Malformed(_))
+    ));
     // A server hello (type 2) instead of a client hello.
     let mut h = records(&hello_body(&[]), 16384);
     h[5] = 2;
@@ -81,13 +97,19 @@ fn garbage_is_malformed_not_incomplete() {
     let mut body = hello_body(&[sni_ext("x")]);
     let n = body.len();
     body[n - 1 - "x".len() - 2] = 200;
-    assert!(matches!(parse(&records(&body, 16384)), Err(HelloError::Malformed(_))));
+    assert!(matches!(
+        parse(&records(&body, 16384)),
+        Err(HelloError::Malformed(_))
+    ));
 }
 
 #[test]
 fn oversized_hello_is_refused() {
     let big = hello_body(&[(21, vec![0; 17000])]);
-    assert!(matches!(parse(&records(&big, 16384)), Err(HelloError::Malformed(_))));
+    assert!(matches!(
+        parse(&records(&big, 16384)),
+        Err(HelloError::Malformed(_))
+    ));
 }
 
 #[test]

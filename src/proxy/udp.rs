@@ -110,7 +110,7 @@ fn nofile() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct we pass.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur as u64)
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
 /// When a session ends (pure; times in ms since an arbitrary origin).
@@ -169,9 +169,7 @@ impl Limits {
             return Verdict::End("backend_idle_timeout");
         }
         if s.detached && self.backend_idle.is_none() && self.max_responses == 0 {
-            let wait = self
-                .client_idle
-                .unwrap_or(DETACHED_WAIT.as_millis() as u64);
+            let wait = self.client_idle.unwrap_or(DETACHED_WAIT.as_millis() as u64);
             if check(Some(wait), s.last_backend.max(s.last_client)).is_some() {
                 return Verdict::End("max_requests");
             }
@@ -355,7 +353,11 @@ fn backend_socket(target: &Target, peer: SocketAddr, transparent: bool) -> io::R
             "udp backends need an IP address",
         ));
     };
-    let socket = socket2::Socket::new(socket2::Domain::for_address(*addr), socket2::Type::DGRAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
     socket.set_nonblocking(true)?;
     if transparent && peer.is_ipv4() == addr.is_ipv4() {
         set_transparent(&socket, addr.is_ipv6())?;

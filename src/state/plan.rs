@@ -180,7 +180,12 @@ impl Plan {
     /// them can be elected, `unexpected_hostname_strategy` decides:
     /// `default` = backends without `sni=`, `any` = every backend, `reject` =
     /// none. Without `[sni]` this is [`Self::elect`].
-    pub fn elect_sni(&self, client: IpAddr, exclude: &[usize], host: Option<&str>) -> Option<Elected> {
+    pub fn elect_sni(
+        &self,
+        client: IpAddr,
+        exclude: &[usize],
+        host: Option<&str>,
+    ) -> Option<Elected> {
         let Some(sni) = &self.config.sni else {
             return self.elect(client, exclude);
         };
@@ -303,14 +308,19 @@ mod tests {
             hostname_matching_strategy: matching,
             unexpected_hostname_strategy: unexpected,
         });
-        let lines = ["127.0.0.1:1 sni=a.example", "127.0.0.1:2 sni=B.example", "127.0.0.1:3"];
+        let lines = [
+            "127.0.0.1:1 sni=a.example",
+            "127.0.0.1:2 sni=B.example",
+            "127.0.0.1:3",
+        ];
         let specs: Vec<_> = lines.iter().map(|l| parse_line(l).unwrap()).collect();
         Plan::new(Arc::new(cfg), &specs, None)
     }
 
     fn port(p: &Plan, host: Option<&str>) -> Option<u16> {
         let ip = IpAddr::from([127, 0, 0, 1]);
-        p.elect_sni(ip, &[], host).map(|e| p.backends[e.index].spec.port)
+        p.elect_sni(ip, &[], host)
+            .map(|e| p.backends[e.index].spec.port)
     }
 
     #[test]
@@ -330,8 +340,9 @@ mod tests {
         let p = plan(UnexpectedHostname::Reject, HostnameMatching::Exact);
         assert_eq!(port(&p, Some("c.example")), None);
         let p = plan(UnexpectedHostname::Any, HostnameMatching::Exact);
-        let seen: std::collections::BTreeSet<_> =
-            (0..200).filter_map(|_| port(&p, Some("c.example"))).collect();
+        let seen: std::collections::BTreeSet<_> = (0..200)
+            .filter_map(|_| port(&p, Some("c.example")))
+            .collect();
         assert_eq!(seen.len(), 3);
     }
 

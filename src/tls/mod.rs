@@ -80,7 +80,10 @@ fn provider_with(ciphers: &[String]) -> Result<Arc<CryptoProvider>, String> {
         for name in ciphers {
             let code = crate::config::cipher_code(name)
                 .ok_or_else(|| format!("cipher {name:?} is not supported"))?;
-            if let Some(s) = p.cipher_suites.iter().find(|s| u16::from(s.suite()) == code)
+            if let Some(s) = p
+                .cipher_suites
+                .iter()
+                .find(|s| u16::from(s.suite()) == code)
                 && !chosen.contains(s)
             {
                 chosen.push(*s);

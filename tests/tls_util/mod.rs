@@ -28,7 +28,11 @@ fn openssl(args: &[&str], cwd: &Path) {
         .current_dir(cwd)
         .output()
         .expect("run openssl");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Pki {
@@ -37,9 +41,21 @@ impl Pki {
         let dir = tempfile::tempdir().expect("tempdir");
         openssl(
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-days", "2", "-subj", "/CN=betwixt test CA", "-keyout", "ca.key",
-                "-out", "ca.pem",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=betwixt test CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
             ],
             dir.path(),
         );
@@ -56,22 +72,53 @@ impl Pki {
             format!("subjectAltName={sans}\nbasicConstraints=CA:FALSE\n"),
         )
         .expect("ext");
-        let (key, csr, pem) = (format!("{file}.key"), format!("{file}.csr"), format!("{file}.pem"));
+        let (key, csr, pem) = (
+            format!("{file}.key"),
+            format!("{file}.csr"),
+            format!("{file}.pem"),
+        );
         openssl(
             &[
-                "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-subj", &format!("/CN={file}"), "-keyout", &key, "-out", &csr,
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                &format!("/CN={file}"),
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
             ],
             d,
         );
         openssl(
             &[
-                "x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key",
-                "-CAcreateserial", "-days", "2", "-extfile", &ext, "-out", &pem,
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+                "-out",
+                &pem,
             ],
             d,
         );
-        Leaf { cert: d.join(pem), key: d.join(key) }
+        Leaf {
+            cert: d.join(pem),
+            key: d.join(key),
+        }
     }
 
     /// A self-signed certificate (not from the CA).
@@ -80,13 +127,30 @@ impl Pki {
         let (key, pem) = (format!("{file}.key"), format!("{file}.pem"));
         openssl(
             &[
-                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                "-nodes", "-days", "2", "-subj", &format!("/CN={file}"), "-addext",
-                &format!("subjectAltName={sans}"), "-keyout", &key, "-out", &pem,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={file}"),
+                "-addext",
+                &format!("subjectAltName={sans}"),
+                "-keyout",
+                &key,
+                "-out",
+                &pem,
             ],
             d,
         );
-        Leaf { cert: d.join(pem), key: d.join(key) }
+        Leaf {
+            cert: d.join(pem),
+            key: d.join(key),
+        }
     }
 }
 
@@ -95,7 +159,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 fn certs(path: &Path) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_file_iter(path).expect("pem").map(|c| c.expect("cert")).collect()
+    CertificateDer::pem_file_iter(path)
+        .expect("pem")
+        .map(|c| c.expect("cert"))
+        .collect()
 }
 
 /// A client trusting `ca`.
@@ -116,13 +183,17 @@ pub fn client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
 pub type Client = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// Connect to 127.0.0.1:`port` and complete a handshake for `name`.
-pub fn tls_connect(port: u16, name: &str, config: &Arc<rustls::ClientConfig>) -> std::io::Result<Client> {
+pub fn tls_connect(
+    port: u16,
+    name: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<Client> {
     let tcp = TcpStream::connect(("127.0.0.1", port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     tcp.set_write_timeout(Some(Duration::from_secs(5)))?;
     let name = ServerName::try_from(name.to_string()).expect("server name");
-    let conn = rustls::ClientConnection::new(Arc::clone(config), name)
-        .map_err(std::io::Error::other)?;
+    let conn =
+        rustls::ClientConnection::new(Arc::clone(config), name).map_err(std::io::Error::other)?;
     let mut s = rustls::StreamOwned::new(conn, tcp);
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock)?;
@@ -176,7 +247,9 @@ pub fn tls_backend(name: &str, leaf: &Leaf) -> SocketAddr {
             let (config, name) = (Arc::clone(&config), name.clone());
             std::thread::spawn(move || {
                 let _ = tcp.set_read_timeout(Some(Duration::from_secs(10)));
-                let Ok(conn) = rustls::ServerConnection::new(config) else { return };
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
                 let mut s = rustls::StreamOwned::new(conn, tcp);
                 if s.write_all(format!("{name}\n").as_bytes()).is_err() {
                     return;
