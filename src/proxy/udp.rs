@@ -237,12 +237,19 @@ pub async fn serve(
                 }
             },
         };
-        forward(&server, &table, &session, datagram);
+        let max_requests = plan.config.udp.as_ref().map_or(0, |u| u.max_requests);
+        forward(&server, &table, &session, datagram, max_requests);
     }
 }
 
 /// Send one client datagram on the session's socket.
-fn forward(server: &ServerRuntime, table: &Table, s: &Arc<Session>, datagram: &[u8]) {
+fn forward(
+    server: &ServerRuntime,
+    table: &Table,
+    s: &Arc<Session>,
+    datagram: &[u8],
+    max_requests: u64,
+) {
     s.last_client.store(now_ms(), Relaxed);
     // Raw sends: tokio's `try_send` reports WouldBlock until the reactor has
     // seen the socket writable once, which would drop a session's first datagram.
@@ -255,13 +262,7 @@ fn forward(server: &ServerRuntime, table: &Table, s: &Arc<Session>, datagram: &[
         Err(e) => debug!(&server.name, "{} -> backend: {e}", s.client),
     }
     let requests = s.requests.fetch_add(1, Relaxed) + 1;
-    let max = server
-        .plan()
-        .config
-        .udp
-        .as_ref()
-        .map_or(0, |u| u.max_requests);
-    if max > 0 && requests >= max {
+    if max_requests > 0 && requests >= max_requests {
         detach(table, s);
     }
     s.poke.notify_one();
