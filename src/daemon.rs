@@ -30,7 +30,8 @@ use crate::discovery::{Fetcher, initial_specs};
 use crate::health::Context;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
-use crate::proxy::tcp;
+use crate::proxy::tls::{Contexts, Edge};
+use crate::proxy::{tcp, udp};
 use crate::state::diff::{Op, diff};
 use crate::state::saved::{self, Saved};
 use crate::state::{Plan, ServerRuntime};
@@ -103,11 +104,13 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
                 message: format!("{what} is not supported by this build yet"),
             })
         };
-        if s.protocol != Protocol::Tcp {
-            no(
-                "protocol",
-                format!("protocol {:?}", s.protocol).to_lowercase(),
-            );
+        if cfg!(not(feature = "tls")) {
+            if s.protocol == Protocol::Tls {
+                no("protocol", "protocol tls (feature \"tls\")".into());
+            }
+            if s.backends_tls.is_some() {
+                no("backends_tls", "backends_tls (feature \"tls\")".into());
+            }
         }
         if let Err(what) = Fetcher::of(&s.discovery) {
             no("discovery.kind", what);
@@ -166,6 +169,31 @@ fn health_supported(check: &Check) -> bool {
 struct Running {
     runtime: Arc<ServerRuntime>,
     stop: watch::Sender<bool>,
+    /// TLS configurations (tcp and tls servers), rebuilt on every reload.
+    edge: Option<Arc<Edge>>,
+}
+
+/// TLS configurations of every tcp/tls server, certificate files read now;
+/// the errors name the server.
+fn build_edges(cfg: &Config) -> Result<BTreeMap<String, Contexts>, Vec<(String, String)>> {
+    let mut out = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (name, s) in &cfg.servers {
+        if s.protocol == Protocol::Udp {
+            continue;
+        }
+        match Contexts::build(s) {
+            Ok(c) => {
+                out.insert(name.clone(), c);
+            }
+            Err(e) => errors.push((name.clone(), format!("servers.{name}.{e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
 }
 
 struct Daemon {
@@ -187,8 +215,15 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(&mut self, name: &str, cfg: &Server) -> io::Result<()> {
-        let listener = tcp::bind(cfg.bind)?;
+    fn start(&mut self, name: &str, cfg: &Server, contexts: Option<Contexts>) -> io::Result<()> {
+        enum Bound {
+            Tcp(tokio::net::TcpListener),
+            Udp(tokio::net::UdpSocket),
+        }
+        let bound = match &cfg.udp {
+            Some(u) => Bound::Udp(udp::bind(cfg.bind, u.transparent)?),
+            None => Bound::Tcp(tcp::bind(cfg.bind)?),
+        };
         let plan = Plan::new(Arc::new(cfg.clone()), initial_specs(&cfg.discovery), None);
         let max_age = self.config.api.state_max_age.as_millis() as u64;
         let restore = |plan: &Plan| {
@@ -202,7 +237,18 @@ impl Daemon {
         self.discovery.sync(name, &cfg.discovery);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(tcp::serve(listener, Arc::clone(&runtime), stopped));
+        let edge = match bound {
+            Bound::Tcp(listener) => {
+                let edge = Arc::new(Edge::new(contexts.unwrap_or_default()));
+                let serve = tcp::serve(listener, Arc::clone(&runtime), Arc::clone(&edge), stopped);
+                tokio::spawn(serve);
+                Some(edge)
+            }
+            Bound::Udp(socket) => {
+                tokio::spawn(udp::serve(socket, Arc::clone(&runtime), stopped));
+                None
+            }
+        };
         info!(
             name,
             "listening on {} ({}, {} backends)",
@@ -210,8 +256,14 @@ impl Daemon {
             cfg.balance.name(),
             plan_len(&runtime)
         );
-        self.servers
-            .insert(name.to_string(), Running { runtime, stop });
+        self.servers.insert(
+            name.to_string(),
+            Running {
+                runtime,
+                stop,
+                edge,
+            },
+        );
         Ok(())
     }
 
@@ -248,8 +300,20 @@ impl Daemon {
         }
     }
 
-    /// Apply a new valid config as a diff; servers that failed to start by name.
+    /// Apply a new valid config as a diff; servers that failed to start by
+    /// name. TLS setups are built first (certificate files read again, also
+    /// swapped into unchanged servers); if any fails, nothing changes and the
+    /// failures are returned.
     fn apply(&mut self, loaded: Loaded) -> BTreeMap<String, String> {
+        let mut edges = match build_edges(&loaded.config) {
+            Ok(edges) => edges,
+            Err(errors) => {
+                for (_, e) in &errors {
+                    error!("config", "{e}");
+                }
+                return errors.into_iter().collect();
+            }
+        };
         let new = loaded.config;
         self.failed.retain(|name, _| new.servers.contains_key(name));
         if new.logging != self.config.logging
@@ -270,13 +334,19 @@ impl Daemon {
                 Op::Stop(name) => self.stop(&name),
                 Op::Update(name) => self.update(&name, &new.servers[&name]),
                 Op::Start(name) => {
-                    if let Err(e) = self.start(&name, &new.servers[&name]) {
+                    let contexts = edges.remove(&name);
+                    if let Err(e) = self.start(&name, &new.servers[&name], contexts) {
                         error!(&name, "cannot listen on {}: {e}", new.servers[&name].bind);
                         self.failed.insert(name.clone(), e.to_string());
                     } else {
                         self.failed.remove(&name);
                     }
                 }
+            }
+        }
+        for (name, contexts) in edges {
+            if let Some(edge) = self.servers.get(&name).and_then(|r| r.edge.as_ref()) {
+                edge.set(contexts);
             }
         }
         self.config = new;
@@ -434,7 +504,14 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         discovery: Discovery::default(),
     };
     for (name, cfg) in &effective.config.servers {
-        if let Err(e) = daemon.start(name, cfg) {
+        let contexts = match Contexts::build(cfg) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("config", "servers.{name}.{e}");
+                return 1;
+            }
+        };
+        if let Err(e) = daemon.start(name, cfg, Some(contexts)) {
             error!(name, "cannot listen on {}: {e}", cfg.bind);
             return 1;
         }
@@ -581,9 +658,17 @@ async fn reload(daemon: &mut Daemon, source: &Source) {
                     "[api] and [metrics] changes take effect at restart"
                 );
             }
-            daemon.file_raw = loaded.raw.clone();
             match overlay::merge(&loaded.raw, &daemon.overlay) {
                 Ok(merged) => {
+                    // Certificates are read here: an unreadable one rejects the reload.
+                    if let Err(errors) = build_edges(&merged.config) {
+                        for (_, e) in &errors {
+                            error!("config", "{e}");
+                        }
+                        error!("main", "reload rejected; still running the previous config");
+                        return;
+                    }
+                    daemon.file_raw = loaded.raw.clone();
                     daemon.apply(merged);
                     info!("main", "reload applied");
                 }

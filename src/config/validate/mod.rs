@@ -8,7 +8,7 @@ mod health_kinds;
 mod healthcheck;
 mod healthd;
 mod server;
-mod tls;
+pub mod tls;
 pub mod values;
 
 use std::collections::BTreeMap;
