@@ -290,7 +290,7 @@ impl Daemon {
             // sends a new one.
             let specs = match &cfg.discovery.kind {
                 DiscoveryKind::Static { backends } => backends.clone(),
-                DiscoveryKind::Other { .. } => old.specs(),
+                DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => old.specs(),
             };
             let plan = Plan::new(Arc::new(cfg.clone()), &specs, Some(&old));
             self.health.sync(name, &plan);

@@ -184,10 +184,15 @@ pub enum DiscoveryKind {
     Static {
         backends: Vec<BackendSpec>,
     },
-    /// Kinds implemented by later work; their keys are validated already.
+    /// `exec`: `exec_command` as written, program first (an argument may
+    /// hold any character, a newline too).
+    Exec {
+        argv: Vec<String>,
+    },
+    /// The other dynamic kinds; their keys are validated already.
     /// `params` holds every key of that kind that is set, plus documented
-    /// defaults (e.g. `srv_dns_protocol`), as strings; arrays (`exec_command`)
-    /// are joined with `\n`, booleans and numbers are written as in TOML.
+    /// defaults (e.g. `srv_dns_protocol`), as strings; booleans and numbers
+    /// are written as in TOML.
     Other {
         kind: String,
         params: BTreeMap<String, String>,
