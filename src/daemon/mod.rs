@@ -37,133 +37,15 @@ use crate::state::saved::{self, Saved};
 use crate::state::{Plan, ServerRuntime};
 use crate::{error, info, warn};
 
-/// Where the config comes from, so SIGHUP can read it again.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// The file, or the URL of a remote source (for messages and the format).
-    pub path: PathBuf,
-    /// `from-url` / `from-consul`: where to fetch the text instead of `path`.
-    pub remote: Option<Remote>,
-    pub format: Format,
-    pub env_vars: bool,
-}
+mod gate;
+mod persist;
+mod signals;
+mod source;
 
-impl Source {
-    /// Read, substitute, parse and validate; every problem as one line.
-    pub fn load(&self) -> Result<Loaded, Vec<String>> {
-        let text = match &self.remote {
-            Some(r) => r.fetch_blocking().map_err(|e| vec![e])?,
-            None => std::fs::read_to_string(&self.path)
-                .map_err(|e| vec![format!("{}: {e}", self.path.display())])?,
-        };
-        self.parse(text)
-    }
-
-    /// [`Self::load`] inside the runtime (SIGHUP).
-    pub async fn load_async(&self) -> Result<Loaded, Vec<String>> {
-        match &self.remote {
-            Some(r) => self.parse(r.fetch().await.map_err(|e| vec![e])?),
-            None => self.load(),
-        }
-    }
-
-    fn parse(&self, text: String) -> Result<Loaded, Vec<String>> {
-        let text = if self.env_vars {
-            config::substitute_env(&text)
-        } else {
-            text
-        };
-        let loaded = config::parse(&text, self.format).map_err(lines)?;
-        let missing = unsupported(&loaded.config);
-        if missing.is_empty() {
-            Ok(loaded)
-        } else {
-            Err(lines(missing))
-        }
-    }
-}
-
-fn lines(errors: Vec<ConfigError>) -> Vec<String> {
-    errors.iter().map(ToString::to_string).collect()
-}
-
-/// Valid settings this build cannot run yet: starting with them would
-/// silently do something else, so they are errors.
-pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
-    let mut out = Vec::new();
-    if cfg.api.enabled && cfg.api.tls.is_some() {
-        out.push(ConfigError {
-            path: "api.tls".into(),
-            message: "HTTPS for the API is not supported by this build yet".into(),
-        });
-    }
-    for (name, s) in &cfg.servers {
-        let mut no = |key: &str, what: String| {
-            out.push(ConfigError {
-                path: format!("servers.{name}.{key}"),
-                message: format!("{what} is not supported by this build yet"),
-            })
-        };
-        if cfg!(not(feature = "tls")) {
-            if s.protocol == Protocol::Tls {
-                no("protocol", "protocol tls (feature \"tls\")".into());
-            }
-            if s.backends_tls.is_some() {
-                no("backends_tls", "backends_tls (feature \"tls\")".into());
-            }
-        }
-        if let Err(what) = Fetcher::of(&s.discovery) {
-            no("discovery.kind", what);
-        }
-        if !health_supported(&s.healthcheck.check) {
-            no(
-                "healthcheck.kind",
-                format!("health check kind \"{}\"", s.healthcheck.kind),
-            );
-        }
-        if let Some((key, what)) = health_tls(&s.healthcheck.check)
-            && !cfg!(feature = "tls")
-        {
-            out.push(ConfigError {
-                path: format!("servers.{name}.healthcheck.{key}"),
-                message: format!("{what} needs TLS, which this build lacks (feature \"tls\")"),
-            });
-        }
-    }
-    out
-}
-
-/// The key and setting of a check that needs TLS.
-fn health_tls(check: &Check) -> Option<(&'static str, &'static str)> {
-    match check {
-        Check::Probe(p) if p.protocol == ProbeProtocol::Tls => {
-            Some(("probe_protocol", "probe_protocol \"tls\""))
-        }
-        Check::Http(h) if h.tls => Some(("tls", "tls = true")),
-        Check::Webhook { url, .. }
-            if url
-                .get(..8)
-                .is_some_and(|s| s.eq_ignore_ascii_case("https://")) =>
-        {
-            Some(("webhook_url", "an https webhook_url"))
-        }
-        _ => None,
-    }
-}
-
-fn health_supported(check: &Check) -> bool {
-    matches!(
-        check,
-        Check::None
-            | Check::Ping
-            | Check::Probe(_)
-            | Check::Http(_)
-            | Check::Webhook { .. }
-            | Check::Exec { .. }
-            | Check::Script(_)
-            | Check::Icmp { .. }
-    )
-}
+use gate::build_edges;
+pub use gate::unsupported;
+use persist::{read_state, start_http, with_overlay};
+pub use source::Source;
 
 /// A server with a bound listener.
 struct Running {
@@ -171,29 +53,6 @@ struct Running {
     stop: watch::Sender<bool>,
     /// TLS configurations (tcp and tls servers), rebuilt on every reload.
     edge: Option<Arc<Edge>>,
-}
-
-/// TLS configurations of every tcp/tls server, certificate files read now;
-/// the errors name the server.
-fn build_edges(cfg: &Config) -> Result<BTreeMap<String, Contexts>, Vec<(String, String)>> {
-    let mut out = BTreeMap::new();
-    let mut errors = Vec::new();
-    for (name, s) in &cfg.servers {
-        if s.protocol == Protocol::Udp {
-            continue;
-        }
-        match Contexts::build(s) {
-            Ok(c) => {
-                out.insert(name.clone(), c);
-            }
-            Err(e) => errors.push((name.clone(), format!("servers.{name}.{e}"))),
-        }
-    }
-    if errors.is_empty() {
-        Ok(out)
-    } else {
-        Err(errors)
-    }
 }
 
 struct Daemon {
@@ -368,35 +227,6 @@ impl Daemon {
         }
     }
 
-    fn publish(&self, raw: RawConfig) {
-        let servers = self
-            .servers
-            .iter()
-            .map(|(n, r)| (n.clone(), Arc::clone(&r.runtime)))
-            .collect();
-        self.shared.publish(servers, raw, self.failed.clone());
-    }
-
-    /// Write the state file if its content changed.
-    fn persist(&mut self) {
-        let Some(path) = &self.config.api.state_file else {
-            return;
-        };
-        let runtimes: Vec<_> = self
-            .servers
-            .values()
-            .map(|r| Arc::clone(&r.runtime))
-            .collect();
-        let now = control::snapshot(&self.overlay, &runtimes);
-        if now.same(&self.written) {
-            return;
-        }
-        match saved::write(path, &now) {
-            Ok(()) => self.written = now,
-            Err(e) => warn!("state", "cannot write {}: {e}", path.display()),
-        }
-    }
-
     fn tick(&mut self, elapsed: Duration) {
         self.persist();
         for (name, r) in &self.servers {
@@ -535,7 +365,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    match signals(&mut daemon, &source, &mut commands).await {
+    match signals::signals(&mut daemon, &source, &mut commands).await {
         Ok(Exit::Graceful) => {
             info!("main", "SIGTERM: draining");
             daemon.shutdown().await;
@@ -555,214 +385,6 @@ enum Exit {
     Now,
 }
 
-/// The API and metrics listeners, if enabled.
-fn start_http(cfg: &Config, shared: &Arc<Shared>, tx: api::Commands) -> io::Result<()> {
-    if cfg.api.enabled {
-        api::spawn_api(&cfg.api, Arc::clone(shared), tx).map_err(|e| {
-            io::Error::other(format!("api: cannot listen on {}: {e}", cfg.api.bind))
-        })?;
-    }
-    if cfg.metrics.enabled {
-        api::spawn_metrics(cfg.metrics.bind, Arc::clone(shared)).map_err(|e| {
-            io::Error::other(format!(
-                "metrics: cannot listen on {}: {e}",
-                cfg.metrics.bind
-            ))
-        })?;
-    }
-    Ok(())
-}
-
-/// The state file, if configured and usable (a bad one is reported and ignored).
-fn read_state(cfg: &Config) -> Option<Saved> {
-    let path = cfg.api.state_file.as_ref()?;
-    match saved::read(path) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("state", "ignoring {}: {e}", path.display());
-            None
-        }
-    }
-}
-
-/// The file config with the saved API overlay laid over it (dropped, with a
-/// warning, if the result is invalid).
-fn with_overlay(loaded: &Loaded, saved: Option<&Saved>) -> (Loaded, Overlay) {
-    let overlay = saved.map(control::saved_overlay).unwrap_or_default();
-    if overlay.is_empty() {
-        return (loaded.clone(), overlay);
-    }
-    match overlay::merge(&loaded.raw, &overlay) {
-        Ok(l) => (l, overlay),
-        Err(errors) => {
-            for e in &errors {
-                warn!("state", "saved API changes do not apply: {e}");
-            }
-            (loaded.clone(), Overlay::new())
-        }
-    }
-}
-
-async fn signals(
-    daemon: &mut Daemon,
-    source: &Source,
-    commands: &mut mpsc::Receiver<api::Command>,
-) -> io::Result<Exit> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut ticker = tokio::time::interval(RATE_WINDOW);
-    let mut last = Instant::now();
-    let mut updates = daemon.discovery.take_updates();
-    loop {
-        tokio::select! {
-            Some(u) = recv(&mut updates) => daemon.discovered(u),
-            _ = hup.recv() => reload(daemon, source).await,
-            _ = term.recv() => return Ok(Exit::Graceful),
-            _ = int.recv() => return Ok(Exit::Now),
-            Some(cmd) = commands.recv() => {
-                let reply = control::execute(daemon, cmd.op);
-                let _ = cmd.reply.send(reply);
-            }
-            _ = ticker.tick() => {
-                daemon.tick(last.elapsed());
-                last = Instant::now();
-            }
-        }
-    }
-}
-
-async fn recv(updates: &mut Option<UnboundedReceiver<Update>>) -> Option<Update> {
-    match updates {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
 fn plan_len(runtime: &ServerRuntime) -> usize {
     runtime.plan().backends.len()
-}
-
-async fn reload(daemon: &mut Daemon, source: &Source) {
-    info!("main", "SIGHUP: reloading {}", source.path.display());
-    match source.load_async().await {
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                warn!("config", "{w}");
-            }
-            if loaded.config.api != daemon.config.api
-                || loaded.config.metrics != daemon.config.metrics
-            {
-                warn!(
-                    "config",
-                    "[api] and [metrics] changes take effect at restart"
-                );
-            }
-            match overlay::merge(&loaded.raw, &daemon.overlay) {
-                Ok(merged) => {
-                    // Certificates are read here: an unreadable one rejects the reload.
-                    if let Err(errors) = build_edges(&merged.config) {
-                        for (_, e) in &errors {
-                            error!("config", "{e}");
-                        }
-                        error!("main", "reload rejected; still running the previous config");
-                        return;
-                    }
-                    daemon.file_raw = loaded.raw.clone();
-                    daemon.apply(merged);
-                    info!("main", "reload applied");
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        error!("config", "with the API's changes: {e}");
-                    }
-                    error!("main", "reload rejected; still running the previous config");
-                }
-            }
-        }
-        Err(errors) => {
-            for e in &errors {
-                error!("config", "{e}");
-            }
-            error!(
-                "main",
-                "reload rejected ({} errors); still running the previous config",
-                errors.len()
-            );
-        }
-    }
-}
-
-impl Control for Daemon {
-    fn config(&self) -> &Config {
-        &self.config
-    }
-
-    fn file_raw(&self) -> &RawConfig {
-        &self.file_raw
-    }
-
-    fn overlay_mut(&mut self) -> &mut Overlay {
-        &mut self.overlay
-    }
-
-    fn apply(&mut self, loaded: Loaded) -> BTreeMap<String, String> {
-        Daemon::apply(self, loaded)
-    }
-
-    fn runtime(&self, name: &str) -> Option<Arc<ServerRuntime>> {
-        self.servers.get(name).map(|r| Arc::clone(&r.runtime))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn refused(hc: &str) -> Vec<String> {
-        let text = format!(
-            "[servers.web]\nbind = \"127.0.0.1:8080\"\n[servers.web.discovery]\nkind = \"static\"\n\
-             static_list = [\"127.0.0.1:80\"]\n[servers.web.healthcheck]\ninterval = \"1s\"\n{hc}\n"
-        );
-        match config::parse(&text, config::Format::Toml) {
-            Ok(l) => lines(unsupported(&l.config)),
-            Err(e) => panic!("{e:?}"),
-        }
-    }
-
-    #[test]
-    fn http_webhook_and_tls_checks_run_when_tls_is_built_in() {
-        let plain = [
-            "kind = \"http\"",
-            "kind = \"webhook\"\nwebhook_url = \"http://127.0.0.1:9/x\"",
-        ];
-        for hc in plain {
-            assert!(refused(hc).is_empty(), "{hc}: {:?}", refused(hc));
-        }
-        let tls = [
-            ("kind = \"http\"\ntls = true", "healthcheck.tls"),
-            (
-                "kind = \"webhook\"\nwebhook_url = \"https://127.0.0.1/\"",
-                "healthcheck.webhook_url",
-            ),
-            (
-                "kind = \"probe\"\nprobe_protocol = \"tls\"\nprobe_send = \"a\"\nprobe_recv = \"b\"",
-                "healthcheck.probe_protocol",
-            ),
-        ];
-        for (hc, key) in tls {
-            let errors = refused(hc);
-            if cfg!(feature = "tls") {
-                assert!(errors.is_empty(), "{hc}: {errors:?}");
-            } else {
-                let want = format!("servers.web.{key}: ");
-                assert!(
-                    errors
-                        .iter()
-                        .any(|e| e.starts_with(&want) && e.contains("feature \"tls\"")),
-                    "{errors:?}"
-                );
-            }
-        }
-    }
 }
