@@ -374,3 +374,60 @@ fn dns_through_betwixt_to_dnsmasq() {
     assert_eq!(&answer[6..8], &[0, 1], "one answer record");
     assert!(answer.ends_with(&[198, 18, 0, 7]), "{answer:?}");
 }
+
+/// Start betwixt with the test server bound on `bind` (a wildcard address).
+fn start_on_wildcard(bind: &str, port: u16, backend: &Echo) -> Betwixt {
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[backend],
+        "client_idle_timeout = \"5s\"\n",
+    )
+    .replace(
+        &format!("bind = \"127.0.0.1:{port}\""),
+        &format!("bind = \"{bind}\""),
+    );
+    let mut bx = Betwixt::spawn(&cfg, "betwixt.toml", &[], |_| {});
+    bx.wait_listening(&[bind.to_string()]);
+    bx
+}
+
+/// From a client bound on `from`, send to `to` and return the reply's source.
+fn reply_source(from: &str, to: SocketAddr) -> SocketAddr {
+    let c = UdpSocket::bind(from).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.send_to(b"who", to).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, src) = c.recv_from(&mut buf).expect("a reply");
+    assert_eq!(&buf[..n], b"a:who");
+    src
+}
+
+#[test]
+fn on_a_wildcard_bind_replies_come_from_the_address_the_client_contacted() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let bx = start_on_wildcard(&format!("0.0.0.0:{port}"), port, &a);
+    for to in ["127.0.0.2", "127.0.0.1", "127.0.0.3"] {
+        let to = SocketAddr::new(to.parse().unwrap(), port);
+        assert_eq!(reply_source("127.0.0.1:0", to), to, "{}", bx.logs());
+    }
+    // From another client address too.
+    let to = SocketAddr::from(([127, 0, 0, 4], port));
+    assert_eq!(reply_source("127.0.0.5:0", to), to);
+}
+
+#[test]
+fn on_a_dual_stack_wildcard_bind_replies_come_from_the_contacted_v4_or_v6_address() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let bx = start_on_wildcard(&format!("[::]:{port}"), port, &a);
+    let to = SocketAddr::from(([127, 0, 0, 2], port));
+    assert_eq!(reply_source("127.0.0.1:0", to), to, "{}", bx.logs());
+    let to: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    assert_eq!(reply_source("[::1]:0", to), to, "{}", bx.logs());
+}

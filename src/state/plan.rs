@@ -400,7 +400,6 @@ mod tests {
         assert!(Arc::ptr_eq(&second.backends[0].state, &b_state));
     }
 
-
     fn plan(unexpected: UnexpectedHostname, matching: HostnameMatching) -> Plan {
         let mut cfg = test_server("127.0.0.1:1");
         cfg.sni = Some(Sni {
