@@ -78,7 +78,7 @@ pub fn bind(addr: SocketAddr, transparent: bool) -> io::Result<UdpSocket> {
         set_transparent(&probe, addr.is_ipv6()).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("udp.transparent needs CAP_NET_ADMIN (IP_TRANSPARENT): {e}"),
+                format!("udp.transparent needs CAP_NET_ADMIN or CAP_NET_RAW (IP_TRANSPARENT): {e}"),
             )
         })?;
     }
