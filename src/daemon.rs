@@ -429,8 +429,6 @@ impl Daemon {
     }
 }
 
-/// Wait for a stopped server's connections, then close what is left.
-
 /// A discovered list without the backends whose `sni=` regexp does not
 /// compile (each skipped one is logged).
 fn sni_usable(name: &str, cfg: &Server, specs: &[BackendSpec]) -> Vec<BackendSpec> {
@@ -445,6 +443,7 @@ fn sni_usable(name: &str, cfg: &Server, specs: &[BackendSpec]) -> Vec<BackendSpe
     kept
 }
 
+/// Wait for a stopped server's connections, then close what is left.
 async fn drain(runtime: Arc<ServerRuntime>, timeout: Duration) {
     if tokio::time::timeout(timeout, runtime.tracker.idle())
         .await
