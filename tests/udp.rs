@@ -4,15 +4,19 @@ mod common;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 
 /// A UDP echo backend: replies `NAME:payload`, records each source address.
+/// A `PING` datagram is a health probe: answered `PONG` while `healthy`,
+/// else ignored (and not recorded).
 struct Echo {
     addr: SocketAddr,
     sources: Arc<Mutex<Vec<SocketAddr>>>,
+    healthy: Arc<AtomicBool>,
 }
 
 impl Echo {
@@ -20,10 +24,18 @@ impl Echo {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = sock.local_addr().unwrap();
         let sources = Arc::new(Mutex::new(Vec::new()));
+        let healthy = Arc::new(AtomicBool::new(true));
         let (seen, name) = (Arc::clone(&sources), name.to_string());
+        let well = Arc::clone(&healthy);
         std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                if &buf[..n] == b"PING" {
+                    if well.load(Ordering::Relaxed) {
+                        let _ = sock.send_to(b"PONG", from);
+                    }
+                    continue;
+                }
                 seen.lock().unwrap().push(from);
                 if reply {
                     let mut out = format!("{name}:").into_bytes();
@@ -32,7 +44,11 @@ impl Echo {
                 }
             }
         });
-        Self { addr, sources }
+        Self {
+            addr,
+            sources,
+            healthy,
+        }
     }
 
     fn sources(&self) -> Vec<SocketAddr> {
@@ -373,4 +389,150 @@ fn dns_through_betwixt_to_dnsmasq() {
     assert_eq!(&answer[..2], &[0x12, 0x34]);
     assert_eq!(&answer[6..8], &[0, 1], "one answer record");
     assert!(answer.ends_with(&[198, 18, 0, 7]), "{answer:?}");
+}
+
+/// Start betwixt with the test server bound on `bind` (a wildcard address).
+fn start_on_wildcard(bind: &str, port: u16, backend: &Echo) -> Betwixt {
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[backend],
+        "client_idle_timeout = \"5s\"\n",
+    )
+    .replace(
+        &format!("bind = \"127.0.0.1:{port}\""),
+        &format!("bind = \"{bind}\""),
+    );
+    let mut bx = Betwixt::spawn(&cfg, "betwixt.toml", &[], |_| {});
+    bx.wait_listening(&[bind.to_string()]);
+    bx
+}
+
+/// From a client bound on `from`, send to `to` and return the reply's source.
+fn reply_source(from: &str, to: SocketAddr) -> SocketAddr {
+    let c = UdpSocket::bind(from).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.send_to(b"who", to).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, src) = c.recv_from(&mut buf).expect("a reply");
+    assert_eq!(&buf[..n], b"a:who");
+    src
+}
+
+#[test]
+fn on_a_wildcard_bind_replies_come_from_the_address_the_client_contacted() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let bx = start_on_wildcard(&format!("0.0.0.0:{port}"), port, &a);
+    for to in ["127.0.0.2", "127.0.0.1", "127.0.0.3"] {
+        let to = SocketAddr::new(to.parse().unwrap(), port);
+        assert_eq!(reply_source("127.0.0.1:0", to), to, "{}", bx.logs());
+    }
+    // From another client address too.
+    let to = SocketAddr::from(([127, 0, 0, 4], port));
+    assert_eq!(reply_source("127.0.0.5:0", to), to);
+}
+
+#[test]
+fn on_a_dual_stack_wildcard_bind_replies_come_from_the_contacted_v4_or_v6_address() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let bx = start_on_wildcard(&format!("[::]:{port}"), port, &a);
+    let to = SocketAddr::from(([127, 0, 0, 2], port));
+    assert_eq!(reply_source("127.0.0.1:0", to), to, "{}", bx.logs());
+    let to: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    assert_eq!(reply_source("[::1]:0", to), to, "{}", bx.logs());
+}
+
+/// The backend names that `n` new client sessions reached.
+fn session_backends(port: u16, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let (reply, _) = ask(&client(), port, "hi").expect("reply");
+            reply.split(':').next().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// With health check `hc` on a udp server over backends a and b: `sick(b,
+/// true)` makes b fail its check, after which new sessions all go to a;
+/// `sick(b, false)` brings it back.
+fn new_sessions_avoid_a_backend_failing_its_check(hc: &str, sick: impl Fn(&Echo, bool)) {
+    let (a, b) = (Echo::start("a", true), Echo::start("b", true));
+    let port = free_port();
+    let cfg = format!(
+        "{}\n[servers.test.healthcheck]\n{hc}\nfails = 1\npasses = 1\n",
+        udp_config(
+            port,
+            "roundrobin",
+            &[&a, &b],
+            "client_idle_timeout = \"5s\"\n"
+        )
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let (down, up) = (
+        format!("backend {} is down", b.addr),
+        format!("backend {} is up", b.addr),
+    );
+    let got = session_backends(port, 4);
+    assert!(got.contains(&"b".to_string()), "{got:?}\n{}", bx.logs());
+    sick(&b, true);
+    assert!(
+        wait_until(Duration::from_secs(5), || bx.logs().contains(&down)),
+        "{}",
+        bx.logs()
+    );
+    let before = b.sources().len();
+    let got = session_backends(port, 6);
+    assert!(got.iter().all(|n| n == "a"), "{got:?}\n{}", bx.logs());
+    assert_eq!(b.sources().len(), before, "b got no datagram");
+    sick(&b, false);
+    assert!(
+        wait_until(Duration::from_secs(5), || bx.logs().contains(&up)),
+        "{}",
+        bx.logs()
+    );
+    let got = session_backends(port, 4);
+    assert!(got.contains(&"b".to_string()), "{got:?}\n{}", bx.logs());
+}
+
+#[test]
+fn a_udp_backend_that_stops_answering_udp_probes_gets_no_new_session() {
+    new_sessions_avoid_a_backend_failing_its_check(
+        "kind = \"probe\"\nprobe_protocol = \"udp\"\nprobe_send = 'PING'\nprobe_recv = 'PONG'\n\
+         interval = \"100ms\"\ntimeout = \"80ms\"",
+        |b, sick| b.healthy.store(!sick, Ordering::Relaxed),
+    );
+}
+
+#[test]
+fn a_udp_backend_failing_its_exec_check_gets_no_new_session() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = dir.path().join("check");
+    // "$2" is the backend's port: the check prints the file named after it
+    // ("1" when absent).
+    std::fs::write(
+        &cmd,
+        format!(
+            "#!/bin/sh\ncat {0}/\"$2\" 2>/dev/null || echo 1\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hc = format!(
+        "kind = \"exec\"\nexec_command = \"{}\"\nexec_expected_positive_output = \"1\"\n\
+         exec_expected_negative_output = \"0\"\ninterval = \"300ms\"\ntimeout = \"250ms\"",
+        cmd.display()
+    );
+    let flag = dir.path().to_path_buf();
+    new_sessions_avoid_a_backend_failing_its_check(&hc, |b, sick| {
+        let path = flag.join(b.addr.port().to_string());
+        std::fs::write(path, if sick { "0" } else { "1" }).unwrap();
+    });
 }

@@ -26,7 +26,7 @@ use crate::config::{
 };
 use crate::discovery::runner::{Supervisor as Discovery, Update};
 use crate::discovery::source::Remote;
-use crate::discovery::{Fetcher, initial_specs};
+use crate::discovery::{BackendSpec, Fetcher, initial_specs};
 use crate::health::Context;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
@@ -149,7 +149,9 @@ impl Daemon {
             // sends a new one.
             let specs = match &cfg.discovery.kind {
                 DiscoveryKind::Static { backends } => backends.clone(),
-                DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => old.specs(),
+                DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => {
+                    sni_usable(name, cfg, &old.specs())
+                }
             };
             let plan = Plan::new(Arc::new(cfg.clone()), &specs, Some(&old));
             self.health.sync(name, &plan);
@@ -221,7 +223,8 @@ impl Daemon {
         }
         if let Some(r) = self.servers.get(&update.server) {
             let old = r.runtime.plan();
-            let plan = Plan::new(Arc::clone(&old.config), &update.specs, Some(&old));
+            let specs = sni_usable(&update.server, &old.config, &update.specs);
+            let plan = Plan::new(Arc::clone(&old.config), &specs, Some(&old));
             self.health.sync(&update.server, &plan);
             r.runtime.set_plan(plan);
         }
@@ -256,6 +259,20 @@ impl Daemon {
             let _ = w.await;
         }
     }
+}
+
+/// A discovered list without the backends whose `sni=` regexp does not
+/// compile (each skipped one is logged).
+fn sni_usable(name: &str, cfg: &Server, specs: &[BackendSpec]) -> Vec<BackendSpec> {
+    let Some(sni) = &cfg.sni else {
+        return specs.to_vec();
+    };
+    let (kept, warnings) =
+        crate::proxy::sni::usable_backends(sni.hostname_matching_strategy, specs);
+    for w in warnings {
+        warn!(name, "discovery: {w}");
+    }
+    kept
 }
 
 /// Wait for a stopped server's connections, then close what is left.

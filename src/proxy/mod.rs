@@ -14,6 +14,7 @@ pub mod stream;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
+mod udp_pktinfo;
 
 #[cfg(test)]
 mod tests;

@@ -14,6 +14,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::config::HostnameMatching;
+use crate::discovery::BackendSpec;
 
 /// Largest ClientHello we wait for (records included).
 pub const MAX_HELLO: usize = 16 * 1024;
@@ -231,15 +232,31 @@ pub enum HostMatcher {
 }
 
 impl HostMatcher {
-    /// The matcher for one backend's `sni=` value.
+    /// The matcher for one backend's `sni=` value; a regexp that does not
+    /// compile matches nothing (callers reject or skip such backends first,
+    /// with [`Self::compile`]).
     pub fn new(strategy: HostnameMatching, pattern: &str) -> Self {
+        Self::compile(strategy, pattern).unwrap_or(Self::Regexp(None))
+    }
+
+    /// The matcher, or why `pattern` is not a usable regexp (one line).
+    pub fn compile(strategy: HostnameMatching, pattern: &str) -> Result<Self, String> {
         match strategy {
-            HostnameMatching::Exact => {
-                Self::Exact(pattern.trim_end_matches('.').to_ascii_lowercase())
-            }
-            HostnameMatching::Regexp => {
-                Self::Regexp(regex::Regex::new(&format!("(?i)^(?:{pattern})$")).ok())
-            }
+            HostnameMatching::Exact => Ok(Self::Exact(
+                pattern.trim_end_matches('.').to_ascii_lowercase(),
+            )),
+            // An empty value: the backend has no name, and matches nothing.
+            HostnameMatching::Regexp if pattern.is_empty() => Ok(Self::Regexp(None)),
+            HostnameMatching::Regexp => regex::Regex::new(&format!("(?i)^(?:{pattern})$"))
+                .map(|re| Self::Regexp(Some(re)))
+                .map_err(|e| {
+                    let why = e.to_string();
+                    let last = why.lines().rev().find(|l| !l.trim().is_empty());
+                    format!(
+                        "sni={pattern:?} is not a valid regexp (hostname_matching_strategy = \"regexp\"): {}",
+                        last.unwrap_or("invalid").trim().trim_start_matches("error: ")
+                    )
+                }),
         }
     }
 
@@ -250,6 +267,28 @@ impl HostMatcher {
             Self::Regexp(re) => re.as_ref().is_some_and(|re| re.is_match(host)),
         }
     }
+}
+
+/// The backends whose `sni=` value is usable with `strategy`, and one
+/// warning per skipped backend (dynamically discovered lists; static lists
+/// are rejected at load time instead).
+pub fn usable_backends(
+    strategy: HostnameMatching,
+    specs: &[BackendSpec],
+) -> (Vec<BackendSpec>, Vec<String>) {
+    let mut warnings = Vec::new();
+    let kept = specs
+        .iter()
+        .filter(|spec| match HostMatcher::compile(strategy, &spec.sni) {
+            Ok(_) => true,
+            Err(e) => {
+                warnings.push(format!("backend {} skipped: {e}", spec.key()));
+                false
+            }
+        })
+        .cloned()
+        .collect();
+    (kept, warnings)
 }
 
 #[cfg(test)]

@@ -6,7 +6,11 @@
 //! elects a backend (any balancer) and opens one *connected* UDP socket to
 //! it; later datagrams of that client go out on that socket. A task per
 //! session reads the backend's replies and sends them back through the
-//! listening socket, so they leave from the address the client contacted.
+//! listening socket, so they leave from the address the client contacted:
+//! on a wildcard bind (`0.0.0.0`, `[::]`) the datagram's destination address
+//! is read with `IP_PKTINFO` / `IPV6_PKTINFO` and the replies carry it as
+//! their source ([`super::udp_pktinfo`]). A session keeps the destination of
+//! its first datagram.
 //!
 //! Why one socket per session: a backend answers to the source address it
 //! saw, so the number of sessions open at the same time to one backend is
@@ -34,14 +38,17 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 
 use super::pump::now_ms;
+use super::udp_pktinfo::{self as pktinfo, Local};
 use crate::config::{Server, Udp};
 use crate::state::{ConnGuard, Elected, ServerRuntime, Target};
 use crate::{debug, warn};
@@ -57,8 +64,10 @@ thread_local! {
     static REPLY_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; MAX_DATAGRAM].into_boxed_slice());
 }
 
-/// Bind the listening socket (SO_REUSEADDR, dual-stack on `[::]`). With
-/// `transparent`, check now that the kernel lets us use IP_TRANSPARENT.
+/// Bind the listening socket (SO_REUSEADDR, dual-stack on `[::]`; on a
+/// wildcard address, each datagram's destination is reported so replies
+/// leave from it). With `transparent`, check now that the kernel lets us use
+/// IP_TRANSPARENT.
 pub fn bind(addr: SocketAddr, transparent: bool) -> io::Result<UdpSocket> {
     if transparent {
         let probe = socket2::Socket::new(
@@ -69,7 +78,7 @@ pub fn bind(addr: SocketAddr, transparent: bool) -> io::Result<UdpSocket> {
         set_transparent(&probe, addr.is_ipv6()).map_err(|e| {
             io::Error::new(
                 e.kind(),
-                format!("udp.transparent needs CAP_NET_ADMIN (IP_TRANSPARENT): {e}"),
+                format!("udp.transparent needs CAP_NET_ADMIN or CAP_NET_RAW (IP_TRANSPARENT): {e}"),
             )
         })?;
     }
@@ -78,6 +87,9 @@ pub fn bind(addr: SocketAddr, transparent: bool) -> io::Result<UdpSocket> {
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         socket.set_only_v6(false)?;
+    }
+    if addr.ip().is_unspecified() {
+        pktinfo::enable(&socket, addr.is_ipv6())?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -181,6 +193,10 @@ impl Limits {
 /// One client's session.
 struct Session {
     client: SocketAddr,
+    /// The address the client contacted (wildcard binds only): replies leave from it.
+    local: Option<Local>,
+    /// The listening socket is AF_INET6.
+    listener_v6: bool,
     socket: UdpSocket,
     elected: Elected,
     requests: AtomicU64,
@@ -207,9 +223,10 @@ pub async fn serve(
     let table: Table = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut warned_at = None;
+    let fd = listener.as_raw_fd();
     loop {
-        let (n, peer) = tokio::select! {
-            r = listener.recv_from(&mut buf) => match r {
+        let (n, peer, local) = tokio::select! {
+            r = listener.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf)) => match r {
                 Ok(r) => r,
                 Err(e) => {
                     debug!(&server.name, "recv: {e}");
@@ -229,7 +246,7 @@ pub async fn serve(
         let existing = lock(&table).get(&peer).cloned();
         let session = match existing {
             Some(s) => s,
-            None => match open(&server, &listener, &table, peer, &mut warned_at) {
+            None => match open(&server, &listener, &table, (peer, local), &mut warned_at) {
                 Some(s) => s,
                 None => {
                     server.counters.refused.fetch_add(1, Relaxed);
@@ -282,7 +299,7 @@ fn open(
     server: &Arc<ServerRuntime>,
     listener: &Arc<UdpSocket>,
     table: &Table,
-    peer: SocketAddr,
+    (peer, local): (SocketAddr, Option<Local>),
     warned_at: &mut Option<u64>,
 ) -> Option<Arc<Session>> {
     let plan = server.plan();
@@ -317,6 +334,8 @@ fn open(
     elected.state.counters.total.fetch_add(1, Relaxed);
     let session = Arc::new(Session {
         client: peer,
+        local,
+        listener_v6: listener.local_addr().is_ok_and(|a| a.is_ipv6()),
         socket,
         elected,
         requests: AtomicU64::new(0),
@@ -435,7 +454,8 @@ fn relay_reply(s: &Session, listener: &UdpSocket, server: &ServerRuntime) -> io:
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         };
-        match socket2::SockRef::from(listener).send_to(&buf[..n], &s.client.into()) {
+        let fd = listener.as_raw_fd();
+        match pktinfo::send(fd, s.listener_v6, &buf[..n], s.client, s.local.as_ref()) {
             Ok(sent) => {
                 server.counters.add_rx(sent as u64);
                 s.elected.state.counters.add_rx(sent as u64);
