@@ -68,10 +68,11 @@ fn lines(errors: Vec<ConfigError>) -> Vec<String> {
 /// silently do something else, so they are errors.
 pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
     let mut out = Vec::new();
-    if cfg.api.enabled && cfg.api.tls.is_some() {
+    if cfg!(not(feature = "tls")) && cfg.api.enabled && cfg.api.tls.is_some() {
         out.push(ConfigError {
             path: "api.tls".into(),
-            message: "HTTPS for the API is not supported by this build yet".into(),
+            message: "HTTPS for the API needs the \"tls\" feature, which this build does not have"
+                .into(),
         });
     }
     for (name, s) in &cfg.servers {
