@@ -2,8 +2,11 @@
 
 use std::path::PathBuf;
 
-use crate::config::Format;
+use std::time::Duration;
+
+use crate::config::{Format, duration};
 use crate::daemon::{self, Source};
+use crate::health::{self, Context, Verdict, url};
 
 const DEFAULT_CONFIG: &str = "/etc/betwixt/betwixt.toml";
 
@@ -13,6 +16,8 @@ betwixt - L4 load balancer and health-check daemon (gobetween-compatible)
 USAGE:
     betwixt [OPTIONS]                 run with -c FILE, or /etc/betwixt/betwixt.toml
     betwixt from-file FILE [OPTIONS]  run with FILE (same as -c FILE)
+    betwixt check URL [CHECK OPTIONS] run one health check and exit
+    betwixt healthd [HEALTHD OPTIONS] health endpoint for an upstream load balancer
 
 OPTIONS:
     -c, --config FILE           config file (TOML or JSON, gobetween's keys)
@@ -25,6 +30,29 @@ OPTIONS:
                                 (unset = empty)
     -V, -v, --version           print the version
     -h, --help                  print this help
+
+CHECK (exit 0 healthy, 1 unhealthy, 2 usage error; one line on stderr says why):
+    betwixt check http://HOST[:PORT][/PATH]   GET, healthy on status 200-399
+    betwixt check https://HOST[:PORT][/PATH] [--insecure]
+                                              --insecure: skip certificate checks
+    betwixt check tcp://HOST:PORT             a TCP connect
+    betwixt check udp://HOST:PORT --send S --expect S
+                                              one datagram; the reply must start
+                                              with S (escapes like \n, \x00)
+    betwixt check icmp://HOST                 3 echo requests, one reply suffices
+    --timeout D                 the whole check's bound: 3s (default), 500ms, or
+                                seconds as a number
+    IPv6: write [ADDR] or [ADDR]:PORT.
+
+HEALTHD (a drop-in for gruntwork's health-checker): any request to the
+listener runs every check at once: 200 if all pass, 504 if any fails, one
+line per check in the body.
+    --listener ADDR:PORT        where to listen (default 0.0.0.0:5000)
+    --port N                    a TCP connect to 127.0.0.1:N (repeatable)
+    --script \"CMD ARGS\"       run CMD ARGS (no shell; repeatable); exit 0 passes
+    --script-timeout SECS       kill a script's process group after SECS (default 5)
+    --singleflight              concurrent requests share one evaluation
+    --log-level LEVEL           accepted for compatibility
 
 SIGNALS:
     SIGHUP   reload the config; an invalid one is logged and the old one kept;
@@ -42,7 +70,19 @@ pub enum Command {
     Help,
     Version,
     Run(RunArgs),
+    Check(CheckArgs),
+    Healthd(crate::healthd::Args),
 }
+
+/// `betwixt check URL ...`: the URL is known to parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckArgs {
+    pub url: String,
+    pub timeout: Duration,
+    pub opts: url::Options,
+}
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunArgs {
@@ -62,6 +102,15 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         pidfile: None,
         env_vars: false,
     };
+    if args.first().is_some_and(|a| a == "check") {
+        return parse_check(&args[1..]);
+    }
+    if args.first().is_some_and(|a| a == "healthd") {
+        if args[1..].iter().any(|a| a == "-h" || a == "--help") {
+            return Ok(Command::Help);
+        }
+        return crate::healthd::parse(&args[1..]).map(Command::Healthd);
+    }
     let mut it = args.iter();
     let mut seen_config = false;
     while let Some(arg) = it.next() {
@@ -97,6 +146,89 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     Ok(Command::Run(run))
 }
 
+fn parse_check(args: &[String]) -> Result<Command, String> {
+    let mut url_arg = None;
+    let mut timeout = CHECK_TIMEOUT;
+    let mut opts = url::Options::default();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--timeout" => timeout = parse_timeout(&value(flag)?)?,
+            "--insecure" => opts.insecure = true,
+            "--send" => opts.send = Some(value(flag)?),
+            "--expect" => opts.expect = Some(value(flag)?),
+            other if other.starts_with('-') => {
+                return Err(format!("check: unknown option {other}"));
+            }
+            _ if url_arg.is_some() => return Err(format!("check: unexpected argument {arg:?}")),
+            _ => url_arg = Some(arg.clone()),
+        }
+    }
+    let url = url_arg.ok_or("check: needs a URL")?;
+    url::parse(&url, &opts).map_err(|e| format!("check: {e}"))?;
+    Ok(Command::Check(CheckArgs { url, timeout, opts }))
+}
+
+/// `3s`, `500ms`, or a number of seconds; more than zero.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = match duration::parse(s) {
+        Ok(d) => d,
+        Err(duration::DurationError::NoUnit) => s
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite() && *f >= 0.0 && *f < 1e9)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("--timeout: bad duration {s:?}"))?,
+        Err(_) => return Err(format!("--timeout: bad duration {s:?}")),
+    };
+    if d.is_zero() {
+        return Err("--timeout must be more than 0".into());
+    }
+    Ok(d)
+}
+
+/// Run one check; 0 healthy, 1 not (also when it cannot run), 2 usage.
+fn check(args: CheckArgs) -> i32 {
+    let (check, target) = match url::parse(&args.url, &args.opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("betwixt check: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("unhealthy: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let ctx = Context::default();
+    let outcome = rt.block_on(health::run(&check, &target, Some(args.timeout), &ctx));
+    rt.shutdown_timeout(Duration::from_millis(100));
+    if outcome.verdict == Verdict::Pass {
+        eprintln!("healthy: {}", outcome.detail);
+        0
+    } else {
+        eprintln!("unhealthy: {}: {}", outcome.cause, outcome.detail);
+        1
+    }
+}
+
 fn parse_format(s: &str) -> Result<Format, String> {
     match s {
         "toml" => Ok(Format::Toml),
@@ -118,6 +250,15 @@ pub fn main() -> i32 {
             0
         }
         Ok(Command::Run(run)) => start(run),
+        Ok(Command::Check(c)) => check(c),
+        Ok(Command::Healthd(h)) => crate::healthd::run(h),
+        Err(e) if args.first().is_some_and(|a| a == "check") => {
+            eprintln!(
+                "betwixt check: {} (see betwixt --help)",
+                e.trim_start_matches("check: ")
+            );
+            2
+        }
         Err(e) => {
             eprintln!("betwixt: {e}\n\n{USAGE}");
             2
@@ -214,6 +355,43 @@ mod tests {
             (r.config, r.format),
             (PathBuf::from("x.toml"), Some(Format::Json))
         );
+    }
+
+    #[test]
+    fn parses_check() {
+        let Ok(Command::Check(c)) = parse(&args("check tcp://127.0.0.1:1 --timeout 500ms")) else {
+            panic!("check")
+        };
+        assert_eq!(
+            (c.url.as_str(), c.timeout),
+            ("tcp://127.0.0.1:1", Duration::from_millis(500))
+        );
+        let Ok(Command::Check(c)) = parse(&args("check --timeout=2 https://[::1]/x --insecure"))
+        else {
+            panic!("check")
+        };
+        assert!(c.opts.insecure && c.timeout == Duration::from_secs(2));
+        let Ok(Command::Check(c)) = parse(&args("check udp://127.0.0.1:53 --send a --expect b"))
+        else {
+            panic!("check")
+        };
+        assert_eq!(
+            (c.opts.send, c.opts.expect),
+            (Some("a".into()), Some("b".into()))
+        );
+        assert_eq!(parse(&args("check icmp://::1 --help")), Ok(Command::Help));
+        for bad in [
+            "check",
+            "check tcp://127.0.0.1:1 tcp://127.0.0.1:2",
+            "check tcp://127.0.0.1:1 --timeout",
+            "check tcp://127.0.0.1:1 --timeout 0",
+            "check tcp://127.0.0.1:1 --timeout 1x",
+            "check tcp://127.0.0.1 ",
+            "check tcp://127.0.0.1:1 --bogus",
+            "check http://127.0.0.1 --send x",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

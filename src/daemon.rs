@@ -24,6 +24,7 @@ use crate::config::{
     Server,
 };
 use crate::discovery::BackendSpec;
+use crate::health::Context;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tcp;
@@ -97,16 +98,48 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
                 format!("health check kind \"{}\"", s.healthcheck.kind),
             );
         }
+        if let Some((key, what)) = health_tls(&s.healthcheck.check)
+            && !cfg!(feature = "tls")
+        {
+            out.push(ConfigError {
+                path: format!("servers.{name}.healthcheck.{key}"),
+                message: format!("{what} needs TLS, which this build lacks (feature \"tls\")"),
+            });
+        }
     }
     out
 }
 
-fn health_supported(check: &Check) -> bool {
+/// The key and setting of a check that needs TLS.
+fn health_tls(check: &Check) -> Option<(&'static str, &'static str)> {
     match check {
-        Check::None | Check::Ping => true,
-        Check::Probe(p) => p.protocol != ProbeProtocol::Tls,
-        _ => false,
+        Check::Probe(p) if p.protocol == ProbeProtocol::Tls => {
+            Some(("probe_protocol", "probe_protocol \"tls\""))
+        }
+        Check::Http(h) if h.tls => Some(("tls", "tls = true")),
+        Check::Webhook { url, .. }
+            if url
+                .get(..8)
+                .is_some_and(|s| s.eq_ignore_ascii_case("https://")) =>
+        {
+            Some(("webhook_url", "an https webhook_url"))
+        }
+        _ => None,
     }
+}
+
+fn health_supported(check: &Check) -> bool {
+    matches!(
+        check,
+        Check::None
+            | Check::Ping
+            | Check::Probe(_)
+            | Check::Http(_)
+            | Check::Webhook { .. }
+            | Check::Exec { .. }
+            | Check::Script(_)
+            | Check::Icmp { .. }
+    )
 }
 
 fn static_backends(s: &Server) -> &[BackendSpec] {
@@ -200,6 +233,14 @@ impl Daemon {
             && let Err(e) = crate::log::configure(&new.logging)
         {
             error!("config", "logging: {e}; keeping the previous logger");
+        }
+        if new.max_exec_checks != self.config.max_exec_checks {
+            warn!(
+                "config",
+                "defaults.max_exec_checks: the change from {} to {} takes effect at the next start",
+                self.config.max_exec_checks,
+                new.max_exec_checks
+            );
         }
         for op in diff(&self.config.servers, &new.servers) {
             match op {
@@ -343,7 +384,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     let mut daemon = Daemon {
         config: effective.config.clone(),
         servers: BTreeMap::new(),
-        health: Supervisor::default(),
+        health: Supervisor::new(Context::new(effective.config.max_exec_checks)),
         file_raw: loaded.raw.clone(),
         overlay,
         shared: Arc::clone(&shared),
@@ -532,5 +573,57 @@ impl Control for Daemon {
 
     fn runtime(&self, name: &str) -> Option<Arc<ServerRuntime>> {
         self.servers.get(name).map(|r| Arc::clone(&r.runtime))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(hc: &str) -> Vec<String> {
+        let text = format!(
+            "[servers.web]\nbind = \"127.0.0.1:8080\"\n[servers.web.discovery]\nkind = \"static\"\n\
+             static_list = [\"127.0.0.1:80\"]\n[servers.web.healthcheck]\ninterval = \"1s\"\n{hc}\n"
+        );
+        match config::parse(&text, config::Format::Toml) {
+            Ok(l) => lines(unsupported(&l.config)),
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn http_webhook_and_tls_checks_run_when_tls_is_built_in() {
+        let plain = [
+            "kind = \"http\"",
+            "kind = \"webhook\"\nwebhook_url = \"http://127.0.0.1:9/x\"",
+        ];
+        for hc in plain {
+            assert!(refused(hc).is_empty(), "{hc}: {:?}", refused(hc));
+        }
+        let tls = [
+            ("kind = \"http\"\ntls = true", "healthcheck.tls"),
+            (
+                "kind = \"webhook\"\nwebhook_url = \"https://127.0.0.1/\"",
+                "healthcheck.webhook_url",
+            ),
+            (
+                "kind = \"probe\"\nprobe_protocol = \"tls\"\nprobe_send = \"a\"\nprobe_recv = \"b\"",
+                "healthcheck.probe_protocol",
+            ),
+        ];
+        for (hc, key) in tls {
+            let errors = refused(hc);
+            if cfg!(feature = "tls") {
+                assert!(errors.is_empty(), "{hc}: {errors:?}");
+            } else {
+                let want = format!("servers.web.{key}: ");
+                assert!(
+                    errors
+                        .iter()
+                        .any(|e| e.starts_with(&want) && e.contains("feature \"tls\"")),
+                    "{errors:?}"
+                );
+            }
+        }
     }
 }

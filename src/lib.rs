@@ -6,6 +6,7 @@
 //!   (raw serde structs -> validation reporting every error -> runtime types).
 //! - [`state`] holds the live servers and backends, and computes reload diffs.
 //! - [`discovery`] produces backend lists; [`health`] decides which are live;
+//!   both use [`http`], a small HTTP/1.1 client;
 //!   [`balance`] elects one per connection.
 //! - [`proxy`] owns listeners and the per-connection data path (splice/copy).
 //! - [`metrics`] keeps the counters and rates every other layer reports into.
@@ -17,6 +18,8 @@ pub mod config;
 pub mod daemon;
 pub mod discovery;
 pub mod health;
+pub mod healthd;
+pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod proxy;

@@ -85,6 +85,8 @@ raw_struct! {
         backend_connection_timeout: String,
         backend_connection_retries: u32,
         drain_timeout: String,
+        /// New: concurrent `exec`/`script` health checks, process-wide.
+        max_exec_checks: u32,
     }
 }
 

@@ -18,6 +18,9 @@ pub struct Config {
     pub logging: Logging,
     pub api: Api,
     pub metrics: Metrics,
+    /// `[defaults] max_exec_checks`: `exec`/`script` health checks that may
+    /// run at once in the whole process (1..=1024, default 4).
+    pub max_exec_checks: usize,
     /// Servers by name, in name order (stable for diffs and dumps).
     pub servers: BTreeMap<String, Server>,
 }

@@ -24,9 +24,11 @@ pub mod machine;
 mod outcome;
 pub mod ping;
 pub mod probe;
+pub mod process;
 pub mod report;
 pub mod runner;
 pub mod script;
+pub mod url;
 pub mod webhook;
 
 pub use outcome::{Cause, OUTPUT_CAP, Outcome, Verdict, capture};

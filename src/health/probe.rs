@@ -35,16 +35,22 @@ pub async fn check(probe: &Probe, target: &Target) -> Outcome {
     }
 }
 
+/// TLS handshake (certificates verified against the system roots for the
+/// backend's host, an IP literal as an IP SAN, unless `probe_tls_insecure`),
+/// then the same exchange as over TCP.
 #[cfg(feature = "tls")]
-async fn tls(
-    _probe: &Probe,
-    _target: &Target,
-    _addr: std::net::SocketAddr,
-) -> Result<Buf, Outcome> {
-    Err(Outcome::fail(
-        Cause::Unavailable,
-        "tls probes are not built yet",
-    ))
+async fn tls(probe: &Probe, target: &Target, addr: std::net::SocketAddr) -> Result<Buf, Outcome> {
+    let config = crate::http::shared_tls(probe.tls_insecure)
+        .map_err(|e| Outcome::fail(Cause::Unavailable, e))?;
+    let name = crate::tls::server_name(&target.host)
+        .map_err(|e| Outcome::fail(Cause::Tls, format!("server name {e}")))?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Outcome::from_io(&format!("connect {addr}"), &e))?;
+    let stream = crate::tls::connect(stream, config, name)
+        .await
+        .map_err(|e| Outcome::fail(Cause::Tls, format!("tls handshake with {addr}: {e}")))?;
+    exchange(stream, &probe.send, probe.read_len).await
 }
 
 #[cfg(not(feature = "tls"))]
@@ -77,6 +83,8 @@ where
         match stream.read(&mut buf[got..want]).await {
             Ok(0) => break,
             Ok(n) => got += n,
+            // A TLS peer closing without close_notify: a short read.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
             Err(e) => return Err(Outcome::from_io("receive", &e)),
         }
     }

@@ -304,3 +304,32 @@ fn keys_of_other_kinds_warn() {
         "servers.web.healthcheck.interval: ignored for kind \"none\"",
     );
 }
+
+#[test]
+fn skipping_certificate_checks_is_warned() {
+    let base = "servers.web.healthcheck";
+    let l = ok(&hc(
+        "kind = \"http\"\ninterval = \"2s\"\ntls = true\ninsecure_skip_verify = true",
+    ));
+    assert_warned(
+        &l,
+        &format!("{base}.insecure_skip_verify: backend certificates are not verified"),
+    );
+    let l = ok(&hc(
+        "kind = \"http\"\ninterval = \"2s\"\ninsecure_skip_verify = true",
+    ));
+    assert_warned(
+        &l,
+        &format!("{base}.insecure_skip_verify: ignored unless tls = true"),
+    );
+    let probe = "kind = \"probe\"\ninterval = \"2s\"\nprobe_send = \"x\"\nprobe_recv = \"y\"\nprobe_tls_insecure = true";
+    let l = ok(&hc(&format!("{probe}\nprobe_protocol = \"tls\"")));
+    assert_warned(
+        &l,
+        &format!("{base}.probe_tls_insecure: backend certificates are not verified"),
+    );
+    let l = ok(&hc(&format!("{probe}\nprobe_protocol = \"tcp\"")));
+    assert_warned(&l, &format!("{base}.probe_tls_insecure: ignored unless"));
+    let l = ok(&hc("kind = \"http\"\ninterval = \"2s\"\ntls = true"));
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+}

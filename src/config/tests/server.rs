@@ -447,3 +447,20 @@ fn api_state_file_keys() {
         "api.state_fil: unknown key",
     );
 }
+
+#[test]
+fn max_exec_checks_default_range_and_value() {
+    assert_eq!(ok(&server("")).config.max_exec_checks, 4);
+    let l = ok(&format!("[defaults]\nmax_exec_checks = 2\n{}", server("")));
+    assert_eq!(l.config.max_exec_checks, 2);
+    let e = errors(&format!("[defaults]\nmax_exec_checks = 0\n{}", server("")));
+    assert_has(&e, "defaults.max_exec_checks: must be 1-1024");
+    let e = errors(&format!(
+        "[defaults]\nmax_exec_checks = 5000\n{}",
+        server("")
+    ));
+    assert_has(&e, "defaults.max_exec_checks: must be 1-1024");
+    // Only in [defaults]: it is one limit for the whole process.
+    let e = errors(&server("max_exec_checks = 2"));
+    assert_has(&e, "servers.web.max_exec_checks: unknown key");
+}

@@ -18,10 +18,14 @@ pub struct Defaults {
     pub backend_connection_timeout: Option<Duration>,
     pub backend_connection_retries: u32,
     pub drain_timeout: Duration,
+    pub max_exec_checks: usize,
 }
 
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STATE_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// Largest `max_exec_checks` (a fork storm guard must not be a fork storm).
+pub const MAX_EXEC_CHECKS: u32 = 1024;
 
 pub fn logging(ctx: &mut Ctx, raw: Option<&RawLogging>) -> Logging {
     let default = RawLogging::default();
@@ -248,5 +252,17 @@ pub fn defaults(ctx: &mut Ctx, raw: Option<&RawDefaults>) -> Defaults {
             Zero::Allowed,
             DRAIN_TIMEOUT,
         ),
+        max_exec_checks: max_exec_checks(ctx, raw.max_exec_checks),
     }
+}
+
+fn max_exec_checks(ctx: &mut Ctx, raw: Option<u32>) -> usize {
+    let n = raw.unwrap_or(crate::health::DEFAULT_EXEC_LIMIT as u32);
+    if !(1..=MAX_EXEC_CHECKS).contains(&n) {
+        ctx.error(
+            "defaults.max_exec_checks",
+            format!("must be 1-{MAX_EXEC_CHECKS}"),
+        );
+    }
+    n.clamp(1, MAX_EXEC_CHECKS) as usize
 }

@@ -82,12 +82,21 @@ fn probe(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck) -> Option<Probe> {
             format!("at most {max} bytes are read"),
         );
     }
+    let tls_insecure = raw.probe_tls_insecure.unwrap_or(false);
+    if tls_insecure {
+        let what = if protocol == Some(ProbeProtocol::Tls) {
+            "backend certificates are not verified"
+        } else {
+            "ignored unless probe_protocol = \"tls\""
+        };
+        ctx.warn(&at("probe_tls_insecure"), what);
+    }
     Some(Probe {
         protocol: protocol?,
         send: send?,
         expect,
         read_len,
-        tls_insecure: raw.probe_tls_insecure.unwrap_or(false),
+        tls_insecure,
     })
 }
 
@@ -187,13 +196,23 @@ fn http(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck) -> HttpCheck {
         ctx.error(&at("expected_status"), e);
         Vec::new()
     });
+    let tls = raw.tls.unwrap_or(false);
+    let insecure = raw.insecure_skip_verify.unwrap_or(false);
+    if insecure {
+        let what = if tls {
+            "backend certificates are not verified"
+        } else {
+            "ignored unless tls = true"
+        };
+        ctx.warn(&at("insecure_skip_verify"), what);
+    }
     HttpCheck {
         path,
         method: method.to_ascii_uppercase(),
         headers,
         host: raw.host.clone().filter(|h| !h.is_empty()),
-        tls: raw.tls.unwrap_or(false),
-        insecure_skip_verify: raw.insecure_skip_verify.unwrap_or(false),
+        tls,
+        insecure_skip_verify: insecure,
         expected_status,
         contains: raw.contains.clone().filter(|c| !c.is_empty()),
     }

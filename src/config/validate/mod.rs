@@ -70,6 +70,7 @@ pub fn build(raw: &RawConfig, ctx: &mut Ctx) -> Option<Config> {
         logging,
         api,
         metrics,
+        max_exec_checks: defaults.max_exec_checks,
         servers,
     };
     ctx.errors.is_empty().then_some(config)

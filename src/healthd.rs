@@ -1,0 +1,299 @@
+//! `betwixt healthd`: a drop-in for gruntwork-io/health-checker. Any request
+//! to the listener runs every configured check at once and answers 200 when
+//! all pass, 504 when any fails, with one line per check in the body.
+//! `--singleflight` makes concurrent requests share one evaluation.
+//!
+//! Checks: `--port N` = a TCP connect to 127.0.0.1:N (5 s); `--script "CMD
+//! ARGS"` = CMD run with ARGS (split on whitespace, no shell) in its own
+//! process group, exit 0 passes, killed as a group after `--script-timeout`
+//! seconds. Parsing is pure ([`parse`]); [`run`] does the I/O.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::config::Check;
+use crate::health::process::{self, Invocation};
+use crate::health::{self, Context, Outcome, Target, Verdict};
+
+const PORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `betwixt healthd` was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Args {
+    pub listener: SocketAddr,
+    pub ports: Vec<u16>,
+    /// Each script as program then arguments.
+    pub scripts: Vec<Vec<String>>,
+    pub script_timeout: Duration,
+    pub singleflight: bool,
+    pub log_level: String,
+}
+
+/// Parse the arguments after `healthd`.
+pub fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args {
+        listener: SocketAddr::from(([0, 0, 0, 0], 5000)),
+        ports: Vec::new(),
+        scripts: Vec::new(),
+        script_timeout: Duration::from_secs(5),
+        singleflight: false,
+        log_level: "info".into(),
+    };
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (arg.as_str(), None),
+        };
+        let mut value = || {
+            inline
+                .clone()
+                .or_else(|| it.next().cloned())
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        match flag {
+            "--listener" => {
+                let v = value()?;
+                a.listener = v
+                    .parse()
+                    .map_err(|_| format!("--listener: bad address {v:?}"))?;
+            }
+            "--port" => {
+                let v = value()?;
+                let p = v.parse::<u16>().ok().filter(|p| *p > 0);
+                a.ports
+                    .push(p.ok_or_else(|| format!("--port: bad port {v:?}"))?);
+            }
+            "--script" => {
+                let words: Vec<String> = value()?.split_whitespace().map(String::from).collect();
+                if words.is_empty() {
+                    return Err("--script: empty command".into());
+                }
+                a.scripts.push(words);
+            }
+            "--script-timeout" => {
+                let v = value()?;
+                let secs = v.parse::<u64>().ok().filter(|s| (1..=86_400).contains(s));
+                let secs =
+                    secs.ok_or_else(|| format!("--script-timeout: {v:?} is not 1-86400 seconds"))?;
+                a.script_timeout = Duration::from_secs(secs);
+            }
+            "--singleflight" => a.singleflight = true,
+            "--log-level" => a.log_level = value()?,
+            other => return Err(format!("healthd: unknown argument {other}")),
+        }
+    }
+    if a.ports.is_empty() && a.scripts.is_empty() {
+        return Err("healthd needs at least one --port or --script".into());
+    }
+    Ok(a)
+}
+
+/// One evaluation: each check's name and outcome.
+pub type Results = Vec<(String, Outcome)>;
+
+/// HTTP status and body for `results`.
+pub fn respond(results: &Results) -> (u16, String) {
+    let ok = results.iter().all(|(_, o)| o.verdict == Verdict::Pass);
+    let mut body = String::new();
+    for (name, o) in results {
+        let word = if o.verdict == Verdict::Pass {
+            "PASS"
+        } else {
+            "FAIL"
+        };
+        body.push_str(&format!("{word} {name}: {} ({})\n", o.detail, o.cause));
+    }
+    (if ok { 200 } else { 504 }, body)
+}
+
+async fn evaluate(args: &Args, ctx: &Context) -> Results {
+    let mut tasks = Vec::new();
+    for p in &args.ports {
+        let (p, ctx) = (*p, ctx.clone());
+        tasks.push(tokio::spawn(async move {
+            let t = Target::new("127.0.0.1", p);
+            let o = health::run(&Check::Ping, &t, Some(PORT_TIMEOUT), &ctx).await;
+            (format!("tcp 127.0.0.1:{p}"), o)
+        }));
+    }
+    for words in &args.scripts {
+        let (words, limit) = (words.clone(), args.script_timeout);
+        tasks.push(tokio::spawn(async move {
+            let o = script(&words, limit).await;
+            (format!("script {}", words.join(" ")), o)
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        match t.await {
+            Ok(r) => out.push(r),
+            Err(e) => out.push((
+                "check".into(),
+                Outcome::fail(health::Cause::Spawn, e.to_string()),
+            )),
+        }
+    }
+    out
+}
+
+/// Run one `--script`; the group is killed when the timeout drops the run.
+async fn script(words: &[String], limit: Duration) -> Outcome {
+    let inv = Invocation {
+        program: words[0].clone().into(),
+        args: words[1..].iter().map(Into::into).collect(),
+        env: Vec::new(),
+        merge_stderr: true,
+    };
+    match tokio::time::timeout(limit, process::run(&inv)).await {
+        Ok(Ok(done)) if done.status.success() => Outcome::pass("exit 0"),
+        Ok(Ok(done)) => Outcome::fail(health::Cause::Exit, done.status.describe()),
+        Ok(Err(e)) => Outcome::fail(health::Cause::Spawn, format!("{}: {e}", words[0])),
+        Err(_) => Outcome::fail(
+            health::Cause::Timeout,
+            format!("no result within {}", health::fmt_duration(limit)),
+        ),
+    }
+}
+
+/// A shared evaluation: the first request runs it, later ones wait.
+#[derive(Default)]
+struct Flight {
+    result: Mutex<Option<Results>>,
+    done: Condvar,
+}
+
+struct Shared {
+    args: Args,
+    ctx: Context,
+    rt: tokio::runtime::Handle,
+    current: Mutex<Option<Arc<Flight>>>,
+}
+
+impl Shared {
+    fn results(&self) -> Results {
+        if !self.args.singleflight {
+            return self.rt.block_on(evaluate(&self.args, &self.ctx));
+        }
+        let (flight, leader) = {
+            let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            match &*cur {
+                Some(f) => (Arc::clone(f), false),
+                None => {
+                    let f = Arc::new(Flight::default());
+                    *cur = Some(Arc::clone(&f));
+                    (f, true)
+                }
+            }
+        };
+        if leader {
+            let r = self.rt.block_on(evaluate(&self.args, &self.ctx));
+            *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
+            flight.done.notify_all();
+            return r;
+        }
+        let mut slot = flight.result.lock().unwrap_or_else(|p| p.into_inner());
+        while slot.is_none() {
+            slot = flight.done.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+        slot.clone().unwrap_or_default()
+    }
+}
+
+/// Serve until killed; returns the exit code.
+pub fn run(args: Args) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("betwixt healthd: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    let server = match tiny_http::Server::http(args.listener) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("betwixt healthd: cannot listen on {}: {e}", args.listener);
+            return 1;
+        }
+    };
+    eprintln!("betwixt healthd: listening on {}", args.listener);
+    let shared = Arc::new(Shared {
+        ctx: Context::new(args.scripts.len().max(1)),
+        args,
+        rt: rt.handle().clone(),
+        current: Mutex::new(None),
+    });
+    for request in server.incoming_requests() {
+        let shared = Arc::clone(&shared);
+        let spawned = std::thread::Builder::new().spawn(move || {
+            let (status, body) = respond(&shared.results());
+            let response = tiny_http::Response::from_string(body).with_status_code(status);
+            let _ = request.respond(response);
+        });
+        if let Err(e) = spawned {
+            eprintln!("betwixt healthd: cannot start a request thread: {e}");
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_gruntwork_flags() {
+        let a = parse(&args(&[
+            "--listener",
+            "127.0.0.1:5000",
+            "--port",
+            "5432",
+            "--port=3306",
+            "--script",
+            "/bin/check.sh --arg x",
+            "--script-timeout",
+            "7",
+            "--singleflight",
+            "--log-level",
+            "debug",
+        ]))
+        .unwrap();
+        assert_eq!(a.listener, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(a.ports, [5432, 3306]);
+        assert_eq!(a.scripts, [args(&["/bin/check.sh", "--arg", "x"])]);
+        assert_eq!(a.script_timeout, Duration::from_secs(7));
+        assert!(a.singleflight);
+        for bad in [
+            &[][..],
+            &["--port", "0"],
+            &["--port", "1", "--bogus"],
+            &["--script", " "],
+            &["--port", "1", "--script-timeout", "0"],
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn all_pass_is_200_any_fail_is_504() {
+        let pass = ("a".to_string(), Outcome::pass("ok"));
+        let fail = (
+            "b".to_string(),
+            Outcome::fail(health::Cause::Exit, "exit 1"),
+        );
+        assert_eq!(respond(&vec![pass.clone()]).0, 200);
+        let (code, body) = respond(&vec![pass, fail]);
+        assert_eq!(code, 504);
+        assert_eq!(body, "PASS a: ok (ok)\nFAIL b: exit 1 (exit_status)\n");
+    }
+}

@@ -1,0 +1,161 @@
+//! `betwixt healthd`: gruntwork health-checker semantics with real ports,
+//! real scripts and 200 concurrent requests.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+struct Healthd(Child);
+
+impl Healthd {
+    fn start(port: u16, args: &[&str]) -> Self {
+        let listener = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["healthd", "--listener", &listener])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let up = wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(&listener).is_ok()
+        });
+        assert!(up, "healthd did not listen");
+        Healthd(child)
+    }
+}
+
+impl Drop for Healthd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// GET / and return (status, body).
+fn get(port: u16) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A script that counts its runs in `dir/runs` and takes 300 ms.
+fn counting_script(dir: &std::path::Path) -> String {
+    let path = dir.join("check.sh");
+    let body = format!(
+        "#!/bin/sh\necho x >> {}/runs\nsleep 0.3\nexit 0\n",
+        dir.display()
+    );
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn runs(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("runs"))
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// 200 requests at once; every one must get `want`.
+fn burst(port: u16, want: u16) {
+    let threads: Vec<_> = (0..200)
+        .map(|_| std::thread::spawn(move || get(port).0))
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), want);
+    }
+}
+
+#[test]
+fn each_request_runs_every_check_without_singleflight() {
+    let b = Backend::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let script = counting_script(dir.path());
+    let port = free_port();
+    let bport = b.addr.port().to_string();
+    let _h = Healthd::start(port, &["--port", &bport, "--script", &script]);
+    let (status, body) = get(port);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("PASS tcp 127.0.0.1:{bport}")),
+        "{body}"
+    );
+    assert!(body.contains("PASS script"), "{body}");
+    burst(port, 200);
+    assert_eq!(runs(dir.path()), 201);
+}
+
+#[test]
+fn singleflight_shares_evaluations() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("{} --arg x", counting_script(dir.path()));
+    let port = free_port();
+    let _h = Healthd::start(
+        port,
+        &["--script", &script, "--singleflight", "--log-level", "info"],
+    );
+    burst(port, 200);
+    let n = runs(dir.path());
+    assert!(
+        (1..=40).contains(&n),
+        "{n} runs for 200 concurrent requests"
+    );
+}
+
+#[test]
+fn a_failing_check_gives_504() {
+    let closed = free_port().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let script = counting_script(dir.path());
+    let port = free_port();
+    let _h = Healthd::start(port, &["--port", &closed, "--script", &script]);
+    let (status, body) = get(port);
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        body.contains(&format!("FAIL tcp 127.0.0.1:{closed}")),
+        "{body}"
+    );
+    assert!(body.contains("PASS script"), "{body}");
+}
+
+#[test]
+fn a_hung_script_times_out_as_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hang.sh");
+    std::fs::write(&path, "#!/bin/sh\nsleep 1000 &\nsleep 1000\n").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let p = path.display().to_string();
+    let _h = Healthd::start(port, &["--script", &p, "--script-timeout", "1"]);
+    let started = std::time::Instant::now();
+    let (status, body) = get(port);
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("no result within 1s"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, err) = run_cli(&["healthd", "--port", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run_cli(&["healthd"]);
+    assert_eq!(code, 2);
+}
