@@ -97,13 +97,43 @@ struct Engine {
     child: Child,
     dir: tempfile::TempDir,
     host: String,
+    /// docker0 did not exist before: delete it after.
+    made_bridge: bool,
+}
+
+/// docker0's IPv4 address/prefix, if the bridge exists.
+fn docker0() -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", "docker0"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return None;
+    }
+    let addr = text.split_whitespace().skip_while(|w| *w != "inet").nth(1);
+    Some(addr.unwrap_or("").to_string())
+}
+
+/// The `--bip` to use: docker0's own when it already is in 198.18.0.0/15
+/// (dockerd refuses a different one), a fresh /24 when there is none.
+fn bridge_ip() -> Result<(String, bool), String> {
+    match docker0() {
+        None => Ok((
+            format!("198.18.{}.1/24", 20 + std::process::id() % 200),
+            true,
+        )),
+        Some(a) if a.starts_with("198.18.") || a.starts_with("198.19.") => Ok((a, false)),
+        Some(a) => Err(format!("docker0 exists with {a:?}, outside 198.18.0.0/15")),
+    }
 }
 
 impl Engine {
     fn start(dir: tempfile::TempDir) -> Result<Self, String> {
         let d = dir.path();
         let host = format!("unix://{}", d.join("d.sock").display());
-        let net = 20 + std::process::id() % 200;
+        let (bip, made_bridge) = bridge_ip()?;
         let log = std::fs::File::create(d.join("dockerd.log")).map_err(|e| e.to_string())?;
         let child = Command::new("dockerd")
             .arg("--data-root")
@@ -112,14 +142,19 @@ impl Engine {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("dockerd.pid"))
-            .args(["-H", &host, "--bip", &format!("198.18.{net}.1/24")])
+            .args(["-H", &host, "--bip", &bip])
             .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
             .map_err(|e| format!("dockerd: {e}"))?;
-        let mut engine = Self { child, dir, host };
+        let mut engine = Self {
+            child,
+            dir,
+            host,
+            made_bridge,
+        };
         let up = wait_until(Duration::from_secs(30), || {
             matches!(engine.child.try_wait(), Ok(Some(_))) || engine.docker(&["info"]).is_ok()
         });
@@ -175,6 +210,12 @@ impl Drop for Engine {
                 // SAFETY: a valid C string; MNT_DETACH cannot hurt other mounts.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
+        }
+        if self.made_bridge {
+            let _ = Command::new("ip")
+                .args(["link", "del", "docker0"])
+                .stderr(Stdio::null())
+                .status();
         }
     }
 }
