@@ -116,16 +116,21 @@ fn docker0() -> Option<String> {
     Some(addr.unwrap_or("").to_string())
 }
 
-/// The `--bip` to use: docker0's own when it already is in 198.18.0.0/15
-/// (dockerd refuses a different one), a fresh /24 when there is none.
-fn bridge_ip() -> Result<(String, bool), String> {
+/// The bridge arguments: a fresh `--bip` /24 in 198.18.0.0/15 when there is
+/// no docker0 (deleted again after), docker0's own address when it already
+/// is in that range (dockerd refuses a different one), else no bridge at
+/// all (the test's container uses the host network; never touch a docker0
+/// that another engine owns).
+fn bridge_args() -> (Vec<String>, bool) {
     match docker0() {
-        None => Ok((
-            format!("198.18.{}.1/24", 20 + std::process::id() % 200),
-            true,
-        )),
-        Some(a) if a.starts_with("198.18.") || a.starts_with("198.19.") => Ok((a, false)),
-        Some(a) => Err(format!("docker0 exists with {a:?}, outside 198.18.0.0/15")),
+        None => {
+            let net = 20 + std::process::id() % 200;
+            (vec!["--bip".into(), format!("198.18.{net}.1/24")], true)
+        }
+        Some(a) if a.starts_with("198.18.") || a.starts_with("198.19.") => {
+            (vec!["--bip".into(), a], false)
+        }
+        Some(_) => (vec!["--bridge".into(), "none".into()], false),
     }
 }
 
@@ -133,7 +138,7 @@ impl Engine {
     fn start(dir: tempfile::TempDir) -> Result<Self, String> {
         let d = dir.path();
         let host = format!("unix://{}", d.join("d.sock").display());
-        let (bip, made_bridge) = bridge_ip()?;
+        let (bridge, made_bridge) = bridge_args();
         let log = std::fs::File::create(d.join("dockerd.log")).map_err(|e| e.to_string())?;
         let child = Command::new("dockerd")
             .arg("--data-root")
@@ -142,7 +147,8 @@ impl Engine {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("dockerd.pid"))
-            .args(["-H", &host, "--bip", &bip])
+            .args(["-H", &host])
+            .args(&bridge)
             .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -165,6 +171,16 @@ impl Engine {
             return Err(format!("dockerd did not start: {tail:?}"));
         }
         Ok(engine)
+    }
+
+    /// The container's output (betwixt logs to stderr).
+    fn logs(&self) -> String {
+        Command::new("docker")
+            .args(["logs", "bx-health"])
+            .env("DOCKER_HOST", &self.host)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+            .unwrap_or_default()
     }
 
     /// Run the docker client on this engine; stdout, or stderr as the error.
@@ -226,7 +242,7 @@ fn image_context(dir: &Path, bin: &Path, api: u16, port: u16, backend: &str) {
         "[logging]\noutput = \"stderr\"\n\n[api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\n\n\
          [servers.web]\nbind = \"127.0.0.1:{port}\"\n[servers.web.discovery]\nkind = \"static\"\n\
          static_list = [\"{backend}\"]\n[servers.web.healthcheck]\nkind = \"ping\"\n\
-         interval = \"500ms\"\ntimeout = \"500ms\"\n"
+         interval = \"500ms\"\ntimeout = \"400ms\"\n"
     );
     std::fs::write(dir.join("betwixt.toml"), config).unwrap();
     let dockerfile = format!(
@@ -238,13 +254,21 @@ fn image_context(dir: &Path, bin: &Path, api: u16, port: u16, backend: &str) {
     std::fs::write(dir.join("Dockerfile"), dockerfile).unwrap();
 }
 
-/// Wait until Docker reports `want` for the container; the last state seen otherwise.
+/// Wait until Docker reports `want` for the running container.
 fn wait_health(engine: &Engine, want: &str, deadline: Instant) -> Result<(), String> {
     let mut last = String::new();
     while Instant::now() < deadline {
-        last = engine
-            .docker(&["inspect", "-f", "{{.State.Health.Status}}", "bx-health"])
-            .unwrap_or_else(|e| e);
+        let state = engine.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.Health.Status}}",
+            "bx-health",
+        ])?;
+        let (running, health) = state.split_once(' ').unwrap_or((&state, ""));
+        if running != "true" {
+            return Err(format!("the container stopped: {}", engine.logs()));
+        }
+        last = health.to_string();
         if last == want {
             return Ok(());
         }
@@ -253,9 +277,9 @@ fn wait_health(engine: &Engine, want: &str, deadline: Instant) -> Result<(), Str
     let log = engine
         .docker(&["inspect", "-f", "{{json .State.Health}}", "bx-health"])
         .unwrap_or_default();
-    let logs = engine.docker(&["logs", "bx-health"]).unwrap_or_default();
     Err(format!(
-        "health is {last:?}, not {want:?}\nhealth: {log}\nlogs: {logs}"
+        "health is {last:?}, not {want:?}\nhealth: {log}\nlogs: {}",
+        engine.logs()
     ))
 }
 
