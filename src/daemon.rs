@@ -592,6 +592,21 @@ mod tests {
     }
 
     #[test]
+    fn api_tls_runs_when_tls_is_built_in() {
+        let text = "[api]\nenabled = true\n[api.tls]\ncert_path = \"c\"\nkey_path = \"k\"\n";
+        let loaded = config::parse(text, config::Format::Toml).unwrap();
+        let errors = lines(unsupported(&loaded.config));
+        if cfg!(feature = "tls") {
+            assert!(errors.is_empty(), "{errors:?}");
+        } else {
+            assert!(
+                errors[0].starts_with("api.tls: ") && errors[0].contains("\"tls\" feature"),
+                "{errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn http_webhook_and_tls_checks_run_when_tls_is_built_in() {
         let plain = [
             "kind = \"http\"",
