@@ -40,9 +40,13 @@ fn main() {
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/betwixt.toml");
     println!("demo: backends on 127.0.0.1:9001-9003; betwixt on 127.0.0.1:8080");
     println!("demo: try `curl http://127.0.0.1:8080/` a few times; Ctrl-C to stop");
+    println!(
+        "demo: status page on http://127.0.0.1:8888/status, API on http://127.0.0.1:8888/servers"
+    );
     let source = betwixt::daemon::Source {
         format: betwixt::config::Format::Toml,
         path: config,
+        remote: None,
         env_vars: false,
     };
     let loaded = match source.load() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::config::{Format, duration};
 use crate::daemon::{self, Source};
+use crate::discovery::source::Remote;
 use crate::health::{self, Context, Verdict, url};
 
 const DEFAULT_CONFIG: &str = "/etc/betwixt/betwixt.toml";
@@ -16,6 +17,11 @@ betwixt - L4 load balancer and health-check daemon (gobetween-compatible)
 USAGE:
     betwixt [OPTIONS]                 run with -c FILE, or /etc/betwixt/betwixt.toml
     betwixt from-file FILE [OPTIONS]  run with FILE (same as -c FILE)
+    betwixt from-url URL [OPTIONS]    run with the config fetched from URL (http/https;
+                                      a non-2xx answer is an error); SIGHUP fetches again
+    betwixt from-consul HOST:PORT [-k KEY] [-s http|https] [OPTIONS]
+                                      run with the value of Consul KV key KEY
+                                      (default \"gobetween\"); SIGHUP fetches again
     betwixt check URL [CHECK OPTIONS] run one health check and exit
     betwixt healthd [HEALTHD OPTIONS] health endpoint for an upstream load balancer
 
@@ -38,7 +44,7 @@ CHECK (exit 0 healthy, 1 unhealthy, 2 usage error; one line on stderr says why):
     betwixt check tcp://HOST:PORT             a TCP connect
     betwixt check udp://HOST:PORT --send S --expect S
                                               one datagram; the reply must start
-                                              with S (escapes like \n, \x00)
+                                              with S (escapes like \\n, \\x00)
     betwixt check icmp://HOST                 3 echo requests, one reply suffices
     --timeout D                 the whole check's bound: 3s (default), 500ms, or
                                 seconds as a number
@@ -52,6 +58,8 @@ line per check in the body.
     --script \"CMD ARGS\"       run CMD ARGS (no shell; repeatable); exit 0 passes
     --script-timeout SECS       kill a script's process group after SECS (default 5)
     --singleflight              concurrent requests share one evaluation
+    -c, --config FILE           add the checks of FILE's [healthd.checks.NAME]
+                                sections (any health-check kind; docs/CONFIG.md)
     --log-level LEVEL           accepted for compatibility
 
 SIGNALS:
@@ -65,7 +73,7 @@ EXIT CODES:
 ";
 
 /// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Help,
     Version,
@@ -91,6 +99,8 @@ pub struct RunArgs {
     pub test: bool,
     pub pidfile: Option<PathBuf>,
     pub env_vars: bool,
+    /// `from-url` / `from-consul`.
+    pub remote: Option<Remote>,
 }
 
 /// Parse arguments (without the program name).
@@ -101,6 +111,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         test: false,
         pidfile: None,
         env_vars: false,
+        remote: None,
     };
     if args.first().is_some_and(|a| a == "check") {
         return parse_check(&args[1..]);
@@ -113,6 +124,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     }
     let mut it = args.iter();
     let mut seen_config = false;
+    let mut consul: Option<String> = None;
+    let (mut key, mut scheme) = ("gobetween".to_string(), "http".to_string());
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
@@ -139,9 +152,33 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                 run.config = PathBuf::from(value("from-file")?);
                 seen_config = true;
             }
+            "from-url" if !seen_config => {
+                run.remote = Some(Remote::Url(value("from-url")?));
+                seen_config = true;
+            }
+            "from-consul" if !seen_config => {
+                consul = Some(value("from-consul")?);
+                seen_config = true;
+            }
+            "-k" | "--key" => key = value(flag)?,
+            "-s" | "--scheme" => scheme = value(flag)?,
             other if other.starts_with('-') => return Err(format!("unknown option {other}")),
             other => return Err(format!("unexpected argument {other:?}")),
         }
+    }
+    if let Some(host) = consul {
+        if key.is_empty() {
+            return Err("from-consul: the key (-k) is empty".into());
+        }
+        let https = match scheme.as_str() {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("unknown scheme {other:?} (use http or https)")),
+        };
+        run.remote = Some(Remote::Consul { host, key, https });
+    }
+    if let Some(r) = &run.remote {
+        run.config = PathBuf::from(crate::discovery::web::redact(&r.url()));
     }
     Ok(Command::Run(run))
 }
@@ -272,6 +309,7 @@ fn start(args: RunArgs) -> i32 {
             .format
             .unwrap_or_else(|| Format::from_path(&args.config)),
         path: args.config,
+        remote: args.remote,
         env_vars: args.env_vars,
     };
     let loaded = match source.load() {
@@ -355,6 +393,37 @@ mod tests {
             (r.config, r.format),
             (PathBuf::from("x.toml"), Some(Format::Json))
         );
+    }
+
+    #[test]
+    fn remote_sources() {
+        let Ok(Command::Run(r)) = parse(&args("from-url http://127.0.0.1:1/c.json")) else {
+            panic!("run")
+        };
+        assert_eq!(
+            r.remote,
+            Some(Remote::Url("http://127.0.0.1:1/c.json".into()))
+        );
+        assert_eq!(Format::from_path(&r.config), Format::Json);
+        let Ok(Command::Run(r)) = parse(&args("from-consul 127.0.0.1:8500 -k lb/conf -s https"))
+        else {
+            panic!("run")
+        };
+        let want = Remote::Consul {
+            host: "127.0.0.1:8500".into(),
+            key: "lb/conf".into(),
+            https: true,
+        };
+        assert_eq!(r.remote, Some(want));
+        let Ok(Command::Run(r)) = parse(&args("from-consul 127.0.0.1:8500")) else {
+            panic!("run")
+        };
+        assert!(
+            matches!(r.remote, Some(Remote::Consul { key, https: false, .. }) if key == "gobetween")
+        );
+        assert!(parse(&args("from-consul h:1 -s ftp")).is_err());
+        assert!(parse(&args("from-consul h:1 --key=")).is_err());
+        assert!(parse(&args("from-url")).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! Builds a static betwixt (static glibc: `+crt-static` for the gnu target,
 //! since no musl target is at hand), starts a private dockerd (own data and
-//! exec roots, socket, `--bip` in 198.18.0.0/15), builds a `FROM scratch`
+//! exec roots and socket, its own bridge `btwx-dh` in 198.18.0.0/15 as
+//! tests/discovery_docker.rs does, never docker0; overlay, else vfs), builds a `FROM scratch`
 //! image holding only that binary and a config, and runs it with the host
 //! network: the daemon in the container proxies to a backend this test owns
 //! and serves `/health`; the image's HEALTHCHECK runs `/betwixt check
@@ -12,6 +13,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -92,64 +94,71 @@ fn has_interpreter(elf: &[u8]) -> bool {
     (0..count).any(|i| u32_at(phoff + i * size) == 3)
 }
 
-/// A private dockerd; stopped and its files removed on drop.
+/// A Linux bridge of our own (dockerd's `--bridge`), deleted on drop: the
+/// engine never touches docker0 or another engine's bridge.
+struct Bridge(&'static str);
+
+impl Bridge {
+    fn create(name: &'static str, cidr: &str) -> Result<Self, String> {
+        let _ = ip(&["link", "del", name]); // a leftover of a killed run
+        ip(&["link", "add", name, "type", "bridge"])?;
+        let b = Bridge(name);
+        ip(&["addr", "add", cidr, "dev", name])?;
+        ip(&["link", "set", name, "up"])?;
+        Ok(b)
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", self.0]);
+    }
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!("ip {}: {}", args.join(" "), err.trim()))
+    }
+}
+
+/// A private dockerd; stopped, its mounts detached and its files removed
+/// on drop (then the bridge is deleted).
 struct Engine {
     child: Child,
     dir: tempfile::TempDir,
     host: String,
-    /// docker0 did not exist before: delete it after.
-    made_bridge: bool,
-}
-
-/// docker0's IPv4 address/prefix, if the bridge exists.
-fn docker0() -> Option<String> {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "dev", "docker0"])
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        return None;
-    }
-    let addr = text.split_whitespace().skip_while(|w| *w != "inet").nth(1);
-    Some(addr.unwrap_or("").to_string())
-}
-
-/// The bridge arguments: a fresh `--bip` /24 in 198.18.0.0/15 when there is
-/// no docker0 (deleted again after), docker0's own address when it already
-/// is in that range (dockerd refuses a different one), else no bridge at
-/// all (the test's container uses the host network; never touch a docker0
-/// that another engine owns).
-fn bridge_args() -> (Vec<String>, bool) {
-    match docker0() {
-        None => {
-            let net = 20 + std::process::id() % 200;
-            (vec!["--bip".into(), format!("198.18.{net}.1/24")], true)
-        }
-        Some(a) if a.starts_with("198.18.") || a.starts_with("198.19.") => {
-            (vec!["--bip".into(), a], false)
-        }
-        Some(_) => (vec!["--bridge".into(), "none".into()], false),
-    }
+    _bridge: Bridge,
 }
 
 impl Engine {
-    fn start(dir: tempfile::TempDir) -> Result<Self, String> {
+    /// Start with `driver` ("" = dockerd's choice) and wait (30 s) until it answers.
+    fn start(driver: &str) -> Result<Self, String> {
+        let bridge = Bridge::create("btwx-dh", "198.19.251.1/24")?;
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let d = dir.path();
         let host = format!("unix://{}", d.join("d.sock").display());
-        let (bridge, made_bridge) = bridge_args();
         let log = std::fs::File::create(d.join("dockerd.log")).map_err(|e| e.to_string())?;
-        let child = Command::new("dockerd")
-            .arg("--data-root")
+        let mut cmd = Command::new("dockerd");
+        cmd.arg("--data-root")
             .arg(d.join("data"))
             .arg("--exec-root")
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("dockerd.pid"))
-            .args(["-H", &host])
-            .args(&bridge)
-            .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
+            .args(["-H", &host, "--bridge", bridge.0])
+            .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"]);
+        if !driver.is_empty() {
+            cmd.args(["--storage-driver", driver]);
+        }
+        let child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
@@ -159,7 +168,7 @@ impl Engine {
             child,
             dir,
             host,
-            made_bridge,
+            _bridge: bridge,
         };
         let up = wait_until(Duration::from_secs(30), || {
             matches!(engine.child.try_wait(), Ok(Some(_))) || engine.docker(&["info"]).is_ok()
@@ -171,6 +180,22 @@ impl Engine {
             return Err(format!("dockerd did not start: {tail:?}"));
         }
         Ok(engine)
+    }
+
+    /// Build the image from `ctx` and start the container.
+    fn build_and_run(&self, ctx: &Path) -> Result<(), String> {
+        let ctx = ctx.to_string_lossy();
+        self.docker(&["build", "-q", "-t", "betwixt-health-test", &ctx])?;
+        self.docker(&[
+            "run",
+            "-d",
+            "--name",
+            "bx-health",
+            "--network",
+            "host",
+            "betwixt-health-test",
+        ])
+        .map(drop)
     }
 
     /// The container's output (betwixt logs to stderr).
@@ -226,12 +251,6 @@ impl Drop for Engine {
                 // SAFETY: a valid C string; MNT_DETACH cannot hurt other mounts.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
-        }
-        if self.made_bridge {
-            let _ = Command::new("ip")
-                .args(["link", "del", "docker0"])
-                .stderr(Stdio::null())
-                .status();
         }
     }
 }
@@ -296,30 +315,26 @@ fn docker_reports_healthy_then_unhealthy() {
         Ok(b) => b,
         Err(e) => return skip(&e),
     };
-    let started = Instant::now();
-    let engine = match Engine::start(tempfile::tempdir().unwrap()) {
-        Ok(e) => e,
-        Err(e) => return skip(&e),
-    };
     let backend = Backend::start("one");
     let (api, port) = (free_port(), free_port());
     let ctx = tempfile::tempdir().unwrap();
     image_context(ctx.path(), &bin, api, port, &backend.line());
-    let ctx_path = ctx.path().to_str().unwrap();
-    engine
-        .docker(&["build", "-q", "-t", "betwixt-health-test", ctx_path])
-        .unwrap();
-    engine
-        .docker(&[
-            "run",
-            "-d",
-            "--name",
-            "bx-health",
-            "--network",
-            "host",
-            "betwixt-health-test",
-        ])
-        .unwrap();
+    // The default storage driver, then vfs (works where overlay cannot).
+    let started = Instant::now();
+    let mut reasons = Vec::new();
+    let mut running = None;
+    for driver in ["", "vfs"] {
+        match Engine::start(driver).and_then(|e| e.build_and_run(ctx.path()).map(|()| e)) {
+            Ok(e) => {
+                running = Some(e);
+                break;
+            }
+            Err(e) => reasons.push(format!("storage driver {driver:?}: {e}")),
+        }
+    }
+    let Some(engine) = running else {
+        return skip(&format!("no engine can run a container: {reasons:?}"));
+    };
     let deadline = started + LIMIT;
     wait_health(&engine, "healthy", deadline).unwrap();
     // The service works: traffic through the container reaches the backend.

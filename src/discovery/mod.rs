@@ -1,6 +1,29 @@
 //! Backend discovery: where the list of backends of a server comes from.
+//!
+//! `static` lists come straight from the config. Every other kind runs as
+//! one task per server ([`runner::Supervisor`]): it fetches with the kind's
+//! [`Fetcher`] (I/O in `exec.rs`, `srv.rs`, ...), decides with the pure
+//! [`policy`] what to hand over (failpolicy, retry wait, fetch-once), and
+//! sends each new list to the daemon, which swaps in a new plan (backends
+//! that stay keep their state; removed ones with open connections stay
+//! visible but unelectable until idle, see [`crate::state::Plan::prune`]).
 
+pub mod consul;
+pub mod docker;
+pub mod exec;
+pub mod json;
+pub mod lxd;
+pub mod plaintext;
+pub mod policy;
+pub mod runner;
+pub mod source;
+pub mod srv;
 pub mod static_list;
+pub mod web;
+
+use std::collections::BTreeMap;
+
+use crate::config::{Discovery, DiscoveryKind};
 
 /// One backend as a discovery source describes it (gobetween's fields).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -22,5 +45,163 @@ impl BackendSpec {
     /// The identity key, `"host:port"`, as gobetween prints it.
     pub fn key(&self) -> String {
         format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// What one successful fetch found, and what it skipped (one message each).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub specs: Vec<BackendSpec>,
+    pub warnings: Vec<String>,
+}
+
+/// A configured dynamic source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetcher {
+    Exec(exec::Exec),
+    Srv(srv::Srv),
+    Json(json::Json),
+    Plaintext(plaintext::Plaintext),
+    Consul(consul::Consul),
+    Docker(docker::Docker),
+    Lxd(lxd::Lxd),
+}
+
+impl Fetcher {
+    /// The fetcher of a dynamic kind; `Ok(None)` for `static`; an error for
+    /// a kind this build cannot run.
+    pub fn of(d: &Discovery) -> Result<Option<Fetcher>, String> {
+        let (kind, params) = match &d.kind {
+            DiscoveryKind::Static { .. } => return Ok(None),
+            DiscoveryKind::Exec { argv } => {
+                return Ok(Some(Fetcher::Exec(exec::Exec { argv: argv.clone() })));
+            }
+            DiscoveryKind::Other { kind, params } => (kind.as_str(), params),
+        };
+        let p = |key: &str| param(params, key);
+        Ok(Some(match kind {
+            "srv" => Fetcher::Srv(srv::Srv {
+                server: p("srv_lookup_server")?.to_string(),
+                pattern: p("srv_lookup_pattern")?.to_string(),
+                tcp: p("srv_dns_protocol")? == "tcp",
+            }),
+            "json" => Fetcher::Json(json::Json {
+                endpoint: p("json_endpoint")?.to_string(),
+                host: p("json_host_pattern")?.to_string(),
+                port: p("json_port_pattern")?.to_string(),
+                weight: p("json_weight_pattern")?.to_string(),
+                priority: p("json_priority_pattern")?.to_string(),
+                sni: p("json_sni_pattern")?.to_string(),
+                max_connections: p("json_max_connections_pattern")?.to_string(),
+            }),
+            "plaintext" => Fetcher::Plaintext(plaintext::Plaintext {
+                endpoint: p("plaintext_endpoint")?.to_string(),
+                pattern: match params
+                    .get("plaintext_regex_pattern")
+                    .filter(|s| !s.is_empty())
+                {
+                    Some(re) => Some(regex::Regex::new(re).map_err(|e| e.to_string())?),
+                    None => None,
+                },
+            }),
+            "consul" => Fetcher::Consul(consul_of(params)?),
+            "docker" => Fetcher::Docker(docker_of(params)?),
+            "lxd" => Fetcher::Lxd(lxd_of(params)?),
+            other => return Err(format!("discovery kind \"{other}\"")),
+        }))
+    }
+
+    pub async fn fetch(&self) -> Result<Listing, String> {
+        match self {
+            Fetcher::Exec(e) => e.fetch().await,
+            Fetcher::Srv(s) => s.fetch().await,
+            Fetcher::Json(j) => j.fetch().await,
+            Fetcher::Plaintext(p) => p.fetch().await,
+            Fetcher::Consul(c) => c.fetch().await,
+            Fetcher::Docker(d) => d.fetch().await,
+            Fetcher::Lxd(l) => l.fetch().await,
+        }
+    }
+}
+
+fn consul_of(params: &BTreeMap<String, String>) -> Result<consul::Consul, String> {
+    let opt = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let tls = opt("consul_tls_enabled").as_deref() == Some("true");
+    let files = web::TlsFiles {
+        ca: opt("consul_tls_cacert_path").map(Into::into),
+        cert: opt("consul_tls_cert_path")
+            .zip(opt("consul_tls_key_path"))
+            .map(|(c, k)| (c.into(), k.into())),
+        insecure: false,
+    };
+    Ok(consul::Consul {
+        base: format!(
+            "{}://{}",
+            if tls { "https" } else { "http" },
+            param(params, "consul_host")?
+        ),
+        service: param(params, "consul_service_name")?.to_string(),
+        tag: opt("consul_service_tag"),
+        passing_only: opt("consul_service_passing_only").as_deref() == Some("true"),
+        datacenter: opt("consul_datacenter"),
+        token: opt("consul_acl_token"),
+        auth: opt("consul_auth_username")
+            .map(|u| (u, opt("consul_auth_password").unwrap_or_default())),
+        tls: files,
+    })
+}
+
+fn docker_of(params: &BTreeMap<String, String>) -> Result<docker::Docker, String> {
+    let opt = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let tls = opt("docker_tls_enabled").as_deref() == Some("true");
+    let port = param(params, "docker_container_private_port")?;
+    Ok(docker::Docker {
+        endpoint: docker::Endpoint::parse(param(params, "docker_endpoint")?, tls)?,
+        private_port: port
+            .parse()
+            .map_err(|_| format!("docker_container_private_port {port}"))?,
+        label: opt("docker_container_label"),
+        host_env_var: opt("docker_container_host_env_var"),
+        tls: web::TlsFiles {
+            ca: opt("docker_tls_cacert_path").map(Into::into),
+            cert: opt("docker_tls_cert_path")
+                .zip(opt("docker_tls_key_path"))
+                .map(|(c, k)| (c.into(), k.into())),
+            insecure: false,
+        },
+    })
+}
+
+fn lxd_of(params: &BTreeMap<String, String>) -> Result<lxd::Lxd, String> {
+    let opt = |key: &str| params.get(key).filter(|v| !v.is_empty()).cloned();
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let dir = opt("lxd_config_directory").unwrap_or_else(|| format!("{home}/.config/lxc"));
+    let accept = opt("lxd_accept_server_cert").as_deref() == Some("true");
+    Ok(lxd::Lxd {
+        address: lxd::Address::parse(param(params, "lxd_server_address")?, &dir, accept)?,
+        label: opt("lxd_container_label_key")
+            .map(|k| (k, opt("lxd_container_label_value").unwrap_or_default())),
+        port: opt("lxd_container_port").and_then(|p| p.parse().ok()),
+        port_key: opt("lxd_container_port_key"),
+        interface: param(params, "lxd_container_interface")?.to_string(),
+        interface_key: opt("lxd_container_interface_key"),
+        ipv6: param(params, "lxd_container_address_type")? == "IPv6",
+        sni_key: opt("lxd_container_sni_key"),
+    })
+}
+
+fn param<'a>(params: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str, String> {
+    params
+        .get(key)
+        .map(String::as_str)
+        .ok_or_else(|| format!("{key} is missing"))
+}
+
+/// The backends a server starts with: its static list, or none until the
+/// first fetch of a dynamic kind.
+pub fn initial_specs(d: &Discovery) -> &[BackendSpec] {
+    match &d.kind {
+        DiscoveryKind::Static { backends } => backends,
+        DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => &[],
     }
 }

@@ -8,8 +8,12 @@
 pub mod access;
 pub mod proxy_protocol;
 pub mod pump;
+pub mod sni;
 pub mod splice;
+pub mod stream;
 pub mod tcp;
+pub mod tls;
+pub mod udp;
 
 #[cfg(test)]
 mod tests;

@@ -68,9 +68,19 @@ pub struct Relay<'a> {
 }
 
 /// Last time a byte crossed each side's socket.
-struct Activity {
-    client: AtomicU64,
-    backend: AtomicU64,
+pub(crate) struct Activity {
+    pub client: AtomicU64,
+    pub backend: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Self {
+        let now = now_ms();
+        Self {
+            client: AtomicU64::new(now),
+            backend: AtomicU64::new(now),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -90,11 +100,7 @@ struct Flow<'a> {
 impl Relay<'_> {
     /// Relay until the connection ends. `kill` resolves to close it at once.
     pub async fn run(self, kill: impl std::future::Future<Output = ()>) -> io::Result<End> {
-        let now = now_ms();
-        let seen = Activity {
-            client: AtomicU64::new(now),
-            backend: AtomicU64::new(now),
-        };
+        let seen = Activity::new();
         let up = Flow {
             src: self.client,
             dst: self.backend,
@@ -120,7 +126,11 @@ impl Relay<'_> {
 }
 
 /// Resolves when a side has been idle for its timeout; never without timeouts.
-async fn watch_idle(seen: &Activity, client: Option<Duration>, backend: Option<Duration>) -> End {
+pub(crate) async fn watch_idle(
+    seen: &Activity,
+    client: Option<Duration>,
+    backend: Option<Duration>,
+) -> End {
     let limits = [
         (client, &seen.client, End::ClientIdle),
         (backend, &seen.backend, End::BackendIdle),

@@ -9,10 +9,11 @@ use tokio::sync::watch;
 
 use super::Tracker;
 use crate::balance::{Balancer, Candidate, random_u64};
-use crate::config::Server;
+use crate::config::{Server, UnexpectedHostname};
 use crate::discovery::BackendSpec;
 use crate::health::report::Report;
 use crate::metrics::Counters;
+use crate::proxy::sni::HostMatcher;
 
 /// Admin states of a backend (set through the API in a later release).
 pub const ADMIN_ENABLED: u8 = 0;
@@ -96,6 +97,17 @@ pub struct Backend {
     pub key: String,
     pub target: Target,
     pub state: Arc<BackendState>,
+    /// Gone from the discovered list but still carrying connections: shown,
+    /// never elected, dropped by [`Plan::prune`] once idle.
+    pub removed: bool,
+    /// Matches this backend's `sni=` value (servers with `[sni]` only).
+    pub sni: Option<HostMatcher>,
+}
+
+impl Backend {
+    fn active(&self) -> u64 {
+        self.state.counters.active.load(Ordering::Relaxed)
+    }
 }
 
 /// An immutable routing snapshot of one server.
@@ -140,14 +152,23 @@ impl Plan {
                     .get(key.as_str())
                     .map(|s| Arc::clone(s))
                     .unwrap_or_else(|| Arc::new(BackendState::new(initial_live)));
+                let sni = config
+                    .sni
+                    .as_ref()
+                    .map(|c| HostMatcher::new(c.hostname_matching_strategy, &spec.sni));
                 Backend {
+                    sni,
                     target: Target::of(spec),
                     spec: spec.clone(),
                     key,
                     state,
+                    removed: false,
                 }
             })
             .collect();
+        if let Some(p) = previous {
+            backends.extend(still_busy(p, specs));
+        }
         // Key order lets roundrobin and iphash elect in one pass.
         backends.sort_by(|a, b| a.key.cmp(&b.key));
         let balancer = match previous {
@@ -161,15 +182,75 @@ impl Plan {
         }
     }
 
+    /// The discovered backends (without the removed ones still draining).
+    pub fn specs(&self) -> Vec<BackendSpec> {
+        self.backends
+            .iter()
+            .filter(|b| !b.removed)
+            .map(|b| b.spec.clone())
+            .collect()
+    }
+
+    /// A plan without the removed backends that became idle, or `None` when
+    /// there are none.
+    pub fn prune(&self) -> Option<Plan> {
+        self.backends
+            .iter()
+            .any(|b| b.removed && b.active() == 0)
+            .then(|| Plan::new(Arc::clone(&self.config), &self.specs(), Some(self)))
+    }
+
     /// Elect a backend for `client`, skipping `exclude` (backends already
     /// tried), and reserve a connection slot on it.
     pub fn elect(&self, client: IpAddr, exclude: &[usize]) -> Option<Elected> {
+        self.elect_where(client, exclude, |_| true)
+    }
+
+    /// [`Self::elect`] for a server with `[sni]`: backends whose `sni=`
+    /// matches `host` (the ClientHello's name, lower case); when none of
+    /// them can be elected, `unexpected_hostname_strategy` decides:
+    /// `default` = backends without `sni=`, `any` = every backend, `reject` =
+    /// none. Without `[sni]` this is [`Self::elect`].
+    pub fn elect_sni(
+        &self,
+        client: IpAddr,
+        exclude: &[usize],
+        host: Option<&str>,
+    ) -> Option<Elected> {
+        let Some(sni) = &self.config.sni else {
+            return self.elect(client, exclude);
+        };
+        if let Some(host) = host {
+            let found = self.elect_where(client, exclude, |b| {
+                b.sni.as_ref().is_some_and(|m| m.matches(host))
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        match sni.unexpected_hostname_strategy {
+            UnexpectedHostname::Reject => None,
+            UnexpectedHostname::Any => self.elect(client, exclude),
+            UnexpectedHostname::Default => {
+                self.elect_where(client, exclude, |b| b.spec.sni.is_empty())
+            }
+        }
+    }
+
+    fn elect_where(
+        &self,
+        client: IpAddr,
+        exclude: &[usize],
+        wanted: impl Fn(&Backend) -> bool,
+    ) -> Option<Elected> {
         // A reservation can lose a race with another thread; each loss removes
         // that backend, so this ends after at most `backends.len()` rounds.
         // `lost` only allocates when a race is lost.
         let mut lost: Vec<usize> = Vec::new();
         loop {
-            let index = self.choose(client, |i| exclude.contains(&i) || lost.contains(&i))?;
+            let index = self.choose(client, |i| {
+                exclude.contains(&i) || lost.contains(&i) || !wanted(&self.backends[i])
+            })?;
             let backend = &self.backends[index];
             if backend
                 .state
@@ -189,7 +270,7 @@ impl Plan {
         let mut ids = Vec::with_capacity(self.backends.len());
         let mut cands = Vec::with_capacity(self.backends.len());
         for (i, b) in self.backends.iter().enumerate() {
-            if skip(i) || !b.state.electable() {
+            if skip(i) || b.removed || !b.state.electable() {
                 continue;
             }
             ids.push(i);
@@ -206,6 +287,26 @@ impl Plan {
         let pick = self.balancer.elect(&cands, client, random_u64())?;
         ids.get(pick).copied()
     }
+}
+
+/// Backends of `previous` absent from `specs` that still have connections:
+/// kept visible, marked removed.
+fn still_busy<'a>(
+    previous: &'a Plan,
+    specs: &'a [BackendSpec],
+) -> impl Iterator<Item = Backend> + 'a {
+    previous
+        .backends
+        .iter()
+        .filter(move |b| b.active() > 0 && !specs.iter().any(|s| s.key() == b.key))
+        .map(|b| Backend {
+            spec: b.spec.clone(),
+            key: b.key.clone(),
+            target: b.target.clone(),
+            state: Arc::clone(&b.state),
+            sni: b.sni.clone(),
+            removed: true,
+        })
 }
 
 /// One running server: its current plan, counters and open connections.
@@ -241,5 +342,114 @@ impl ServerRuntime {
             Ok(mut p) => *p = plan,
             Err(poisoned) => *poisoned.into_inner() = plan,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HostnameMatching, Sni};
+    use crate::discovery::static_list::parse_line;
+    use crate::state::fixtures::test_server;
+
+    fn specs(lines: &[&str]) -> Vec<BackendSpec> {
+        lines.iter().map(|l| parse_line(l).unwrap()).collect()
+    }
+
+    fn keys(plan: &Plan) -> Vec<(String, bool)> {
+        plan.backends
+            .iter()
+            .map(|b| (b.key.clone(), b.removed))
+            .collect()
+    }
+
+    #[test]
+    fn removed_backend_with_connections_stays_unelectable_until_idle() {
+        let cfg = Arc::new(test_server("127.0.0.1:1"));
+        let first = Plan::new(Arc::clone(&cfg), &specs(&["a:1", "b:1"]), None);
+        let busy = first.elect("127.0.0.1".parse().unwrap(), &[]).unwrap();
+        let busy_key = first.backends[busy.index].key.clone();
+        let other = if busy_key == "a:1" { "b:1" } else { "a:1" };
+        // The busy backend disappears from the list, the other one stays.
+        let second = Plan::new(Arc::clone(&cfg), &specs(&[other]), Some(&first));
+        let mut want = vec![(other.to_string(), false), (busy_key.clone(), true)];
+        want.sort();
+        assert_eq!(keys(&second), want);
+        assert_eq!(second.specs(), specs(&[other]));
+        for _ in 0..20 {
+            let e = second.elect("127.0.0.1".parse().unwrap(), &[]).unwrap();
+            assert_eq!(second.backends[e.index].key, other);
+        }
+        assert!(second.prune().is_none(), "still busy: nothing to prune");
+        // Its state (counters) is the same object.
+        let kept = second.backends.iter().find(|b| b.removed).unwrap();
+        assert!(Arc::ptr_eq(&kept.state, &busy.state));
+        drop(busy);
+        let third = second.prune().expect("idle now");
+        assert_eq!(keys(&third), vec![(other.to_string(), false)]);
+        assert!(third.prune().is_none());
+    }
+
+    #[test]
+    fn idle_removed_backend_goes_at_once_and_returning_one_keeps_state() {
+        let cfg = Arc::new(test_server("127.0.0.1:1"));
+        let first = Plan::new(Arc::clone(&cfg), &specs(&["a:1", "b:1"]), None);
+        let b_state = Arc::clone(&first.backends[1].state);
+        let second = Plan::new(Arc::clone(&cfg), &specs(&["b:1"]), Some(&first));
+        assert_eq!(keys(&second), vec![("b:1".to_string(), false)]);
+        assert!(Arc::ptr_eq(&second.backends[0].state, &b_state));
+    }
+
+    fn plan(unexpected: UnexpectedHostname, matching: HostnameMatching) -> Plan {
+        let mut cfg = test_server("127.0.0.1:1");
+        cfg.sni = Some(Sni {
+            read_timeout: std::time::Duration::from_secs(1),
+            hostname_matching_strategy: matching,
+            unexpected_hostname_strategy: unexpected,
+        });
+        let lines = [
+            "127.0.0.1:1 sni=a.example",
+            "127.0.0.1:2 sni=B.example",
+            "127.0.0.1:3",
+        ];
+        let specs: Vec<_> = lines.iter().map(|l| parse_line(l).unwrap()).collect();
+        Plan::new(Arc::new(cfg), &specs, None)
+    }
+
+    fn port(p: &Plan, host: Option<&str>) -> Option<u16> {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        p.elect_sni(ip, &[], host)
+            .map(|e| p.backends[e.index].spec.port)
+    }
+
+    #[test]
+    fn sni_elects_the_matching_backend() {
+        let p = plan(UnexpectedHostname::Default, HostnameMatching::Exact);
+        for _ in 0..20 {
+            assert_eq!(port(&p, Some("a.example")), Some(1));
+            assert_eq!(port(&p, Some("b.example")), Some(2));
+        }
+    }
+
+    #[test]
+    fn unexpected_hostnames_follow_the_strategy() {
+        let p = plan(UnexpectedHostname::Default, HostnameMatching::Exact);
+        assert_eq!(port(&p, Some("c.example")), Some(3));
+        assert_eq!(port(&p, None), Some(3));
+        let p = plan(UnexpectedHostname::Reject, HostnameMatching::Exact);
+        assert_eq!(port(&p, Some("c.example")), None);
+        let p = plan(UnexpectedHostname::Any, HostnameMatching::Exact);
+        let seen: std::collections::BTreeSet<_> = (0..200)
+            .filter_map(|_| port(&p, Some("c.example")))
+            .collect();
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_down_match_is_unexpected() {
+        let p = plan(UnexpectedHostname::Reject, HostnameMatching::Regexp);
+        assert_eq!(port(&p, Some("a.example")), Some(1));
+        p.backends[0].state.live.store(false, Ordering::Relaxed);
+        assert_eq!(port(&p, Some("a.example")), None);
     }
 }

@@ -276,3 +276,26 @@ fn config_md_complete_example_parses_the_same_in_both_formats() {
         Some(Duration::from_secs(600))
     );
 }
+
+#[test]
+fn config_md_healthcheck_examples_are_valid() {
+    let doc = include_str!("../../../docs/CONFIG.md");
+    let snippets: Vec<&str> = blocks(doc, "toml")
+        .into_iter()
+        .filter(|b| b.trim_start().starts_with("[servers.") && b.contains(".healthcheck]"))
+        .collect();
+    assert!(snippets.len() >= 4, "{}", snippets.len());
+    for snippet in snippets {
+        let name = snippet["[servers.".len()..]
+            .split('.')
+            .next()
+            .unwrap_or_default();
+        let hc = snippet.replace(&format!("[servers.{name}."), "[servers.web.");
+        let loaded = super::ok(&format!("{}{hc}", super::server("")));
+        assert!(
+            loaded.warnings.is_empty(),
+            "{snippet}: {:?}",
+            loaded.warnings
+        );
+    }
+}

@@ -32,13 +32,12 @@ pub fn srv(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
 }
 
 pub fn docker(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
-    require(
-        ctx,
-        base,
-        "docker_endpoint",
-        "docker",
-        raw.docker_endpoint.as_ref(),
-    );
+    let endpoint = raw.docker_endpoint.as_ref();
+    if let Some(e) = require(ctx, base, "docker_endpoint", "docker", endpoint)
+        && let Err(msg) = crate::discovery::docker::Endpoint::parse(e, false)
+    {
+        ctx.error(&join(base, "docker_endpoint"), msg);
+    }
     match raw.docker_container_private_port {
         None => ctx.error(
             &join(base, "docker_container_private_port"),
@@ -145,6 +144,31 @@ pub fn lxd(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
             &join(base, "lxd_server_address"),
             format!("\"{a}\" must start with \"unix:\" or \"https:\""),
         );
+    }
+    // gobetween's lxc-client remote management; betwixt reads existing
+    // client certificates from lxd_config_directory instead.
+    let inert = [
+        (
+            "lxd_generate_client_certs",
+            raw.lxd_generate_client_certs.is_some(),
+        ),
+        (
+            "lxd_server_remote_password",
+            raw.lxd_server_remote_password.is_some(),
+        ),
+        (
+            "lxd_server_remote_name",
+            raw.lxd_server_remote_name.is_some(),
+        ),
+    ];
+    for (key, set) in inert {
+        if set {
+            ctx.warn(
+                &join(base, key),
+                "ignored: betwixt neither generates client certificates nor adds \
+                 remotes; it uses client.crt/client.key in lxd_config_directory",
+            );
+        }
     }
     let types = [("IPv4", ()), ("IPv6", ())];
     let path = join(base, "lxd_container_address_type");

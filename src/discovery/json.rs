@@ -1,0 +1,207 @@
+//! `json`: GET `json_endpoint`; the body is a top-level array, and each
+//! `json_*_pattern` is a dotted path into each element (`address.ip`,
+//! `ports[0]`, `a.b[1].c`; a leading `.` is allowed). host and port are
+//! required in every element (a missing one fails the fetch, as in
+//! gobetween); weight, priority, max_connections and sni are optional.
+
+use serde_json::Value;
+
+use super::web::{TlsFiles, get};
+use super::{BackendSpec, Listing};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Json {
+    pub endpoint: String,
+    pub host: String,
+    pub port: String,
+    pub weight: String,
+    pub priority: String,
+    pub sni: String,
+    pub max_connections: String,
+}
+
+impl Json {
+    pub async fn fetch(&self) -> Result<Listing, String> {
+        let body = get(&self.endpoint, &[], &TlsFiles::default()).await?;
+        let specs = self.parse(&body)?;
+        Ok(Listing {
+            specs,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// Parse a body (pure).
+    pub fn parse(&self, body: &[u8]) -> Result<Vec<BackendSpec>, String> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+        let Value::Array(items) = value else {
+            return Err("expected a top-level JSON array".into());
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| self.element(item).map_err(|e| format!("element {i}: {e}")))
+            .collect()
+    }
+
+    fn element(&self, item: &Value) -> Result<BackendSpec, String> {
+        let host = match lookup(item, &self.host)? {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(other) => return Err(format!("{}: not a host: {other}", self.host)),
+            None => return Err(format!("no {}", self.host)),
+        };
+        let port = match lookup(item, &self.port)? {
+            Some(v) => number(v, &self.port).and_then(|p| {
+                u16::try_from(p)
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| format!("{}: {p} is not a port", self.port))
+            })?,
+            None => return Err(format!("no {}", self.port)),
+        };
+        let opt = |path: &str, default: u32| -> Result<u32, String> {
+            match lookup(item, path)? {
+                None | Some(Value::Null) => Ok(default),
+                Some(v) => number(v, path).and_then(|n| {
+                    u32::try_from(n).map_err(|_| format!("{path}: {n} is too large"))
+                }),
+            }
+        };
+        let sni = match lookup(item, &self.sni)? {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        Ok(BackendSpec {
+            host: bracket(host),
+            port,
+            weight: opt(&self.weight, 1)?,
+            priority: opt(&self.priority, 1)?,
+            max_connections: opt(&self.max_connections, 0)?,
+            sni,
+        })
+    }
+}
+
+/// An IPv6 literal gets gobetween's brackets.
+fn bracket(host: String) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    }
+}
+
+/// A non-negative integer from a number (truncated) or a decimal string.
+fn number(v: &Value, path: &str) -> Result<u64, String> {
+    match v {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            .ok_or_else(|| format!("{path}: {n} is not a non-negative number")),
+        Value::String(s) => s
+            .parse()
+            .map_err(|_| format!("{path}: \"{s}\" is not a non-negative number")),
+        other => Err(format!("{path}: {other} is not a number")),
+    }
+}
+
+/// Follow `a.b[1].c` from `root`; `None` when a step is missing.
+pub fn lookup<'a>(root: &'a Value, path: &str) -> Result<Option<&'a Value>, String> {
+    let mut cur = root;
+    for part in path.trim_start_matches('.').split('.') {
+        let (name, indexes) = match part.find('[') {
+            Some(i) => part.split_at(i),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            match cur.get(name) {
+                Some(v) => cur = v,
+                None => return Ok(None),
+            }
+        }
+        let mut rest = indexes;
+        while let Some(r) = rest.strip_prefix('[') {
+            let Some((index, after)) = r.split_once(']') else {
+                return Err(format!("bad path {path:?}: missing ]"));
+            };
+            let index: usize = index
+                .parse()
+                .map_err(|_| format!("bad path {path:?}: [{index}] is not an index"))?;
+            match cur.get(index) {
+                Some(v) => cur = v,
+                None => return Ok(None),
+            }
+            rest = after;
+        }
+        if !rest.is_empty() {
+            return Err(format!("bad path {path:?}"));
+        }
+    }
+    Ok(Some(cur))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json() -> Json {
+        Json {
+            endpoint: String::new(),
+            host: "host".into(),
+            port: "port".into(),
+            weight: "weight".into(),
+            priority: "priority".into(),
+            sni: "sni".into(),
+            max_connections: "max_connections".into(),
+        }
+    }
+
+    #[test]
+    fn default_patterns() {
+        let body = br#"[{"host":"127.0.0.1","port":8080},
+            {"host":"::1","port":"81","weight":3,"priority":2.7,"sni":"x","max_connections":9}]"#;
+        let specs = json().parse(body).unwrap();
+        assert_eq!(specs[0].key(), "127.0.0.1:8080");
+        assert_eq!(
+            (specs[0].weight, specs[0].priority, specs[0].max_connections),
+            (1, 1, 0)
+        );
+        let s = &specs[1];
+        assert_eq!(s.key(), "[::1]:81");
+        assert_eq!(
+            (s.weight, s.priority, s.max_connections, s.sni.as_str()),
+            (3, 2, 9, "x")
+        );
+    }
+
+    #[test]
+    fn nested_paths_and_indexes() {
+        let mut j = json();
+        j.host = ".address.ip".into();
+        j.port = "ports[1]".into();
+        j.weight = "meta.w[0][1]".into();
+        let body = br#"[{"address":{"ip":"10.1.1.1"},"ports":[1,2],"meta":{"w":[[0,7]]}}]"#;
+        let s = &j.parse(body).unwrap()[0];
+        assert_eq!((s.key(), s.weight), ("10.1.1.1:2".to_string(), 7));
+    }
+
+    #[test]
+    fn errors() {
+        let j = json();
+        assert!(j.parse(b"{not json").unwrap_err().contains("invalid JSON"));
+        assert!(j.parse(br#"{"host":"a"}"#).unwrap_err().contains("array"));
+        assert!(j.parse(br#"[{"port":1}]"#).unwrap_err().contains("no host"));
+        assert!(
+            j.parse(br#"[{"host":"a"}]"#)
+                .unwrap_err()
+                .contains("no port")
+        );
+        assert!(j.parse(br#"[{"host":"a","port":70000}]"#).is_err());
+        assert!(j.parse(br#"[{"host":"a","port":1,"weight":-1}]"#).is_err());
+        assert!(j.parse(br#"[{"host":1,"port":1}]"#).is_err());
+        assert_eq!(j.parse(b"[]").unwrap(), vec![]);
+        let mut bad = json();
+        bad.port = "ports[x]".into();
+        assert!(bad.parse(br#"[{"host":"a","ports":[1]}]"#).is_err());
+    }
+}

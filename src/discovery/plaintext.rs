@@ -1,0 +1,115 @@
+//! `plaintext`: GET `plaintext_endpoint`; each non-empty line is a backend,
+//! in the line format, or matched by `plaintext_regex_pattern` with named
+//! groups host, port (required), weight, priority, max_connections, sni.
+//! Lines that do not match are skipped with a warning.
+
+use regex::Regex;
+
+use super::policy::parse_lines;
+use super::web::{TlsFiles, get};
+use super::{BackendSpec, Listing};
+
+#[derive(Debug, Clone)]
+pub struct Plaintext {
+    pub endpoint: String,
+    /// `None` = the backend line format.
+    pub pattern: Option<Regex>,
+}
+
+impl PartialEq for Plaintext {
+    fn eq(&self, other: &Self) -> bool {
+        self.endpoint == other.endpoint
+            && self.pattern.as_ref().map(Regex::as_str) == other.pattern.as_ref().map(Regex::as_str)
+    }
+}
+
+impl Eq for Plaintext {}
+
+impl Plaintext {
+    pub async fn fetch(&self) -> Result<Listing, String> {
+        let body = get(&self.endpoint, &[], &TlsFiles::default()).await?;
+        let text = String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
+        Ok(self.parse(&text))
+    }
+
+    /// Parse a body (pure).
+    pub fn parse(&self, text: &str) -> Listing {
+        let Some(re) = &self.pattern else {
+            let (specs, warnings) = parse_lines(text);
+            return Listing { specs, warnings };
+        };
+        let mut listing = Listing::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            match by_regex(re, line) {
+                Ok(spec) => listing.specs.push(spec),
+                Err(e) => listing
+                    .warnings
+                    .push(format!("line {}: {e}; skipped", n + 1)),
+            }
+        }
+        listing
+    }
+}
+
+fn by_regex(re: &Regex, line: &str) -> Result<BackendSpec, String> {
+    let caps = re
+        .captures(line)
+        .ok_or_else(|| format!("`{line}` does not match the pattern"))?;
+    let group = |name: &str| {
+        caps.name(name)
+            .map(|m| m.as_str())
+            .filter(|s| !s.is_empty())
+    };
+    let num = |name: &str, default: u32| -> Result<u32, String> {
+        group(name).map_or(Ok(default), |v| {
+            v.parse()
+                .map_err(|_| format!("{name} `{v}` is not a number"))
+        })
+    };
+    let host = group("host").ok_or("no host")?.to_string();
+    let port = group("port").ok_or("no port")?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("port `{port}` is not 1-65535"))?;
+    Ok(BackendSpec {
+        host,
+        port,
+        weight: num("weight", 1)?,
+        priority: num("priority", 1)?,
+        max_connections: num("max_connections", 0)?,
+        sni: group("sni").unwrap_or_default().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_format_and_custom_regex() {
+        let p = Plaintext {
+            endpoint: String::new(),
+            pattern: None,
+        };
+        let l = p.parse("a:1 weight=2\n\nbad line\n");
+        assert_eq!(l.specs.len(), 1);
+        assert_eq!(l.warnings.len(), 1);
+        let re = Regex::new(r"^(?P<host>[^,]+),(?P<port>\d+)(,(?P<weight>\d+))?(,(?P<sni>\S+))?$")
+            .unwrap();
+        let p = Plaintext {
+            endpoint: String::new(),
+            pattern: Some(re),
+        };
+        let l = p.parse("10.0.0.1,80,5,web\n10.0.0.2,81\n10.0.0.3,x\n10.0.0.4,0\n");
+        let keys: Vec<String> = l.specs.iter().map(|s| s.key()).collect();
+        assert_eq!(keys, ["10.0.0.1:80", "10.0.0.2:81"]);
+        assert_eq!((l.specs[0].weight, l.specs[0].sni.as_str()), (5, "web"));
+        assert_eq!(l.warnings.len(), 2);
+    }
+}

@@ -1,0 +1,156 @@
+//! What a discovery task does after each fetch: pure decisions, time-free.
+//!
+//! - Success: send the list if it differs from the last one sent; wait
+//!   `interval`, or stop for good when there is none (gobetween's "0").
+//! - Error: `setempty` sends an empty list, `keeplast` sends nothing (the
+//!   last good list keeps serving); then wait [`retry_wait`] and try again,
+//!   even when `interval` is "0" (a fetch-once source retries until it
+//!   succeeds once).
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::BackendSpec;
+use crate::config::FailPolicy;
+
+/// gobetween's fixed wait before retrying a failed fetch.
+pub const RETRY_WAIT: Duration = Duration::from_secs(2);
+
+/// The wait after an error: 2 s, or the interval when it is shorter.
+pub fn retry_wait(interval: Option<Duration>) -> Duration {
+    interval.map_or(RETRY_WAIT, |i| i.min(RETRY_WAIT))
+}
+
+/// The next move of a discovery task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// A new list to hand to the server.
+    pub send: Option<Vec<BackendSpec>>,
+    /// How long to wait before the next fetch; `None` = stop.
+    pub wait: Option<Duration>,
+}
+
+/// Decide after one fetch. `last` is the list sent last (`None` before the
+/// first one).
+pub fn step(
+    policy: FailPolicy,
+    interval: Option<Duration>,
+    result: Result<Vec<BackendSpec>, String>,
+    last: Option<&[BackendSpec]>,
+) -> Step {
+    let changed = |list: &[BackendSpec]| last != Some(list);
+    match result {
+        Ok(list) => Step {
+            send: changed(&list).then_some(list),
+            wait: interval,
+        },
+        Err(_) => Step {
+            send: (policy == FailPolicy::SetEmpty && changed(&[])).then(Vec::new),
+            wait: Some(retry_wait(interval)),
+        },
+    }
+}
+
+/// Drop repeated `host:port` entries (the first one wins); returns the
+/// list and one message per dropped entry.
+pub fn dedupe(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
+    let mut seen = HashSet::new();
+    let mut dropped = Vec::new();
+    let mut out = Vec::with_capacity(list.len());
+    for spec in list {
+        if seen.insert(spec.key()) {
+            out.push(spec);
+        } else {
+            dropped.push(format!("duplicate backend {} ignored", spec.key()));
+        }
+    }
+    (out, dropped)
+}
+
+/// Parse text in the backend line format, one backend per line; blank
+/// lines are skipped, bad ones reported (the fetch still succeeds).
+pub fn parse_lines(text: &str) -> (Vec<BackendSpec>, Vec<String>) {
+    let mut specs = Vec::new();
+    let mut bad = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match super::static_list::parse_line(line) {
+            Ok(spec) => specs.push(spec),
+            Err(e) => bad.push(format!("line {}: {e}; skipped", n + 1)),
+        }
+    }
+    (specs, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::static_list::parse_line;
+
+    fn list(lines: &[&str]) -> Vec<BackendSpec> {
+        lines.iter().map(|l| parse_line(l).unwrap()).collect()
+    }
+
+    const MIN: Option<Duration> = Some(Duration::from_secs(60));
+
+    #[test]
+    fn success_sends_changes_only_and_waits_interval() {
+        let a = list(&["a:1"]);
+        let s = step(FailPolicy::KeepLast, MIN, Ok(a.clone()), None);
+        assert_eq!(s.send, Some(a.clone()));
+        assert_eq!(s.wait, MIN);
+        let s = step(FailPolicy::KeepLast, MIN, Ok(a.clone()), Some(&a));
+        assert_eq!(s.send, None);
+        let b = list(&["a:1 weight=2"]);
+        let s = step(FailPolicy::KeepLast, MIN, Ok(b.clone()), Some(&a));
+        assert_eq!(s.send, Some(b), "a changed weight is a change");
+        // An empty first answer is sent (the server learns it is empty).
+        let s = step(FailPolicy::KeepLast, MIN, Ok(vec![]), None);
+        assert_eq!(s.send, Some(vec![]));
+    }
+
+    #[test]
+    fn fetch_once_stops_after_success_but_retries_errors() {
+        let s = step(FailPolicy::KeepLast, None, Ok(list(&["a:1"])), None);
+        assert_eq!(s.wait, None);
+        let s = step(FailPolicy::KeepLast, None, Err("down".into()), None);
+        assert_eq!(s.wait, Some(RETRY_WAIT));
+    }
+
+    #[test]
+    fn errors_keep_or_empty_per_policy() {
+        let a = list(&["a:1"]);
+        let s = step(FailPolicy::KeepLast, MIN, Err("x".into()), Some(&a));
+        assert_eq!(
+            s,
+            Step {
+                send: None,
+                wait: Some(RETRY_WAIT)
+            }
+        );
+        let s = step(FailPolicy::SetEmpty, MIN, Err("x".into()), Some(&a));
+        assert_eq!(s.send, Some(vec![]));
+        let s = step(FailPolicy::SetEmpty, MIN, Err("x".into()), Some(&[]));
+        assert_eq!(s.send, None, "already empty");
+        let short = Some(Duration::from_millis(300));
+        let s = step(FailPolicy::KeepLast, short, Err("x".into()), Some(&a));
+        assert_eq!(s.wait, short, "retry no later than the interval");
+    }
+
+    #[test]
+    fn dedupe_keeps_first() {
+        let (out, dropped) = dedupe(list(&["a:1 weight=3", "b:1", "a:1"]));
+        assert_eq!(out, list(&["a:1 weight=3", "b:1"]));
+        assert_eq!(dropped.len(), 1);
+    }
+
+    #[test]
+    fn lines_skip_blank_and_report_bad() {
+        let (specs, bad) = parse_lines("a:1\n\n  \nnope\nb:2 weight=4\r\n");
+        assert_eq!(specs, list(&["a:1", "b:2 weight=4"]));
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].starts_with("line 4:"), "{bad:?}");
+    }
+}

@@ -1,0 +1,334 @@
+//! `srv`: an SRV query to `srv_lookup_server` (udp, or tcp; a truncated
+//! udp answer is asked again over tcp). Each SRV record gives one backend:
+//! port, weight and priority from the record, sni = the target name, host =
+//! the target's address from the additional section (A first, then AAAA in
+//! brackets), else from a follow-up A query, then AAAA. A target without
+//! an address is skipped with a warning; NXDOMAIN or no records = empty
+//! list. Messages are built and parsed with `simple-dns`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use simple_dns::rdata::{OPT, RData};
+use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::{BackendSpec, Listing};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Srv {
+    /// `host:port` of the DNS server.
+    pub server: String,
+    pub pattern: String,
+    pub tcp: bool,
+}
+
+/// One SRV record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrvRecord {
+    /// Lower case, without the trailing dot.
+    pub target: String,
+    pub port: u16,
+    pub priority: u16,
+    pub weight: u16,
+}
+
+/// What one answer holds: SRV records and addresses by owner name.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub srv: Vec<SrvRecord>,
+    pub addrs: HashMap<String, Vec<IpAddr>>,
+}
+
+fn name_key(name: &Name<'_>) -> String {
+    name.to_string().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Build a query for `name`/`qtype` with EDNS0 (4096-byte udp answers).
+pub fn query(id: u16, name: &str, qtype: TYPE) -> Result<Vec<u8>, String> {
+    let qname = Name::new(name).map_err(|e| format!("bad name {name:?}: {e}"))?;
+    let mut packet = Packet::new_query(id);
+    packet.set_flags(PacketFlag::RECURSION_DESIRED);
+    packet.questions.push(Question::new(
+        qname,
+        QTYPE::TYPE(qtype),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    *packet.opt_mut() = Some(OPT {
+        opt_codes: Vec::new(),
+        udp_packet_size: 4096,
+        version: 0,
+    });
+    packet
+        .build_bytes_vec()
+        .map_err(|e| format!("cannot build a query for {name:?}: {e}"))
+}
+
+/// Parse an answer to query `id`. NXDOMAIN gives an empty answer; other
+/// error codes are errors.
+pub fn parse(id: u16, bytes: &[u8]) -> Result<Answer, String> {
+    let packet = Packet::parse(bytes).map_err(|e| format!("malformed DNS answer: {e}"))?;
+    if packet.id() != id {
+        return Err("DNS answer with the wrong id".into());
+    }
+    match packet.rcode() {
+        RCODE::NoError => {}
+        RCODE::NameError => return Ok(Answer::default()),
+        other => return Err(format!("DNS server answered {other:?}")),
+    }
+    let mut answer = Answer::default();
+    for rr in packet.answers.iter().chain(&packet.additional_records) {
+        let owner = name_key(&rr.name);
+        match &rr.rdata {
+            RData::SRV(s) => answer.srv.push(SrvRecord {
+                target: name_key(&s.target),
+                port: s.port,
+                priority: s.priority,
+                weight: s.weight,
+            }),
+            RData::A(a) => push(&mut answer, owner, IpAddr::V4(Ipv4Addr::from(a.address))),
+            RData::AAAA(a) => push(&mut answer, owner, IpAddr::V6(Ipv6Addr::from(a.address))),
+            _ => {}
+        }
+    }
+    Ok(answer)
+}
+
+fn push(answer: &mut Answer, owner: String, ip: IpAddr) {
+    answer.addrs.entry(owner).or_default().push(ip);
+}
+
+/// The address to use for `target`: the first IPv4, else the first IPv6.
+pub fn pick(addrs: &[IpAddr]) -> Option<IpAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+}
+
+/// gobetween's host string for an address: IPv6 in brackets.
+pub fn host_of(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// A backend from a record and its address.
+pub fn spec(record: &SrvRecord, ip: IpAddr) -> BackendSpec {
+    BackendSpec {
+        host: host_of(ip),
+        port: record.port,
+        weight: u32::from(record.weight),
+        priority: u32::from(record.priority),
+        max_connections: 0,
+        sni: record.target.clone(),
+    }
+}
+
+impl Srv {
+    pub async fn fetch(&self) -> Result<Listing, String> {
+        let server = self.resolve_server().await?;
+        let answer = self.ask(server, &self.pattern, TYPE::SRV).await?;
+        let mut listing = Listing::default();
+        for record in &answer.srv {
+            let ip = match answer.addrs.get(&record.target).and_then(|a| pick(a)) {
+                Some(ip) => Some(ip),
+                None => self.lookup(server, &record.target).await?,
+            };
+            match ip {
+                Some(ip) => listing.specs.push(spec(record, ip)),
+                None => listing.warnings.push(format!(
+                    "{} has no A or AAAA record; skipped",
+                    record.target
+                )),
+            }
+        }
+        Ok(listing)
+    }
+
+    async fn resolve_server(&self) -> Result<SocketAddr, String> {
+        if let Ok(addr) = self.server.parse() {
+            return Ok(addr);
+        }
+        tokio::net::lookup_host(&self.server)
+            .await
+            .map_err(|e| format!("srv_lookup_server {}: {e}", self.server))?
+            .next()
+            .ok_or_else(|| format!("srv_lookup_server {}: no address", self.server))
+    }
+
+    /// A follow-up A query, then AAAA.
+    async fn lookup(&self, server: SocketAddr, target: &str) -> Result<Option<IpAddr>, String> {
+        for qtype in [TYPE::A, TYPE::AAAA] {
+            let answer = self.ask(server, target, qtype).await?;
+            if let Some(ip) = answer.addrs.get(target).and_then(|a| pick(a)) {
+                return Ok(Some(ip));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn ask(&self, server: SocketAddr, name: &str, qtype: TYPE) -> Result<Answer, String> {
+        let id = crate::balance::random_u64() as u16;
+        let q = query(id, name, qtype)?;
+        let bytes = if self.tcp {
+            ask_tcp(server, &q).await
+        } else {
+            match ask_udp(server, &q, id).await? {
+                Some(bytes) => Ok(bytes),
+                None => ask_tcp(server, &q).await,
+            }
+        }
+        .map_err(|e| format!("DNS {server}: {e}"))?;
+        parse(id, &bytes)
+    }
+}
+
+/// Send over udp; `None` when the answer is truncated.
+async fn ask_udp(server: SocketAddr, q: &[u8], id: u16) -> Result<Option<Vec<u8>>, String> {
+    let local: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let io = |e: std::io::Error| format!("DNS {server}: {e}");
+    let sock = UdpSocket::bind(local).await.map_err(io)?;
+    sock.connect(server).await.map_err(io)?;
+    sock.send(q).await.map_err(io)?;
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let n = sock.recv(&mut buf).await.map_err(io)?;
+        let reply = &buf[..n];
+        // Skip stray datagrams (another id, too short for a header).
+        if n < 12 || u16::from_be_bytes([reply[0], reply[1]]) != id {
+            continue;
+        }
+        let truncated = reply[2] & 0x02 != 0;
+        return Ok((!truncated).then(|| reply.to_vec()));
+    }
+}
+
+async fn ask_tcp(server: SocketAddr, q: &[u8]) -> Result<Vec<u8>, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let mut s = TcpStream::connect(server).await.map_err(io)?;
+    let len = u16::try_from(q.len()).map_err(|_| "query too long".to_string())?;
+    let mut msg = len.to_be_bytes().to_vec();
+    msg.extend_from_slice(q);
+    s.write_all(&msg).await.map_err(io)?;
+    let len = s.read_u16().await.map_err(io)?;
+    let mut buf = vec![0u8; usize::from(len)];
+    s.read_exact(&mut buf).await.map_err(io)?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use simple_dns::ResourceRecord;
+    use simple_dns::rdata::{A, AAAA, SRV};
+
+    fn reply(
+        id: u16,
+        rcode: RCODE,
+        answers: Vec<RData<'static>>,
+        extra: Vec<RData<'static>>,
+    ) -> Vec<u8> {
+        let mut p = Packet::new_reply(id);
+        *p.rcode_mut() = rcode;
+        let rr = |name: &'static str, d| {
+            ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, 60, d)
+        };
+        for d in answers {
+            p.answers.push(rr("_web._tcp.example.test", d));
+        }
+        for d in extra {
+            let owner = if matches!(d, RData::A(_)) {
+                "a.example.test"
+            } else {
+                "b.example.test"
+            };
+            p.additional_records.push(rr(owner, d));
+        }
+        p.build_bytes_vec().unwrap()
+    }
+
+    fn srv(target: &'static str, port: u16, priority: u16, weight: u16) -> RData<'static> {
+        RData::SRV(SRV {
+            priority,
+            weight,
+            port,
+            target: Name::new_unchecked(target),
+        })
+    }
+
+    #[test]
+    fn query_round_trips() {
+        let q = query(7, "_web._tcp.example.test", TYPE::SRV).unwrap();
+        let p = Packet::parse(&q).unwrap();
+        assert_eq!(p.id(), 7);
+        assert!(p.has_flags(PacketFlag::RECURSION_DESIRED));
+        assert_eq!(p.opt().map(|o| o.udp_packet_size), Some(4096));
+        assert_eq!(p.questions[0].qname.to_string(), "_web._tcp.example.test");
+    }
+
+    #[test]
+    fn parses_srv_and_additional_addresses() {
+        let bytes = reply(
+            9,
+            RCODE::NoError,
+            vec![
+                srv("A.example.test.", 8080, 1, 5),
+                srv("b.example.test", 9090, 2, 0),
+            ],
+            vec![
+                RData::A(A {
+                    address: u32::from(Ipv4Addr::new(127, 0, 0, 2)),
+                }),
+                RData::AAAA(AAAA {
+                    address: u128::from(Ipv6Addr::LOCALHOST),
+                }),
+            ],
+        );
+        let a = parse(9, &bytes).unwrap();
+        assert_eq!(a.srv.len(), 2);
+        assert_eq!(a.srv[0].target, "a.example.test");
+        let ip = pick(&a.addrs["a.example.test"]).unwrap();
+        let s = spec(&a.srv[0], ip);
+        assert_eq!(
+            (s.key(), s.weight, s.priority, s.sni.as_str()),
+            ("127.0.0.2:8080".into(), 5, 1, "a.example.test")
+        );
+        let s = spec(&a.srv[1], pick(&a.addrs["b.example.test"]).unwrap());
+        assert_eq!(s.key(), "[::1]:9090");
+    }
+
+    #[test]
+    fn error_codes_and_garbage() {
+        assert!(
+            parse(1, &reply(1, RCODE::NameError, vec![], vec![]))
+                .unwrap()
+                .srv
+                .is_empty()
+        );
+        assert!(parse(1, &reply(1, RCODE::ServerFailure, vec![], vec![])).is_err());
+        assert!(
+            parse(2, &reply(1, RCODE::NoError, vec![], vec![])).is_err(),
+            "wrong id"
+        );
+        assert!(parse(1, b"\x00\x01garbage").is_err());
+        assert!(parse(1, &[]).is_err());
+    }
+
+    #[test]
+    fn prefers_ipv4() {
+        let v6: IpAddr = Ipv6Addr::LOCALHOST.into();
+        let v4: IpAddr = Ipv4Addr::LOCALHOST.into();
+        assert_eq!(pick(&[v6, v4]), Some(v4));
+        assert_eq!(pick(&[v6]), Some(v6));
+        assert_eq!(pick(&[]), None);
+    }
+}

@@ -1,0 +1,93 @@
+//! HTTP GETs for discovery (json, plaintext, consul, docker, config
+//! sources) over the shared client in [`crate::http`]: a non-2xx status is
+//! an error (gobetween parses any body), the body is capped at
+//! [`MAX_BODY`] (a larger one fails this fetch only).
+
+use std::path::PathBuf;
+
+use crate::http::{self, Dial, Limit, Request, TlsConfig, Url};
+
+/// Most bytes of a discovery response body.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Client certificate settings of an https source.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<(PathBuf, PathBuf)>,
+    /// Accept any server certificate (`lxd_accept_server_cert`).
+    pub insecure: bool,
+}
+
+impl TlsFiles {
+    /// The client config: system roots unless a CA is given.
+    #[cfg(feature = "tls")]
+    pub fn config(&self) -> Result<Option<TlsConfig>, String> {
+        if *self == TlsFiles::default() {
+            return Ok(None);
+        }
+        crate::tls::client_config(&crate::tls::ClientOptions {
+            insecure: self.insecure,
+            roots: self.ca.clone(),
+            client_cert: self.cert.clone(),
+            ..Default::default()
+        })
+        .map(Some)
+    }
+
+    #[cfg(not(feature = "tls"))]
+    pub fn config(&self) -> Result<Option<TlsConfig>, String> {
+        if *self == TlsFiles::default() {
+            return Ok(None);
+        }
+        Err("TLS client certificates need a build with feature \"tls\"".into())
+    }
+}
+
+/// GET `url` with extra `headers`; the body of a 2xx answer.
+pub async fn get(url: &str, headers: &[(&str, String)], tls: &TlsFiles) -> Result<Vec<u8>, String> {
+    let parsed = Url::parse(url)?;
+    let mut req = Request::new("GET", &parsed.target, &parsed.host_header());
+    for (name, value) in headers {
+        req = req.header(name, value);
+    }
+    let config = tls.config()?;
+    let resp = http::fetch(&parsed, &req, config, Limit::Fail(MAX_BODY))
+        .await
+        .map_err(|e| format!("GET {}: {e}", redact(url)))?;
+    check(url, resp)
+}
+
+/// GET `target` through a unix socket or a TCP address (Docker, LXD).
+pub async fn get_at(
+    dial: &Dial,
+    tls: Option<&http::Tls>,
+    host: &str,
+    target: &str,
+) -> Result<Vec<u8>, String> {
+    let req = Request::new("GET", target, host);
+    let resp = http::send(dial, tls, &req, Limit::Fail(MAX_BODY))
+        .await
+        .map_err(|e| format!("GET {dial}{target}: {e}"))?;
+    check(target, resp)
+}
+
+fn check(what: &str, resp: http::Response) -> Result<Vec<u8>, String> {
+    if (200..300).contains(&resp.status) {
+        Ok(resp.body)
+    } else {
+        let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned();
+        Err(format!(
+            "GET {}: status {} {}: {}",
+            redact(what),
+            resp.status,
+            resp.reason,
+            body.trim()
+        ))
+    }
+}
+
+/// A URL without its query (which may carry tokens), for logs.
+pub fn redact(url: &str) -> &str {
+    url.split('?').next().unwrap_or(url)
+}

@@ -1,0 +1,177 @@
+//! `from-url` and `from-consul` against a local HTTP server (Consul has no
+//! package here: the server answers like Consul's `/v1/kv/KEY?raw`).
+
+mod common;
+#[path = "common/http_server.rs"]
+mod http_server;
+#[path = "common/pki.rs"]
+mod pki;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use http_server::{Body, HttpServer};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+struct Run {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Run {
+    fn spawn(args: &[&str]) -> Self {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Wait until betwixt accepts on `port`.
+    fn wait_port(&self, port: u16) {
+        let up = wait_until(LIMIT, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "not listening on {port}: {}", self.logs());
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn hup(&self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGHUP) };
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cfg(port: u16, b: &Backend) -> String {
+    config(port, "roundrobin", &[b.line()], "")
+}
+
+#[test]
+fn from_url_starts_and_reloads_on_sighup() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let http = HttpServer::start();
+    let port = free_port();
+    http.set_text(&cfg(port, &a));
+    let run = Run::spawn(&["from-url", &http.url("/betwixt.toml")]);
+    run.wait_port(port);
+    assert!(wait_until(LIMIT, || who(port) == "a"), "{}", run.logs());
+    http.set_text(&cfg(port, &b));
+    run.hup();
+    assert!(wait_until(LIMIT, || who(port) == "b"), "{}", run.logs());
+    // A failing source on reload: logged, the running config stays.
+    http.set(404, Body::Bytes(b"no such config".to_vec()));
+    run.hup();
+    assert!(
+        wait_until(LIMIT, || run.logs().contains("status 404")),
+        "{}",
+        run.logs()
+    );
+    assert!(run.logs().contains("reload rejected"), "{}", run.logs());
+    assert_eq!(who(port), "b");
+}
+
+#[test]
+fn from_url_fails_clearly_on_non_2xx() {
+    let http = HttpServer::start();
+    http.set(503, Body::Bytes(b"maintenance".to_vec()));
+    let (code, _out, err) = run_cli(&["from-url", &http.url("/c.toml")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("status 503") && err.contains("maintenance"),
+        "{err}"
+    );
+}
+
+#[test]
+fn from_consul_reads_the_kv_key() {
+    let a = Backend::start("a");
+    let http = HttpServer::start();
+    let port = free_port();
+    http.set_text(&cfg(port, &a));
+    let host = http.addr.to_string();
+    let run = Run::spawn(&["from-consul", &host, "-k", "lb/betwixt", "-s", "http"]);
+    run.wait_port(port);
+    assert!(wait_until(LIMIT, || who(port) == "a"), "{}", run.logs());
+    let req = http.last_request();
+    assert!(
+        req.starts_with("GET /v1/kv/lb/betwixt?raw HTTP/1.1"),
+        "{req}"
+    );
+    // A missing key is a 404 in Consul.
+    http.set(404, Body::Bytes(Vec::new()));
+    let (code, _out, err) = run_cli(&["from-consul", &host, "-k", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("status 404"), "{err}");
+}
+
+/// `from-consul -s https`: the server certificate is verified against the
+/// system store, which SSL_CERT_FILE replaces (rustls-native-certs); without
+/// it the test CA is unknown and the fetch fails.
+#[cfg(feature = "tls")]
+#[test]
+fn from_consul_over_https_trusts_ssl_cert_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = match pki::Pki::make(dir.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("SKIP: cannot make test certificates: {e}");
+            return;
+        }
+    };
+    let a = Backend::start("a");
+    let https = HttpServer::start_tls(&pki.server_cert, &pki.server_key, None);
+    let port = free_port();
+    https.set_text(&cfg(port, &a));
+    let host = https.addr.to_string();
+    let args = [
+        "from-consul",
+        host.as_str(),
+        "-k",
+        "lb/betwixt",
+        "-s",
+        "https",
+    ];
+    let ca = pki.ca.to_str().unwrap();
+    let run = Run::spawn_env(&args, &[("SSL_CERT_FILE", ca)]);
+    run.wait_port(port);
+    assert!(wait_until(LIMIT, || who(port) == "a"), "{}", run.logs());
+    assert!(
+        https
+            .last_request()
+            .starts_with("GET /v1/kv/lb/betwixt?raw HTTP/1.1"),
+        "{}",
+        https.last_request()
+    );
+    let empty = dir.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (code, _out, err) = run_cli_env(&args, &[("SSL_CERT_FILE", empty.to_str().unwrap())]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("https://"), "{err}");
+}

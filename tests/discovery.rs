@@ -1,0 +1,386 @@
+//! Discovery kinds against the real thing: scripts for `exec`, dnsmasq for
+//! `srv`, and the failure scenarios (source down with keeplast/setempty,
+//! DNS timeout, backends appearing and disappearing under traffic).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+/// One server on `port` with the given `[servers.test.discovery]` body.
+fn dyn_config(port: u16, discovery: &str) -> String {
+    format!(
+        "[logging]\nlevel = \"debug\"\n\n[servers.test]\nbind = \"127.0.0.1:{port}\"\n\
+         balance = \"roundrobin\"\n\n[servers.test.discovery]\n{discovery}\n"
+    )
+}
+
+/// A script source: `list` holds the lines; a `down` file makes it fail.
+struct Script {
+    dir: tempfile::TempDir,
+}
+
+impl Script {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let body = format!(
+            "#!/bin/sh\n[ -e {d}/down ] && {{ echo source down >&2; exit 1; }}\n\
+             [ -e {d}/slow ] && sleep 5\ncat {d}/list\n"
+        );
+        std::fs::write(dir.path().join("list.sh"), body).unwrap();
+        let s = Self { dir };
+        s.set(&[]);
+        s
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Replace the list atomically.
+    fn set(&self, lines: &[String]) {
+        let tmp = self.path("list.tmp");
+        std::fs::write(&tmp, lines.join("\n") + "\n").unwrap();
+        std::fs::rename(tmp, self.path("list")).unwrap();
+    }
+
+    fn flag(&self, name: &str, on: bool) {
+        if on {
+            std::fs::write(self.path(name), "").unwrap();
+        } else {
+            let _ = std::fs::remove_file(self.path(name));
+        }
+    }
+
+    fn discovery(&self, extra: &str) -> String {
+        format!(
+            "kind = \"exec\"\nexec_command = [\"/bin/sh\", \"{}\"]\ninterval = \"100ms\"\n{extra}",
+            self.path("list.sh").display()
+        )
+    }
+}
+
+/// Wait until new connections reach only `names` (all of them).
+fn serves(port: u16, names: &[&str]) -> bool {
+    wait_until(LIMIT, || {
+        let mut seen: Vec<String> = (0..names.len() * 4).map(|_| who(port)).collect();
+        seen.sort();
+        seen.dedup();
+        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        seen == want
+    })
+}
+
+/// Wait until connections are closed without a backend.
+fn serves_nothing(port: u16) -> bool {
+    wait_until(LIMIT, || {
+        let mut s = connect(port);
+        closed_without_data(&mut s, Duration::from_secs(2))
+    })
+}
+
+#[test]
+fn exec_backends_appear_and_disappear_under_traffic() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let src = Script::new();
+    src.set(&[a.line()]);
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&dyn_config(port, &src.discovery("")), &[port]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+
+    // An open connection to a, then a leaves and b arrives.
+    let mut held = connect(port);
+    let mut greeting = String::new();
+    BufReader::new(&held).read_line(&mut greeting).unwrap();
+    assert_eq!(greeting.trim(), "a");
+    src.set(&[b.line()]);
+    assert!(serves(port, &["b"]), "{}", bx.logs());
+    // The removed backend's connection still works.
+    assert_eq!(exchange(&mut held, b"still here"), b"still here");
+
+    src.set(&[a.line(), b.line() + " weight=2"]);
+    assert!(serves(port, &["a", "b"]), "{}", bx.logs());
+    src.set(&[]);
+    assert!(serves_nothing(port), "{}", bx.logs());
+    assert!(bx.logs().contains("discovery: 0 backends"), "{}", bx.logs());
+}
+
+#[test]
+fn exec_keeplast_keeps_serving_when_the_source_fails() {
+    let a = Backend::start("a");
+    let src = Script::new();
+    src.set(&[a.line()]);
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&dyn_config(port, &src.discovery("")), &[port]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    src.flag("down", true);
+    assert!(wait_until(LIMIT, || bx
+        .logs()
+        .contains("keeping the last 1 backends")));
+    assert!(
+        bx.logs().contains("source down"),
+        "stderr is quoted: {}",
+        bx.logs()
+    );
+    assert_eq!(who(port), "a");
+}
+
+#[test]
+fn exec_setempty_empties_and_recovers() {
+    let a = Backend::start("a");
+    let src = Script::new();
+    src.set(&[a.line()]);
+    let port = free_port();
+    let cfg = dyn_config(port, &src.discovery("failpolicy = \"setempty\"\n"));
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    src.flag("down", true);
+    assert!(serves_nothing(port), "{}", bx.logs());
+    assert!(bx.logs().contains("failpolicy setempty"), "{}", bx.logs());
+    src.flag("down", false);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+}
+
+#[test]
+fn exec_timeout_applies_and_bad_lines_are_reported() {
+    let a = Backend::start("a");
+    let src = Script::new();
+    src.set(&[a.line(), "not a backend".into()]);
+    let port = free_port();
+    let cfg = dyn_config(port, &src.discovery("timeout = \"300ms\"\n"));
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    assert!(bx.logs().contains("line 2:"), "{}", bx.logs());
+    src.flag("slow", true);
+    assert!(
+        wait_until(LIMIT, || bx.logs().contains("timed out after 300ms")),
+        "{}",
+        bx.logs()
+    );
+    assert_eq!(who(port), "a");
+}
+
+#[test]
+fn exec_reload_with_other_settings_keeps_the_list() {
+    let a = Backend::start("a");
+    let src = Script::new();
+    src.set(&[a.line()]);
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&dyn_config(port, &src.discovery("")), &[port]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    src.flag("down", true);
+    let cfg = dyn_config(port, &src.discovery("timeout = \"1s\"\n"));
+    assert!(bx.reload(&cfg), "{}", bx.logs());
+    assert_eq!(
+        who(port),
+        "a",
+        "the restarted task has not found a list yet"
+    );
+}
+
+// ---------------------------------------------------------------- srv
+
+/// dnsmasq on 127.0.0.1:PORT (udp and tcp) serving the given records.
+struct Dnsmasq {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Dnsmasq {
+    fn start(port: u16, records: &[String], dir: &Path) -> Option<Self> {
+        let log = dir.join(format!("dnsmasq-{}.log", records.len()));
+        let out = std::fs::File::create(&log).ok()?;
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--local=/betwixt.test/",
+            "--log-queries",
+            "--log-facility=-",
+        ])
+        .arg(format!("--port={port}"))
+        .args(records)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().ok()?)
+        .stderr(out);
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.arg("--user=root");
+        }
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("SKIP: cannot run dnsmasq ({e}); apt-get install dnsmasq");
+                return None;
+            }
+        };
+        let mut d = Self { child, port, log };
+        let up = wait_until(LIMIT, || TcpStream::connect(("127.0.0.1", port)).is_ok());
+        if !up {
+            let _ = d.child.kill();
+            eprintln!(
+                "SKIP: dnsmasq did not start: {}",
+                std::fs::read_to_string(&d.log).unwrap_or_default()
+            );
+            return None;
+        }
+        d.port = port;
+        Some(d)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn srv_record(target: &str, port: u16, priority: u16, weight: u16) -> String {
+    format!("--srv-host=_web._tcp.betwixt.test,{target},{port},{priority},{weight}")
+}
+
+fn srv_discovery(dns: u16, extra: &str) -> String {
+    format!(
+        "kind = \"srv\"\nsrv_lookup_server = \"127.0.0.1:{dns}\"\n\
+         srv_lookup_pattern = \"_web._tcp.betwixt.test.\"\ninterval = \"200ms\"\n{extra}"
+    )
+}
+
+#[test]
+fn srv_from_dnsmasq_with_a_and_aaaa_records_and_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a");
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let b = if v6 {
+        Backend::start_at("b", "[::1]:0".parse().unwrap())
+    } else {
+        Backend::start("b")
+    };
+    let dns = free_port();
+    let b_host = if v6 {
+        "b.betwixt.test,::1"
+    } else {
+        "b.betwixt.test,127.0.0.1"
+    };
+    let records = vec![
+        srv_record("a.betwixt.test", a.addr.port(), 1, 5),
+        srv_record("b.betwixt.test", b.addr.port(), 1, 5),
+        "--host-record=a.betwixt.test,127.0.0.1".to_string(),
+        format!("--host-record={b_host}"),
+    ];
+    let Some(server) = Dnsmasq::start(dns, &records, dir.path()) else {
+        return;
+    };
+    for proto in ["udp", "tcp"] {
+        let port = free_port();
+        let extra = format!("srv_dns_protocol = \"{proto}\"\n");
+        let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, &extra)), &[port]);
+        assert!(serves(port, &["a", "b"]), "{proto}: {}", bx.logs());
+    }
+
+    // The records change: b leaves (dnsmasq restarts with fewer records;
+    // meanwhile DNS fails and keeplast serves the last list).
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, "")), &[port]);
+    assert!(serves(port, &["a", "b"]), "{}", bx.logs());
+    drop(server);
+    let records = vec![
+        srv_record("a.betwixt.test", a.addr.port(), 1, 5),
+        "--host-record=a.betwixt.test,127.0.0.1".to_string(),
+    ];
+    let _server = Dnsmasq::start(dns, &records, dir.path()).expect("dnsmasq restarts");
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+}
+
+#[test]
+fn srv_priority_comes_from_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dns = free_port();
+    let records = vec![
+        srv_record("a.betwixt.test", a.addr.port(), 1, 1),
+        srv_record("b.betwixt.test", b.addr.port(), 2, 1),
+        "--host-record=a.betwixt.test,127.0.0.1".to_string(),
+        "--host-record=b.betwixt.test,127.0.0.1".to_string(),
+    ];
+    let Some(_server) = Dnsmasq::start(dns, &records, dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let cfg = dyn_config(port, &srv_discovery(dns, "")).replace("roundrobin", "weight");
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    assert!(serves(port, &["a"]), "priority 1 only: {}", bx.logs());
+}
+
+#[test]
+fn srv_dns_timeout_keeplast_and_setempty() {
+    // A DNS "server" that never answers.
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = silent.local_addr().unwrap().port();
+    for (policy, empties) in [("keeplast", false), ("setempty", true)] {
+        let port = free_port();
+        let extra = format!("timeout = \"300ms\"\nfailpolicy = \"{policy}\"\n");
+        let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, &extra)), &[port]);
+        assert!(
+            wait_until(LIMIT, || bx.logs().contains("timed out after 300ms")),
+            "{policy}: {}",
+            bx.logs()
+        );
+        assert_eq!(
+            bx.logs().contains("setempty: no backends"),
+            empties,
+            "{}",
+            bx.logs()
+        );
+        let mut s = connect(port);
+        assert!(closed_without_data(&mut s, Duration::from_secs(2)));
+    }
+    drop(silent);
+}
+
+#[test]
+fn unknown_srv_name_is_an_empty_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = free_port();
+    let Some(_server) = Dnsmasq::start(dns, &[], dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, "")), &[port]);
+    assert!(
+        wait_until(LIMIT, || bx.logs().contains("discovery: 0 backends")),
+        "{}",
+        bx.logs()
+    );
+}
+
+/// An `exec_command` argument with a newline reaches the program whole:
+/// `sh -c` gets both lines of its script (split, it would run only the
+/// first and list only a).
+#[test]
+fn exec_argument_with_a_newline_stays_one_argument() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let port = free_port();
+    let script = format!("echo {}\\necho {}", a.line(), b.line());
+    let disc = format!(
+        "kind = \"exec\"\nexec_command = [\"/bin/sh\", \"-c\", \"{script}\"]\ninterval = \"100ms\"\n"
+    );
+    let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
+    assert!(serves(port, &["a", "b"]), "{}", bx.logs());
+}
