@@ -128,6 +128,8 @@ async fn connection(tcp: TcpStream, acceptor: TlsAcceptor, inner: &UnixAddr) -> 
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
         .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+    // A blocking connect cannot stall the runtime: tiny_http's accept thread
+    // drains the backlog (128 or more), and at most MAX_CONNS (64) are ever pending.
     let std_unix = std::os::unix::net::UnixStream::connect_addr(inner)?;
     std_unix.set_nonblocking(true)?;
     let plain = UnixStream::from_std(std_unix)?;
