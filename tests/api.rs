@@ -63,6 +63,16 @@ fn read_endpoints_auth_and_redacted_dump() {
     let servers = json(&request(api, "GET", "/servers", AUTH, b"").1);
     assert_eq!(servers["web"]["balance"], "weight");
     assert_eq!(servers["web"]["bind"], format!("127.0.0.1:{port}"));
+    // Absent sub-sections are null, as gobetween prints them, and such an
+    // object posts back as it is (gobetween clients GET, edit and POST).
+    assert!(servers["web"]["sni"].is_null() && servers["web"].get("sni").is_some());
+    let mut copy = servers["web"].clone();
+    let copy_port = free_port();
+    copy["bind"] = format!("127.0.0.1:{copy_port}").into();
+    let body = copy.to_string();
+    let (status, body) = request(api, "POST", "/servers/copy", AUTH, body.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(who(copy_port), "one");
     assert_eq!(
         request(api, "GET", "/servers/nope", AUTH, b""),
         (200, "null\n".into())

@@ -108,9 +108,22 @@ pub fn filled(raw: &RawServer, s: &Server) -> Value {
         if let Value::Object(h) = hc {
             h.entry("kind").or_insert_with(|| json!(s.healthcheck.kind));
         }
+        for k in ABSENT_AS_NULL {
+            o.entry(k).or_insert(Value::Null);
+        }
     }
     v
 }
+
+/// gobetween's optional server sub-sections (Go pointers): `null` when absent.
+const ABSENT_AS_NULL: [&str; 6] = [
+    "sni",
+    "tls",
+    "backends_tls",
+    "udp",
+    "access",
+    "proxy_protocol",
+];
 
 /// Go's `time.Duration.String()` style: `1h2m3.5s`, `250ms`, `0s`.
 pub fn go_duration(d: Duration) -> String {
@@ -212,9 +225,23 @@ timeout = "1s"
         assert_eq!(v["protocol"], "tcp");
         assert_eq!(v["healthcheck"]["kind"], "ping");
         assert_eq!(v["drain_timeout"], "30s");
+        for k in ABSENT_AS_NULL {
+            assert_eq!(v.get(k), Some(&Value::Null), "{k}");
+        }
         let text = json!({ "servers": { "web": v } }).to_string();
         let again = parse(&text, Format::Json).unwrap();
         assert_eq!(again.config.servers, loaded.config.servers);
+    }
+
+    #[test]
+    fn present_sub_sections_are_kept_absent_ones_null() {
+        let text = format!("{CONFIG}[servers.web.access]\ndefault = \"deny\"\n");
+        let loaded = parse(&text, Format::Toml).unwrap();
+        let raw = &loaded.raw.servers.as_ref().unwrap()["web"];
+        let v = filled(raw, &loaded.config.servers["web"]);
+        assert_eq!(v["access"]["default"], "deny");
+        assert_eq!(v.get("sni"), Some(&Value::Null));
+        assert!(v["discovery"].is_object() && v["healthcheck"].is_object());
     }
 
     #[test]

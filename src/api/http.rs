@@ -72,12 +72,15 @@ pub fn spawn_metrics(bind: SocketAddr, shared: Arc<Shared>) -> io::Result<()> {
     run(server, ctx, "metrics")
 }
 
+/// Plain HTTP on `bind`, or with `[api.tls]` on a private unix socket
+/// behind the rustls front ([`super::tls`]).
 #[cfg(feature = "tls")]
 fn listen(cfg: &Api) -> io::Result<Server> {
     match &cfg.tls {
-        Some(_) => Err(io::Error::other(
-            "[api.tls] is not supported by this build yet",
-        )),
+        Some(pair) => {
+            let unix = super::tls::front(cfg.bind, pair)?;
+            Server::from_listener(unix, None).map_err(io::Error::other)
+        }
         None => Server::http(cfg.bind).map_err(io::Error::other),
     }
 }

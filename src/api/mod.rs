@@ -15,6 +15,8 @@ mod handlers;
 mod http;
 pub mod overlay;
 pub mod status;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};

@@ -6,10 +6,11 @@ use super::*;
 /// silently do something else, so they are errors.
 pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
     let mut out = Vec::new();
-    if cfg.api.enabled && cfg.api.tls.is_some() {
+    if cfg!(not(feature = "tls")) && cfg.api.enabled && cfg.api.tls.is_some() {
         out.push(ConfigError {
             path: "api.tls".into(),
-            message: "HTTPS for the API is not supported by this build yet".into(),
+            message: "HTTPS for the API needs the \"tls\" feature, which this build does not have"
+                .into(),
         });
     }
     for (name, s) in &cfg.servers {
@@ -117,6 +118,21 @@ mod tests {
         match config::parse(&text, config::Format::Toml) {
             Ok(l) => super::source::lines(unsupported(&l.config)),
             Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn api_tls_runs_when_tls_is_built_in() {
+        let text = "[api]\nenabled = true\n[api.tls]\ncert_path = \"c\"\nkey_path = \"k\"\n";
+        let loaded = config::parse(text, config::Format::Toml).unwrap();
+        let errors = super::source::lines(unsupported(&loaded.config));
+        if cfg!(feature = "tls") {
+            assert!(errors.is_empty(), "{errors:?}");
+        } else {
+            assert!(
+                errors[0].starts_with("api.tls: ") && errors[0].contains("\"tls\" feature"),
+                "{errors:?}"
+            );
         }
     }
 

@@ -1,0 +1,154 @@
+//! `[api.tls]`: the management API over HTTPS, checked with curl against
+//! a self-signed certificate made by openssl.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn have(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok()
+}
+
+/// A self-signed certificate for IP 127.0.0.1 (cert.pem, key.pem in `dir`).
+fn self_signed(dir: &Path) {
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=betwixt-test"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tls_config(api: u16, dir: &Path) -> String {
+    format!(
+        "[api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\n\n[api.basic_auth]\nlogin = \"admin\"\npassword = \"hunter2\"\n\n[api.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    )
+}
+
+/// (status, body) from curl; status 0 when curl itself failed (TLS error...).
+fn curl(args: &[&str], url: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    let code = if out.status.success() {
+        code.trim().parse().unwrap_or(0)
+    } else {
+        0
+    };
+    (code, body.to_string())
+}
+
+#[test]
+fn api_over_https_with_auth_and_plain_http_refused() {
+    if !have("curl") || !have("openssl") {
+        eprintln!("SKIP: curl and openssl are needed (apt-get install curl openssl)");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    self_signed(certs.path());
+    let api = free_port();
+    let bx = Betwixt::start(&tls_config(api, certs.path()), &[api]);
+    let line = format!("listening on https://127.0.0.1:{api}");
+    assert!(wait_until(Duration::from_secs(5), || bx
+        .logs()
+        .contains(&line)));
+    let ca = certs.path().join("cert.pem");
+    let ca = ca.to_str().unwrap();
+    let url = |path: &str| format!("https://127.0.0.1:{api}{path}");
+
+    assert_eq!(curl(&["--cacert", ca], &url("/ping")), (200, "OK".into()));
+    // Not trusted without the CA: the certificate really is the one served.
+    assert_eq!(curl(&[], &url("/ping")).0, 0);
+    assert_eq!(
+        curl(&["--cacert", ca, "-u", "admin:wrong"], &url("/")).0,
+        401
+    );
+    let (status, body) = curl(&["--cacert", ca, "-u", "admin:hunter2"], &url("/"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"pid\": {}", bx.pid())), "{body}");
+
+    // Plain HTTP to the TLS port: closed (maybe after a TLS alert), never served.
+    let mut s = TcpStream::connect(("127.0.0.1", api)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut raw = Vec::new();
+    let started = Instant::now();
+    let _ = s.read_to_end(&mut raw);
+    assert!(started.elapsed() < Duration::from_secs(9), "not closed");
+    assert!(!String::from_utf8_lossy(&raw).contains("200"), "{raw:?}");
+
+    // Clients that connect and say nothing hold a slot, not the API.
+    let idle: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(("127.0.0.1", api)).unwrap())
+        .collect();
+    let body =
+        r#"{"bind":"127.0.0.1:1","discovery":{"kind":"static","static_list":["127.0.0.1:2"]}}"#;
+    let (status, _) = curl(
+        &[
+            "--cacert",
+            ca,
+            "-u",
+            "admin:hunter2",
+            "-X",
+            "POST",
+            "-d",
+            body,
+        ],
+        &url("/servers/x"),
+    );
+    assert_eq!(status, 200);
+    let (status, body) = curl(&["--cacert", ca, "-u", "admin:hunter2"], &url("/servers"));
+    assert_eq!(status, 200);
+    assert!(body.contains("127.0.0.1:1"), "{body}");
+    drop(idle);
+
+    // At most 64 TLS connections: the 65th is closed at once; the slots
+    // come back when the idle ones go.
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(("127.0.0.1", api)).unwrap())
+        .collect();
+    assert!(wait_until(Duration::from_secs(5), || {
+        let mut s = TcpStream::connect(("127.0.0.1", api)).unwrap();
+        closed_without_data(&mut s, Duration::from_secs(1))
+    }));
+    drop(idle);
+    assert!(wait_until(Duration::from_secs(5), || {
+        curl(&["--cacert", ca], &url("/ping")).0 == 200
+    }));
+    assert!(!bx.logs().contains("hunter2"), "password in the log");
+}
+
+#[test]
+fn unreadable_key_stops_the_start_naming_the_file() {
+    let certs = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let mut bx = Betwixt::spawn(&tls_config(api, certs.path()), "b.toml", &[], |_| {});
+    let status = bx.wait_exit(Duration::from_secs(10)).expect("exits");
+    assert!(!status.success());
+    let logs = bx.logs();
+    assert!(logs.contains("cert.pem"), "{logs}");
+}
