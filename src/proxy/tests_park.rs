@@ -132,7 +132,7 @@ async fn parked_connection_is_closed_by_its_idle_timeout() {
     closed(&mut backend).await;
     assert!(start.elapsed() >= idle, "closed early: {:?}", start.elapsed());
     parked_is(0).await;
-    assert_eq!(server.tracker.open(), 0);
+    within(server.tracker.idle()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
