@@ -242,10 +242,7 @@ impl Flow<'_> {
         loop {
             // Wait here, before a pipe is taken, so that an idle direction
             // holds no pipe and may be parked.
-            self.waiting.store(true, Relaxed);
-            let ready = self.src.readable().await;
-            self.waiting.store(false, Relaxed);
-            ready?;
+            waiting_for(self.src, self.waiting).await?;
             let more = if bulk {
                 self.splice_round(&mut bulk).await?
             } else {
@@ -260,7 +257,7 @@ impl Flow<'_> {
     /// One copy-mode read and its sends. Returns false at EOF.
     async fn copy_round(&self, bulk: &mut bool) -> io::Result<bool> {
         let (src, dst) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
-        let copied = read_with(self.src, || {
+        let copied = read_with(self.src, self.waiting, || {
             copy_once(src, dst).map(|c| {
                 let drained = matches!(c, Copied::Read(n, ..) if n < SCRATCH);
                 (c, drained)
@@ -302,7 +299,7 @@ impl Flow<'_> {
     async fn splice_round(&self, bulk: &mut bool) -> io::Result<bool> {
         let pipe = Pipe::take()?;
         let src = self.src.as_raw_fd();
-        let filled = read_with(self.src, || {
+        let filled = read_with(self.src, self.waiting, || {
             let n = pipe.fill_from(src, pipe.capacity)?;
             Ok((n, n > 0 && n < pipe.capacity))
         })
@@ -333,6 +330,16 @@ impl Flow<'_> {
     }
 }
 
+/// Wait until `stream` is readable, with `waiting` set meanwhile (nothing
+/// has been read, so the wait may be dropped for parking). Readiness can be
+/// spurious (the read then finds nothing), so every read wait sets it.
+async fn waiting_for(stream: &TcpStream, waiting: &AtomicBool) -> io::Result<()> {
+    waiting.store(true, Relaxed);
+    let ready = stream.readable().await;
+    waiting.store(false, Relaxed);
+    ready.map(|_| ())
+}
+
 /// Run a read-side syscall under tokio's readiness. `op` returns its result
 /// and whether it drained the socket (a short read). A drained socket's
 /// readiness is cleared right away, which saves the read that would only
@@ -341,10 +348,11 @@ impl Flow<'_> {
 /// meanwhile is kept, and it never clears a seen FIN.
 async fn read_with<T>(
     stream: &TcpStream,
+    waiting: &AtomicBool,
     mut op: impl FnMut() -> io::Result<(T, bool)>,
 ) -> io::Result<T> {
     loop {
-        stream.readable().await?;
+        waiting_for(stream, waiting).await?;
         let mut out = None;
         let polled = stream.try_io(Interest::READABLE, || {
             let (value, drained) = op()?;
