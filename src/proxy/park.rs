@@ -75,13 +75,17 @@ impl Parked {
 
 /// Why a parked connection must close now, if it must. Pure: `limits` are the
 /// client and backend idle timeouts, `seen` the last activity of each side.
-pub fn verdict(now: u64, seen: [u64; 2], limits: [Option<Duration>; 2], killed: bool) -> Option<End> {
+pub fn verdict(
+    now: u64,
+    seen: [u64; 2],
+    limits: [Option<Duration>; 2],
+    killed: bool,
+) -> Option<End> {
     if killed {
         return Some(End::Killed);
     }
-    let over = |i: usize| {
-        limits[i].is_some_and(|l| now.saturating_sub(seen[i]) >= l.as_millis() as u64)
-    };
+    let over =
+        |i: usize| limits[i].is_some_and(|l| now.saturating_sub(seen[i]) >= l.as_millis() as u64);
     if over(0) {
         Some(End::ClientIdle)
     } else if over(1) {
@@ -163,10 +167,10 @@ struct Lot {
     parks_at_sweep: AtomicUsize,
 }
 
-/// Park a connection; gives it back when the lot cannot take it.
-pub fn park(p: Parked) -> Result<(), Parked> {
+/// Park a connection. Gives it back (`Some`) when the lot cannot take it.
+pub fn park(p: Parked) -> Option<Parked> {
     let Some(lot) = lot() else {
-        return Err(p);
+        return Some(p);
     };
     let (client, backend) = (p.client.as_raw_fd(), p.backend.as_raw_fd());
     let mut slab = lot.slab();
@@ -177,14 +181,14 @@ pub fn park(p: Parked) -> Result<(), Parked> {
     if let Err(e) = added {
         let _ = ctl(&lot.epoll, libc::EPOLL_CTL_DEL, client, 0);
         warn!("proxy", "parking a connection: {e}");
-        return slab.take(key).map_or(Ok(()), Err);
+        return slab.take(key);
     }
     drop(slab);
     lot.parks.fetch_add(1, Relaxed);
     if was_empty {
         lot.wake_up();
     }
-    Ok(())
+    None
 }
 
 /// Connections parked right now.
@@ -197,7 +201,10 @@ fn lot() -> Option<&'static Lot> {
     let lot = LOT.get_or_init(|| match Lot::new() {
         Ok(lot) => Some(lot),
         Err(e) => {
-            warn!("proxy", "parking lot unavailable, idle connections keep their task: {e}");
+            warn!(
+                "proxy",
+                "parking lot unavailable, idle connections keep their task: {e}"
+            );
             None
         }
     });
@@ -299,9 +306,9 @@ impl Lot {
     }
 
     fn sweep(&self, now: u64) {
-        let closing = self.slab().sweep(|p| {
-            verdict(now, p.seen, p.conn.idle_limits(), p.conn.killed())
-        });
+        let closing = self
+            .slab()
+            .sweep(|p| verdict(now, p.seen, p.conn.idle_limits(), p.conn.killed()));
         for (p, end) in closing {
             p.conn.log_end(&Ok(end), true);
             // Closing the descriptors also removes them from the epoll set.
@@ -352,12 +359,25 @@ mod tests {
     #[test]
     fn verdict_kills_first_then_client_then_backend_timeout() {
         assert_eq!(verdict(5000, [5000, 5000], [S, S], true), Some(End::Killed));
-        assert_eq!(verdict(5000, [4000, 4000], [S, S], false), Some(End::ClientIdle));
-        assert_eq!(verdict(5000, [4500, 4000], [S, S], false), Some(End::BackendIdle));
+        assert_eq!(
+            verdict(5000, [4000, 4000], [S, S], false),
+            Some(End::ClientIdle)
+        );
+        assert_eq!(
+            verdict(5000, [4500, 4000], [S, S], false),
+            Some(End::BackendIdle)
+        );
         assert_eq!(verdict(5000, [4001, 4001], [S, S], false), None);
         assert_eq!(verdict(99_000, [0, 0], [None, None], false), None);
         // A stamp from the future (clock read earlier elsewhere) is not idle.
         assert_eq!(verdict(1000, [2000, 2000], [S, S], false), None);
+    }
+
+    #[test]
+    fn a_parked_connection_stays_small() {
+        let slot = std::mem::size_of::<(u32, Option<Parked>)>();
+        eprintln!("parked slot: {slot} bytes");
+        assert!(slot <= 200, "parked slot grew to {slot} bytes");
     }
 
     #[test]

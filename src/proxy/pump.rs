@@ -15,6 +15,11 @@
 //! keeps running until its own FIN. The connection ends when both directions
 //! have ended, on any error, on an idle timeout or when killed.
 //!
+//! Parking: [`Relay::run_parkable`] also ends with [`End::Park`] once both
+//! directions have waited for input for the park delay; every read wait
+//! marks its direction as waiting, and a wait holds nothing that dropping it
+//! could lose (see [`super::session`]).
+//!
 //! Idle timeouts: a side (client or backend) is idle when no byte crossed its
 //! socket, in either direction, for its timeout. A busy one-way stream keeps
 //! both sides busy, so it is never cut.

@@ -96,7 +96,7 @@ async fn relay_loop(mut conn: Conn, client: TcpStream, backend: TcpStream, seen:
         Ok(p) => p,
         Err((conn, e)) => return conn.log_end(&Err(e), false),
     };
-    let Err(back) = park::park(parked) else {
+    let Some(back) = park::park(parked) else {
         return;
     };
     // The lot is unavailable (no epoll, no thread): keep the task.

@@ -88,12 +88,7 @@ impl Drop for ServerSlot {
     }
 }
 
-async fn handle(
-    client: TcpStream,
-    peer: SocketAddr,
-    server: Arc<ServerRuntime>,
-    guard: ConnGuard,
-) {
+async fn handle(client: TcpStream, peer: SocketAddr, server: Arc<ServerRuntime>, guard: ConnGuard) {
     let plan = server.plan();
     let cfg = &plan.config;
     if let Some(acl) = &cfg.access

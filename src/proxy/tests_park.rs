@@ -66,11 +66,15 @@ async fn parked_is(n: usize) {
 async fn exchange(client: &mut TcpStream, backend: &mut TcpStream, up: &[u8], down: &[u8]) {
     client.write_all(up).await.expect("client write");
     let mut got = vec![0u8; up.len()];
-    within(backend.read_exact(&mut got)).await.expect("backend read");
+    within(backend.read_exact(&mut got))
+        .await
+        .expect("backend read");
     assert_eq!(got, up);
     backend.write_all(down).await.expect("backend write");
     let mut got = vec![0u8; down.len()];
-    within(client.read_exact(&mut got)).await.expect("client read");
+    within(client.read_exact(&mut got))
+        .await
+        .expect("client read");
     assert_eq!(got, down);
 }
 
@@ -130,7 +134,11 @@ async fn parked_connection_is_closed_by_its_idle_timeout() {
     parked_is(1).await;
     closed(&mut client).await;
     closed(&mut backend).await;
-    assert!(start.elapsed() >= idle, "closed early: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= idle,
+        "closed early: {:?}",
+        start.elapsed()
+    );
     parked_is(0).await;
     within(server.tracker.idle()).await;
 }
@@ -190,10 +198,7 @@ async fn half_close_while_parked_is_passed_on() {
         .await
         .expect("backend sees EOF");
     assert_eq!(got, b"last words");
-    backend
-        .write_all(b"reply after FIN")
-        .await
-        .expect("reply");
+    backend.write_all(b"reply after FIN").await.expect("reply");
     backend.shutdown().await.expect("backend FIN");
     let mut reply = Vec::new();
     within(client.read_to_end(&mut reply)).await.expect("reply");
