@@ -44,7 +44,7 @@ CHECK (exit 0 healthy, 1 unhealthy, 2 usage error; one line on stderr says why):
     betwixt check tcp://HOST:PORT             a TCP connect
     betwixt check udp://HOST:PORT --send S --expect S
                                               one datagram; the reply must start
-                                              with S (escapes like \n, \x00)
+                                              with S (escapes like \\n, \\x00)
     betwixt check icmp://HOST                 3 echo requests, one reply suffices
     --timeout D                 the whole check's bound: 3s (default), 500ms, or
                                 seconds as a number
@@ -58,6 +58,8 @@ line per check in the body.
     --script \"CMD ARGS\"       run CMD ARGS (no shell; repeatable); exit 0 passes
     --script-timeout SECS       kill a script's process group after SECS (default 5)
     --singleflight              concurrent requests share one evaluation
+    -c, --config FILE           add the checks of FILE's [healthd.checks.NAME]
+                                sections (any health-check kind; docs/CONFIG.md)
     --log-level LEVEL           accepted for compatibility
 
 SIGNALS:
@@ -71,7 +73,7 @@ EXIT CODES:
 ";
 
 /// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Help,
     Version,

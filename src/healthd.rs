@@ -6,20 +6,25 @@
 //! Checks: `--port N` = a TCP connect to 127.0.0.1:N (5 s); `--script "CMD
 //! ARGS"` = CMD run with ARGS (split on whitespace, no shell) in its own
 //! process group, exit 0 passes, killed as a group after `--script-timeout`
-//! seconds. Parsing is pure ([`parse`]); [`run`] does the I/O.
+//! seconds. `--config FILE` (`-c`) adds the checks of the file's
+//! `[healthd.checks.NAME]` sections (any health-check kind, see
+//! docs/CONFIG.md) and takes `listener`/`singleflight` from `[healthd]`
+//! unless the flags say otherwise. Parsing is pure ([`parse`]); [`run`]
+//! does the I/O.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::config::Check;
+use crate::config::{self, Check, HealthdCheck};
 use crate::health::process::{self, Invocation};
 use crate::health::{self, Context, Outcome, Target, Verdict};
 
 const PORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What `betwixt healthd` was asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Args {
     pub listener: SocketAddr,
     pub ports: Vec<u16>,
@@ -28,6 +33,12 @@ pub struct Args {
     pub script_timeout: Duration,
     pub singleflight: bool,
     pub log_level: String,
+    /// `--config FILE`: read when the daemon starts ([`with_file`]).
+    pub config: Option<PathBuf>,
+    /// `--listener` was given (it wins over the file's).
+    pub listener_set: bool,
+    /// Checks from the config file.
+    pub checks: Vec<HealthdCheck>,
 }
 
 /// Parse the arguments after `healthd`.
@@ -39,6 +50,9 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         script_timeout: Duration::from_secs(5),
         singleflight: false,
         log_level: "info".into(),
+        config: None,
+        listener_set: false,
+        checks: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -58,6 +72,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                 a.listener = v
                     .parse()
                     .map_err(|_| format!("--listener: bad address {v:?}"))?;
+                a.listener_set = true;
             }
             "--port" => {
                 let v = value()?;
@@ -80,14 +95,40 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
                 a.script_timeout = Duration::from_secs(secs);
             }
             "--singleflight" => a.singleflight = true,
+            "--config" | "-c" => a.config = Some(PathBuf::from(value()?)),
             "--log-level" => a.log_level = value()?,
             other => return Err(format!("healthd: unknown argument {other}")),
         }
     }
-    if a.ports.is_empty() && a.scripts.is_empty() {
-        return Err("healthd needs at least one --port or --script".into());
+    if a.ports.is_empty() && a.scripts.is_empty() && a.config.is_none() {
+        return Err("healthd needs at least one --port, --script or --config".into());
     }
     Ok(a)
+}
+
+/// Add what `--config FILE` says: its checks, and `[healthd]` listener and
+/// singleflight where the flags did not set them. Errors: one line each.
+pub fn with_file(mut args: Args) -> Result<Args, Vec<String>> {
+    let Some(path) = args.config.clone() else {
+        return Ok(args);
+    };
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+    let loaded = config::parse(&text, config::Format::from_path(&path))
+        .map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let file = loaded.config.healthd;
+    if file.checks.is_empty() {
+        return Err(vec![format!(
+            "{}: no [healthd.checks.NAME] sections",
+            path.display()
+        )]);
+    }
+    if let Some(l) = file.listener.filter(|_| !args.listener_set) {
+        args.listener = l;
+    }
+    args.singleflight |= file.singleflight;
+    args.checks = file.checks;
+    Ok(args)
 }
 
 /// One evaluation: each check's name and outcome.
@@ -116,6 +157,15 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
             let t = Target::new("127.0.0.1", p);
             let o = health::run(&Check::Ping, &t, Some(PORT_TIMEOUT), &ctx).await;
             (format!("tcp 127.0.0.1:{p}"), o)
+        }));
+    }
+    for c in &args.checks {
+        let (c, ctx) = (c.clone(), ctx.clone());
+        tasks.push(tokio::spawn(async move {
+            let hc = &c.healthcheck;
+            let t = Target::new(&c.host, hc.port.unwrap_or(c.port));
+            let o = health::run(&hc.check, &t, hc.timeout, &ctx).await;
+            (format!("{} ({} {}:{})", c.name, hc.kind, t.host, t.port), o)
         }));
     }
     for words in &args.scripts {
@@ -204,6 +254,15 @@ impl Shared {
 
 /// Serve until killed; returns the exit code.
 pub fn run(args: Args) -> i32 {
+    let args = match with_file(args) {
+        Ok(a) => a,
+        Err(errors) => {
+            errors
+                .iter()
+                .for_each(|e| eprintln!("betwixt healthd: {e}"));
+            return 2;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -224,7 +283,7 @@ pub fn run(args: Args) -> i32 {
     };
     eprintln!("betwixt healthd: listening on {}", args.listener);
     let shared = Arc::new(Shared {
-        ctx: Context::new(args.scripts.len().max(1)),
+        ctx: Context::new((args.scripts.len() + args.checks.len()).max(1)),
         args,
         rt: rt.handle().clone(),
         current: Mutex::new(None),
@@ -282,6 +341,52 @@ mod tests {
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn config_file_adds_checks_and_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("healthd.toml");
+        let text = "[healthd]\nlistener = \"127.0.0.1:5001\"\nsingleflight = true\n\
+            [healthd.checks.web]\naddress = \"127.0.0.1:8080\"\n\
+            [healthd.checks.web.healthcheck]\nkind = \"http\"\npath = \"/ready\"\ntimeout = \"2s\"\n\
+            [healthd.checks.dns]\naddress = \"[::1]:53\"\n\
+            [healthd.checks.dns.healthcheck]\nkind = \"probe\"\nprobe_protocol = \"udp\"\n\
+            probe_send = 'x'\nprobe_recv = 'y'\n";
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_string_lossy().into_owned();
+        let a = with_file(parse(&args(&["-c", &p])).unwrap()).unwrap();
+        assert_eq!(a.listener, "127.0.0.1:5001".parse().unwrap());
+        assert!(a.singleflight);
+        let names: Vec<_> = a
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.host.as_str(), c.port))
+            .collect();
+        assert_eq!(names, [("dns", "::1", 53), ("web", "127.0.0.1", 8080)]);
+        assert_eq!(
+            a.checks[1].healthcheck.timeout,
+            Some(Duration::from_secs(2))
+        );
+        // The flag wins over the file.
+        let a =
+            with_file(parse(&args(&["-c", &p, "--listener", "127.0.0.1:6000"])).unwrap()).unwrap();
+        assert_eq!(a.listener, "127.0.0.1:6000".parse().unwrap());
+        // Every problem, named by section and key.
+        std::fs::write(&path, "[healthd.checks.x]\naddress = \"nope\"\n[healthd.checks.x.healthcheck]\nkind = \"htp\"\n").unwrap();
+        let errors = with_file(parse(&args(&["-c", &p])).unwrap()).unwrap_err();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("healthd.checks.x.address")),
+            "{errors:?}"
+        );
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("healthd.checks.x.healthcheck.kind")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 mod common;
 #[path = "common/http_server.rs"]
 mod http_server;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -21,11 +23,16 @@ struct Run {
 
 impl Run {
     fn spawn(args: &[&str]) -> Self {
+        Self::spawn_env(args, &[])
+    }
+
+    fn spawn_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(BIN)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -122,4 +129,49 @@ fn from_consul_reads_the_kv_key() {
     let (code, _out, err) = run_cli(&["from-consul", &host, "-k", "nope"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("status 404"), "{err}");
+}
+
+/// `from-consul -s https`: the server certificate is verified against the
+/// system store, which SSL_CERT_FILE replaces (rustls-native-certs); without
+/// it the test CA is unknown and the fetch fails.
+#[cfg(feature = "tls")]
+#[test]
+fn from_consul_over_https_trusts_ssl_cert_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = match pki::Pki::make(dir.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("SKIP: cannot make test certificates: {e}");
+            return;
+        }
+    };
+    let a = Backend::start("a");
+    let https = HttpServer::start_tls(&pki.server_cert, &pki.server_key, None);
+    let port = free_port();
+    https.set_text(&cfg(port, &a));
+    let host = https.addr.to_string();
+    let args = [
+        "from-consul",
+        host.as_str(),
+        "-k",
+        "lb/betwixt",
+        "-s",
+        "https",
+    ];
+    let ca = pki.ca.to_str().unwrap();
+    let run = Run::spawn_env(&args, &[("SSL_CERT_FILE", ca)]);
+    run.wait_port(port);
+    assert!(wait_until(LIMIT, || who(port) == "a"), "{}", run.logs());
+    assert!(
+        https
+            .last_request()
+            .starts_with("GET /v1/kv/lb/betwixt?raw HTTP/1.1"),
+        "{}",
+        https.last_request()
+    );
+    let empty = dir.path().join("no-roots.pem");
+    std::fs::write(&empty, "").unwrap();
+    let (code, _out, err) = run_cli_env(&args, &[("SSL_CERT_FILE", empty.to_str().unwrap())]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("https://"), "{err}");
 }

@@ -369,3 +369,18 @@ fn unknown_srv_name_is_an_empty_list() {
         bx.logs()
     );
 }
+
+/// An `exec_command` argument with a newline reaches the program whole:
+/// `sh -c` gets both lines of its script (split, it would run only the
+/// first and list only a).
+#[test]
+fn exec_argument_with_a_newline_stays_one_argument() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let port = free_port();
+    let script = format!("echo {}\\necho {}", a.line(), b.line());
+    let disc = format!(
+        "kind = \"exec\"\nexec_command = [\"/bin/sh\", \"-c\", \"{script}\"]\ninterval = \"100ms\"\n"
+    );
+    let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
+    assert!(serves(port, &["a", "b"]), "{}", bx.logs());
+}

@@ -5,6 +5,8 @@
 mod common;
 #[path = "common/http_server.rs"]
 mod http_server;
+#[path = "common/pki.rs"]
+mod pki;
 
 use std::time::Duration;
 
@@ -200,4 +202,58 @@ fn consul_health_service_with_token_auth_tag_and_sni() {
         bx.logs()
     );
     assert!(serves(port, &["a", "b"]));
+}
+
+/// Consul over HTTPS with a client certificate: the local server requires
+/// one from the test CA. Server `good` presents it and serves; server
+/// `bad` presents one from another CA: its fetches fail (logged) and it has
+/// no backends.
+#[cfg(feature = "tls")]
+#[test]
+fn consul_over_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = match pki::Pki::make(dir.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("SKIP: cannot make test certificates: {e}");
+            return;
+        }
+    };
+    let a = Backend::start("a");
+    let https = HttpServer::start_tls(&pki.server_cert, &pki.server_key, Some(&pki.ca));
+    https.set_text(&format!(
+        "[{{\"Node\":{{\"Address\":\"127.0.0.1\"}},\"Service\":{{\"Service\":\"web\",         \"Tags\":[],\"Address\":\"127.0.0.1\",\"Port\":{}}}}}]",
+        a.addr.port()
+    ));
+    let (good, bad) = (free_port(), free_port());
+    let server = |name: &str, port: u16, cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "[servers.{name}]\nbind = \"127.0.0.1:{port}\"\n\n[servers.{name}.discovery]\n             kind = \"consul\"\ninterval = \"100ms\"\nconsul_host = \"{}\"\n             consul_service_name = \"web\"\nconsul_tls_enabled = true\n             consul_tls_cert_path = \"{}\"\nconsul_tls_key_path = \"{}\"\n             consul_tls_cacert_path = \"{}\"\n\n",
+            https.addr,
+            cert.display(),
+            key.display(),
+            pki.ca.display()
+        )
+    };
+    let cfg = format!(
+        "[logging]\nlevel = \"debug\"\n\n{}{}",
+        server("good", good, &pki.client_cert, &pki.client_key),
+        server("bad", bad, &pki.rogue_cert, &pki.rogue_key)
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[good, bad]);
+    assert!(serves(good, &["a"]), "{}", bx.logs());
+    assert!(
+        https
+            .last_request()
+            .starts_with("GET /v1/health/service/web"),
+        "{}",
+        https.last_request()
+    );
+    let bad_failed = wait_until(LIMIT, || {
+        bx.logs()
+            .lines()
+            .any(|l| l.contains("(bad): discovery failed: GET https://127.0.0.1"))
+    });
+    assert!(bad_failed, "{}", bx.logs());
+    assert!(serves_nothing(bad), "{}", bx.logs());
 }

@@ -1,6 +1,7 @@
 //! `lxd` discovery against a local server speaking LXD's documented REST
-//! API (`GET /1.0/containers?recursion=2`) over a unix socket. (Debian's
-//! lxd daemon is not started here; see docs/MIGRATION.md.)
+//! API (`GET /1.0/containers?recursion=2`) over a unix socket: config-key ports and
+//! sni, stopped containers, error answers. The real daemon:
+//! tests/discovery_lxd_real.rs.
 
 mod common;
 

@@ -159,3 +159,44 @@ fn usage_errors_exit_2() {
     let (code, _, _) = run_cli(&["healthd"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn config_file_checks_of_any_kind() {
+    let b = Backend::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let write = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        let text = format!(
+            "[healthd.checks.greeting]\naddress = \"{}\"\n[healthd.checks.greeting.healthcheck]\n\
+             kind = \"probe\"\nprobe_protocol = \"tcp\"\nprobe_send = 'x'\nprobe_recv = 'a\\n'\ntimeout = \"2s\"\n{extra}",
+            b.addr
+        );
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let good = write("good.toml", "");
+    let bad = write(
+        "bad.toml",
+        &format!(
+            "[healthd.checks.db]\naddress = \"127.0.0.1:{dead}\"\n[healthd.checks.db.healthcheck]\nkind = \"ping\"\ntimeout = \"1s\"\n"
+        ),
+    );
+    let (p1, p2) = (free_port(), free_port());
+    let _h1 = Healthd::start(p1, &["--config", &good]);
+    let _h2 = Healthd::start(p2, &["-c", &bad]);
+    let (status, body) = get(p1);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("PASS greeting (probe"), "{body}");
+    let (status, body) = get(p2);
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("FAIL db (ping"), "{body}");
+    assert!(body.contains("PASS greeting"), "{body}");
+
+    // A bad file: exit 2 with the key named.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(&broken, "[healthd.checks.x]\naddress = \"127.0.0.1:1\"\n").unwrap();
+    let (code, _, err) = run_cli(&["healthd", "-c", &broken.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("healthd.checks.x.healthcheck"), "{err}");
+}

@@ -15,6 +15,7 @@ mod validate;
 pub use env::substitute_env;
 pub use types::*;
 pub use unescape::unescape;
+pub use validate::tls::cipher_code;
 
 use std::fmt;
 use std::path::Path;

@@ -39,6 +39,25 @@ raw_struct! {
         defaults: RawDefaults,
         acme: RawAcme,
         servers: BTreeMap<String, RawServer>,
+        /// `betwixt healthd`'s checks (new section).
+        healthd: RawHealthd,
+    }
+}
+
+raw_struct! {
+    /// `[healthd]`: listener, singleflight and named checks for `betwixt healthd`.
+    RawHealthd {
+        listener: String,
+        singleflight: bool,
+        checks: BTreeMap<String, RawHealthdCheck>,
+    }
+}
+
+raw_struct! {
+    /// `[healthd.checks.NAME]`: what to check (`address`) and how (`healthcheck`).
+    RawHealthdCheck {
+        address: String,
+        healthcheck: RawHealthcheck,
     }
 }
 

@@ -23,6 +23,27 @@ pub struct Config {
     pub max_exec_checks: usize,
     /// Servers by name, in name order (stable for diffs and dumps).
     pub servers: BTreeMap<String, Server>,
+    /// `[healthd]`: used by `betwixt healthd -c FILE` only.
+    pub healthd: Healthd,
+}
+
+/// `[healthd]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Healthd {
+    pub listener: Option<std::net::SocketAddr>,
+    pub singleflight: bool,
+    /// In name order.
+    pub checks: Vec<HealthdCheck>,
+}
+
+/// `[healthd.checks.NAME]`: one check of one address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthdCheck {
+    pub name: String,
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+    pub healthcheck: Healthcheck,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,10 +184,15 @@ pub enum DiscoveryKind {
     Static {
         backends: Vec<BackendSpec>,
     },
-    /// Kinds implemented by later work; their keys are validated already.
+    /// `exec`: `exec_command` as written, program first (an argument may
+    /// hold any character, a newline too).
+    Exec {
+        argv: Vec<String>,
+    },
+    /// The other dynamic kinds; their keys are validated already.
     /// `params` holds every key of that kind that is set, plus documented
-    /// defaults (e.g. `srv_dns_protocol`), as strings; arrays (`exec_command`)
-    /// are joined with `\n`, booleans and numbers are written as in TOML.
+    /// defaults (e.g. `srv_dns_protocol`), as strings; booleans and numbers
+    /// are written as in TOML.
     Other {
         kind: String,
         params: BTreeMap<String, String>,

@@ -61,7 +61,10 @@ pub fn headers(
     if let Some((user, pass)) = auth {
         h.push((
             "Authorization",
-            format!("Basic {}", base64(format!("{user}:{pass}").as_bytes())),
+            format!(
+                "Basic {}",
+                crate::http::base64::encode(format!("{user}:{pass}").as_bytes())
+            ),
         ));
     }
     h
@@ -128,28 +131,6 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Standard base64 with padding (for the Authorization header).
-pub fn base64(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(char::from(T[((n >> shift) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,11 +171,11 @@ mod tests {
 
     #[test]
     fn base64_and_headers() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"user:pass"), "dXNlcjpwYXNz");
+        assert_eq!(crate::http::base64::encode(b""), "");
+        assert_eq!(crate::http::base64::encode(b"f"), "Zg==");
+        assert_eq!(crate::http::base64::encode(b"fo"), "Zm8=");
+        assert_eq!(crate::http::base64::encode(b"foo"), "Zm9v");
+        assert_eq!(crate::http::base64::encode(b"user:pass"), "dXNlcjpwYXNz");
         let h = headers(&Some("tok".into()), &Some(("user".into(), "pass".into())));
         assert!(h.contains(&("X-Consul-Token", "tok".to_string())));
         assert!(h.contains(&("Authorization", "Basic dXNlcjpwYXNz".to_string())));

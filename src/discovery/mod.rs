@@ -73,13 +73,13 @@ impl Fetcher {
     pub fn of(d: &Discovery) -> Result<Option<Fetcher>, String> {
         let (kind, params) = match &d.kind {
             DiscoveryKind::Static { .. } => return Ok(None),
+            DiscoveryKind::Exec { argv } => {
+                return Ok(Some(Fetcher::Exec(exec::Exec { argv: argv.clone() })));
+            }
             DiscoveryKind::Other { kind, params } => (kind.as_str(), params),
         };
         let p = |key: &str| param(params, key);
         Ok(Some(match kind {
-            "exec" => Fetcher::Exec(exec::Exec {
-                argv: p("exec_command")?.lines().map(String::from).collect(),
-            }),
             "srv" => Fetcher::Srv(srv::Srv {
                 server: p("srv_lookup_server")?.to_string(),
                 pattern: p("srv_lookup_pattern")?.to_string(),
@@ -202,6 +202,6 @@ fn param<'a>(params: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str,
 pub fn initial_specs(d: &Discovery) -> &[BackendSpec] {
     match &d.kind {
         DiscoveryKind::Static { backends } => backends,
-        DiscoveryKind::Other { .. } => &[],
+        DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => &[],
     }
 }

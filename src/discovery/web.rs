@@ -30,6 +30,7 @@ impl TlsFiles {
             insecure: self.insecure,
             roots: self.ca.clone(),
             client_cert: self.cert.clone(),
+            ..Default::default()
         })
         .map(Some)
     }

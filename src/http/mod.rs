@@ -37,6 +37,7 @@
 //! from [`crate::tls::server_name`]. [`send`] has no deadline of its own:
 //! wrap it in [`within`] or `tokio::time::timeout`.
 
+pub mod base64;
 pub mod client;
 pub mod url;
 pub mod wire;

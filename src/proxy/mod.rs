@@ -12,8 +12,13 @@ pub mod park;
 pub mod proxy_protocol;
 pub mod pump;
 pub mod session;
+pub mod sni;
 pub mod splice;
+pub mod stream;
 pub mod tcp;
+pub mod tls;
+pub mod udp;
+mod udp_pktinfo;
 
 #[cfg(test)]
 mod tests;

@@ -77,9 +77,19 @@ pub struct Relay<'a> {
 }
 
 /// Last time a byte crossed each side's socket.
-struct Activity {
-    client: AtomicU64,
-    backend: AtomicU64,
+pub(crate) struct Activity {
+    pub client: AtomicU64,
+    pub backend: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Self {
+        let now = now_ms();
+        Self {
+            client: AtomicU64::new(now),
+            backend: AtomicU64::new(now),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -179,7 +189,11 @@ async fn watch_park(seen: &Activity, waiting: &[AtomicBool; 2], after: Option<Du
 }
 
 /// Resolves when a side has been idle for its timeout; never without timeouts.
-async fn watch_idle(seen: &Activity, client: Option<Duration>, backend: Option<Duration>) -> End {
+pub(crate) async fn watch_idle(
+    seen: &Activity,
+    client: Option<Duration>,
+    backend: Option<Duration>,
+) -> End {
     let limits = [
         (client, &seen.client, End::ClientIdle),
         (backend, &seen.backend, End::BackendIdle),

@@ -14,8 +14,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::proxy_protocol;
 use super::session::{self, Conn};
+use super::tls::Edge;
+use super::{proxy_protocol, sni};
+use crate::config::ProxyProtocolVersion;
 use crate::state::{ConnGuard, Elected, Plan, ServerRuntime, Target};
 use crate::{debug, warn};
 
@@ -44,6 +46,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 pub async fn serve(
     listener: TcpListener,
     server: Arc<ServerRuntime>,
+    edge: Arc<Edge>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::ZERO;
@@ -56,7 +59,13 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
                 let guard = server.tracker.enter();
-                tokio::spawn(handle(stream, peer, Arc::clone(&server), guard));
+                tokio::spawn(handle(
+                    stream,
+                    peer,
+                    Arc::clone(&server),
+                    Arc::clone(&edge),
+                    guard,
+                ));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);
@@ -88,7 +97,13 @@ impl Drop for ServerSlot {
     }
 }
 
-async fn handle(client: TcpStream, peer: SocketAddr, server: Arc<ServerRuntime>, guard: ConnGuard) {
+async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    server: Arc<ServerRuntime>,
+    edge: Arc<Edge>,
+    mut guard: ConnGuard,
+) {
     let plan = server.plan();
     let cfg = &plan.config;
     if let Some(acl) = &cfg.access
@@ -106,7 +121,24 @@ async fn handle(client: TcpStream, peer: SocketAddr, server: Arc<ServerRuntime>,
     let slot = ServerSlot(Arc::clone(&server));
     server.counters.total.fetch_add(1, Relaxed);
     let _ = client.set_nodelay(true);
-    let Some((backend, elected)) = connect(&plan, &server.name, peer).await else {
+    let host = match &cfg.sni {
+        Some(s) => match sni::peek_hello(&client, s.read_timeout).await {
+            Ok(host) => host,
+            Err(e) => {
+                server.counters.refused.fetch_add(1, Relaxed);
+                debug!(&server.name, "{peer}: SNI: {e}");
+                return;
+            }
+        },
+        None => None,
+    };
+    let ctx = edge.get();
+    if ctx.active() {
+        #[cfg(feature = "tls")]
+        super::tls::handle(client, peer, host, &server, &plan, &ctx, &mut guard).await;
+        return;
+    }
+    let Some((backend, elected)) = connect(&plan, &server.name, peer, host.as_deref()).await else {
         server.counters.refused.fetch_add(1, Relaxed);
         return;
     };
@@ -129,11 +161,16 @@ async fn handle(client: TcpStream, peer: SocketAddr, server: Arc<ServerRuntime>,
 
 /// Elect and connect, trying up to `backend_connection_retries` other
 /// backends when connecting fails.
-async fn connect(plan: &Plan, server: &str, peer: SocketAddr) -> Option<(TcpStream, Elected)> {
+async fn connect(
+    plan: &Plan,
+    server: &str,
+    peer: SocketAddr,
+    host: Option<&str>,
+) -> Option<(TcpStream, Elected)> {
     let mut tried = Vec::new();
     for _ in 0..=plan.config.backend_connection_retries {
-        let Some(elected) = plan.elect(peer.ip(), &tried) else {
-            warn!(server, "{peer}: no backend available");
+        let Some(elected) = plan.elect_sni(peer.ip(), &tried, host) else {
+            warn!(server, "{peer}: no backend available (sni {host:?})");
             return None;
         };
         let b = &plan.backends[elected.index];
@@ -153,7 +190,7 @@ async fn connect(plan: &Plan, server: &str, peer: SocketAddr) -> Option<(TcpStre
     None
 }
 
-async fn dial(target: &Target, timeout: Option<Duration>) -> io::Result<TcpStream> {
+pub(super) async fn dial(target: &Target, timeout: Option<Duration>) -> io::Result<TcpStream> {
     let connect = async {
         match target {
             Target::Addr(addr) => TcpStream::connect(*addr).await,
@@ -177,7 +214,17 @@ async fn send_proxy_header(
     let Some(version) = plan.config.proxy_protocol else {
         return Ok(());
     };
-    let header = proxy_protocol::header(version, peer, client.local_addr()?);
+    write_proxy_header(backend, version, peer, client.local_addr()?).await
+}
+
+/// Write a PROXY header for `peer` -> `local` on a fresh backend connection.
+pub(super) async fn write_proxy_header(
+    backend: &TcpStream,
+    version: ProxyProtocolVersion,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> io::Result<()> {
+    let header = proxy_protocol::header(version, peer, local);
     let mut rest: &[u8] = &header;
     while !rest.is_empty() {
         backend.writable().await?;

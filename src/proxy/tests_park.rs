@@ -36,7 +36,8 @@ async fn rig(client_idle: Option<Duration>) -> Rig {
     let listener = tcp::bind("127.0.0.1:0".parse().expect("addr")).expect("listen");
     let addr = listener.local_addr().expect("addr");
     let (stop, rx) = watch::channel(false);
-    tokio::spawn(tcp::serve(listener, Arc::clone(&server), rx));
+    let edge = Arc::new(super::tls::Edge::default());
+    tokio::spawn(tcp::serve(listener, Arc::clone(&server), edge, rx));
     let client = TcpStream::connect(addr).await.expect("connect");
     let (backend, _) = within(backends.accept()).await.expect("accept");
     Rig {

@@ -9,10 +9,11 @@ use tokio::sync::watch;
 
 use super::Tracker;
 use crate::balance::{Balancer, Candidate, random_u64};
-use crate::config::Server;
+use crate::config::{Server, UnexpectedHostname};
 use crate::discovery::BackendSpec;
 use crate::health::report::Report;
 use crate::metrics::Counters;
+use crate::proxy::sni::HostMatcher;
 
 /// Admin states of a backend (set through the API in a later release).
 pub const ADMIN_ENABLED: u8 = 0;
@@ -105,6 +106,8 @@ pub struct Backend {
     /// Gone from the discovered list but still carrying connections: shown,
     /// never elected, dropped by [`Plan::prune`] once idle.
     pub removed: bool,
+    /// Matches this backend's `sni=` value (servers with `[sni]` only).
+    pub sni: Option<HostMatcher>,
 }
 
 impl Backend {
@@ -155,7 +158,12 @@ impl Plan {
                     .get(key.as_str())
                     .map(|s| Arc::clone(s))
                     .unwrap_or_else(|| Arc::new(BackendState::new(initial_live)));
+                let sni = config
+                    .sni
+                    .as_ref()
+                    .map(|c| HostMatcher::new(c.hostname_matching_strategy, &spec.sni));
                 Backend {
+                    sni,
                     target: Target::of(spec),
                     spec: spec.clone(),
                     key,
@@ -201,12 +209,54 @@ impl Plan {
     /// Elect a backend for `client`, skipping `exclude` (backends already
     /// tried), and reserve a connection slot on it.
     pub fn elect(&self, client: IpAddr, exclude: &[usize]) -> Option<Elected> {
+        self.elect_where(client, exclude, |_| true)
+    }
+
+    /// [`Self::elect`] for a server with `[sni]`: backends whose `sni=`
+    /// matches `host` (the ClientHello's name, lower case); when none of
+    /// them can be elected, `unexpected_hostname_strategy` decides:
+    /// `default` = backends without `sni=`, `any` = every backend, `reject` =
+    /// none. Without `[sni]` this is [`Self::elect`].
+    pub fn elect_sni(
+        &self,
+        client: IpAddr,
+        exclude: &[usize],
+        host: Option<&str>,
+    ) -> Option<Elected> {
+        let Some(sni) = &self.config.sni else {
+            return self.elect(client, exclude);
+        };
+        if let Some(host) = host {
+            let found = self.elect_where(client, exclude, |b| {
+                b.sni.as_ref().is_some_and(|m| m.matches(host))
+            });
+            if found.is_some() {
+                return found;
+            }
+        }
+        match sni.unexpected_hostname_strategy {
+            UnexpectedHostname::Reject => None,
+            UnexpectedHostname::Any => self.elect(client, exclude),
+            UnexpectedHostname::Default => {
+                self.elect_where(client, exclude, |b| b.spec.sni.is_empty())
+            }
+        }
+    }
+
+    fn elect_where(
+        &self,
+        client: IpAddr,
+        exclude: &[usize],
+        wanted: impl Fn(&Backend) -> bool,
+    ) -> Option<Elected> {
         // A reservation can lose a race with another thread; each loss removes
         // that backend, so this ends after at most `backends.len()` rounds.
         // `lost` only allocates when a race is lost.
         let mut lost: Vec<usize> = Vec::new();
         loop {
-            let index = self.choose(client, |i| exclude.contains(&i) || lost.contains(&i))?;
+            let index = self.choose(client, |i| {
+                exclude.contains(&i) || lost.contains(&i) || !wanted(&self.backends[i])
+            })?;
             let backend = &self.backends[index];
             if backend
                 .state
@@ -260,6 +310,7 @@ fn still_busy<'a>(
             key: b.key.clone(),
             target: b.target.clone(),
             state: Arc::clone(&b.state),
+            sni: b.sni.clone(),
             removed: true,
         })
 }
@@ -303,6 +354,7 @@ impl ServerRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{HostnameMatching, Sni};
     use crate::discovery::static_list::parse_line;
     use crate::state::fixtures::test_server;
 
@@ -352,5 +404,58 @@ mod tests {
         let second = Plan::new(Arc::clone(&cfg), &specs(&["b:1"]), Some(&first));
         assert_eq!(keys(&second), vec![("b:1".to_string(), false)]);
         assert!(Arc::ptr_eq(&second.backends[0].state, &b_state));
+    }
+
+    fn plan(unexpected: UnexpectedHostname, matching: HostnameMatching) -> Plan {
+        let mut cfg = test_server("127.0.0.1:1");
+        cfg.sni = Some(Sni {
+            read_timeout: std::time::Duration::from_secs(1),
+            hostname_matching_strategy: matching,
+            unexpected_hostname_strategy: unexpected,
+        });
+        let lines = [
+            "127.0.0.1:1 sni=a.example",
+            "127.0.0.1:2 sni=B.example",
+            "127.0.0.1:3",
+        ];
+        let specs: Vec<_> = lines.iter().map(|l| parse_line(l).unwrap()).collect();
+        Plan::new(Arc::new(cfg), &specs, None)
+    }
+
+    fn port(p: &Plan, host: Option<&str>) -> Option<u16> {
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        p.elect_sni(ip, &[], host)
+            .map(|e| p.backends[e.index].spec.port)
+    }
+
+    #[test]
+    fn sni_elects_the_matching_backend() {
+        let p = plan(UnexpectedHostname::Default, HostnameMatching::Exact);
+        for _ in 0..20 {
+            assert_eq!(port(&p, Some("a.example")), Some(1));
+            assert_eq!(port(&p, Some("b.example")), Some(2));
+        }
+    }
+
+    #[test]
+    fn unexpected_hostnames_follow_the_strategy() {
+        let p = plan(UnexpectedHostname::Default, HostnameMatching::Exact);
+        assert_eq!(port(&p, Some("c.example")), Some(3));
+        assert_eq!(port(&p, None), Some(3));
+        let p = plan(UnexpectedHostname::Reject, HostnameMatching::Exact);
+        assert_eq!(port(&p, Some("c.example")), None);
+        let p = plan(UnexpectedHostname::Any, HostnameMatching::Exact);
+        let seen: std::collections::BTreeSet<_> = (0..200)
+            .filter_map(|_| port(&p, Some("c.example")))
+            .collect();
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn a_down_match_is_unexpected() {
+        let p = plan(UnexpectedHostname::Reject, HostnameMatching::Regexp);
+        assert_eq!(port(&p, Some("a.example")), Some(1));
+        p.backends[0].state.live.store(false, Ordering::Relaxed);
+        assert_eq!(port(&p, Some("a.example")), None);
     }
 }

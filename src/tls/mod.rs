@@ -1,5 +1,10 @@
-//! TLS with rustls (feature `tls`): PEM loading and client configurations
-//! shared by health checks, discovery and TLS to backends.
+//! TLS with rustls (feature `tls`): PEM loading, client configurations
+//! shared by health checks, discovery and TLS to backends, and server
+//! configurations for `protocol = "tls"` listeners.
+//!
+//! Versions and ciphers use gobetween's names (`tls1.2`, Go cipher suite
+//! names), already validated by the config; rustls implements TLS 1.2 and 1.3
+//! only, so a lower `min_version` means 1.2.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +13,10 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms, ring};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme,
+    SupportedProtocolVersion,
+};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -22,6 +30,24 @@ pub struct ClientOptions {
     pub roots: Option<std::path::PathBuf>,
     /// Client certificate and key (PEM).
     pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// gobetween version names (`tls1.2`, `tls1.3`); `None` = rustls' range.
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+    /// Go cipher suite names; empty = rustls' defaults.
+    pub ciphers: Vec<String>,
+    /// Resume sessions (gobetween default: off).
+    pub session_tickets: bool,
+}
+
+/// What a TLS listener needs (from `[servers.NAME.tls]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub min_version: Option<String>,
+    pub max_version: Option<String>,
+    pub ciphers: Vec<String>,
+    pub session_tickets: bool,
 }
 
 /// The process-wide crypto provider (ring).
@@ -46,11 +72,76 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// The provider restricted to the named suites (all when empty).
+fn provider_with(ciphers: &[String]) -> Result<Arc<CryptoProvider>, String> {
+    let mut p = ring::default_provider();
+    if !ciphers.is_empty() {
+        let mut chosen = Vec::new();
+        for name in ciphers {
+            let code = crate::config::cipher_code(name)
+                .ok_or_else(|| format!("cipher {name:?} is not supported"))?;
+            if let Some(s) = p
+                .cipher_suites
+                .iter()
+                .find(|s| u16::from(s.suite()) == code)
+                && !chosen.contains(s)
+            {
+                chosen.push(*s);
+            }
+        }
+        p.cipher_suites = chosen;
+    }
+    Ok(Arc::new(p))
+}
+
+/// The protocol versions between `min` and `max` (gobetween names).
+pub fn versions(
+    min: Option<&str>,
+    max: Option<&str>,
+) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
+    let rank = |v: Option<&str>, default: u8| match v {
+        None => Ok(default),
+        Some("tls1" | "tls1.1" | "tls1.2") => Ok(2),
+        Some("tls1.3") => Ok(3),
+        Some(other) => Err(format!("TLS version {other:?} is not supported")),
+    };
+    let (lo, hi) = (rank(min, 2)?, rank(max, 3)?);
+    if matches!(max, Some("tls1" | "tls1.1")) || lo > hi {
+        return Err("no TLS version rustls implements is in min_version..max_version".into());
+    }
+    let all: [(u8, &'static SupportedProtocolVersion); 2] =
+        [(2, &rustls::version::TLS12), (3, &rustls::version::TLS13)];
+    Ok(all
+        .iter()
+        .filter(|(r, _)| (lo..=hi).contains(r))
+        .map(|(_, v)| *v)
+        .collect())
+}
+
+/// A server configuration: certificate chain and key read now.
+pub fn server_config(opts: &ServerOptions) -> Result<Arc<ServerConfig>, String> {
+    let versions = versions(opts.min_version.as_deref(), opts.max_version.as_deref())?;
+    let mut config = ServerConfig::builder_with_provider(provider_with(&opts.ciphers)?)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(&opts.cert)?, load_key(&opts.key)?)
+        .map_err(|e| format!("{}: {e}", opts.key.display()))?;
+    if opts.session_tickets {
+        config.ticketer = ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
+    } else {
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
+    Ok(Arc::new(config))
+}
+
 /// A client configuration; errors name the file or setting at fault.
 pub fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    let versions = versions(opts.min_version.as_deref(), opts.max_version.as_deref())?;
+    let builder = ClientConfig::builder_with_provider(provider_with(&opts.ciphers)?)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("tls: {e}"))?;
     let builder = if opts.insecure {
         builder
             .dangerous()
@@ -60,12 +151,15 @@ pub fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, String> 
     } else {
         builder.with_root_certificates(roots(opts.roots.as_deref())?)
     };
-    let config = match &opts.client_cert {
+    let mut config = match &opts.client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
             .map_err(|e| format!("client certificate: {e}"))?,
         None => builder.with_no_client_auth(),
     };
+    if !opts.session_tickets {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     Ok(Arc::new(config))
 }
 
@@ -142,5 +236,40 @@ impl ServerCertVerifier for NoVerify {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_clamp_to_what_rustls_implements() {
+        assert_eq!(versions(None, None).unwrap().len(), 2);
+        assert_eq!(versions(Some("tls1"), Some("tls1.2")).unwrap().len(), 1);
+        assert_eq!(
+            versions(Some("tls1.3"), None).unwrap()[0].version,
+            rustls::ProtocolVersion::TLSv1_3
+        );
+        assert!(versions(None, Some("tls1.1")).is_err());
+        assert!(versions(Some("ssl3"), None).is_err());
+    }
+
+    #[test]
+    fn ciphers_map_go_names_to_rustls_suites() {
+        let p = provider_with(&["TLS_AES_256_GCM_SHA384".into()]).unwrap();
+        assert_eq!(p.cipher_suites.len(), 1);
+        assert_eq!(
+            p.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+        );
+        let p = provider_with(&[
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305".into(),
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256".into(),
+        ])
+        .unwrap();
+        assert_eq!(p.cipher_suites.len(), 1);
+        assert!(provider_with(&["TLS_RSA_WITH_RC4_128_SHA".into()]).is_err());
+        assert_eq!(provider_with(&[]).unwrap().cipher_suites.len(), 9);
     }
 }

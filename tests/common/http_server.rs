@@ -1,8 +1,10 @@
 //! A tiny HTTP/1.1 server for discovery and config-source tests: answers
 //! every request with the current status and body, and records requests.
+//! [`HttpServer::start_tls`] serves HTTPS (rustls), optionally requiring a
+//! client certificate from a given CA.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +23,54 @@ pub struct HttpServer {
     /// Request line and headers of each request, as received.
     pub requests: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
+    https: bool,
 }
+
+#[cfg(feature = "tls")]
+pub type Tls = Option<Arc<rustls::ServerConfig>>;
+#[cfg(not(feature = "tls"))]
+pub type Tls = Option<()>;
 
 impl HttpServer {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// HTTPS with `cert`/`key` (PEM); with `client_ca`, a client
+    /// certificate issued by it is required.
+    #[cfg(feature = "tls")]
+    pub fn start_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        client_ca: Option<&std::path::Path>,
+    ) -> Self {
+        let certs = betwixt::tls::load_certs(cert).expect("cert");
+        let key = betwixt::tls::load_key(key).expect("key");
+        let provider = betwixt::tls::provider();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = match client_ca {
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in betwixt::tls::load_certs(ca).expect("ca") {
+                    roots.add(c).expect("ca cert");
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder.with_single_cert(certs, key).expect("server config");
+        Self::start_with(Some(Arc::new(config)))
+    }
+
+    fn start_with(tls: Tls) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -32,12 +78,13 @@ impl HttpServer {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, r, s) = (answer.clone(), requests.clone(), stop.clone());
+        let https = tls.is_some();
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
-                        let (a, r) = (a.clone(), r.clone());
-                        std::thread::spawn(move || serve(stream, a, r));
+                        let (a, r, tls) = (a.clone(), r.clone(), tls.clone());
+                        std::thread::spawn(move || accept(stream, tls, a, r));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
@@ -48,6 +95,7 @@ impl HttpServer {
             answer,
             requests,
             stop,
+            https,
         }
     }
 
@@ -60,7 +108,8 @@ impl HttpServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     pub fn last_request(&self) -> String {
@@ -84,14 +133,35 @@ impl Drop for HttpServer {
     }
 }
 
-fn serve(
+fn accept(
     stream: std::net::TcpStream,
+    tls: Tls,
     answer: Arc<Mutex<(u16, Body)>>,
     requests: Arc<Mutex<Vec<String>>>,
 ) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(&stream);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+    #[cfg(feature = "tls")]
+    if let Some(config) = tls {
+        // The handshake runs on the first read (a rejected client
+        // certificate ends the connection there).
+        let Ok(conn) = rustls::ServerConnection::new(config) else {
+            return;
+        };
+        return serve(rustls::StreamOwned::new(conn, stream), answer, requests);
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    serve(stream, answer, requests)
+}
+
+fn serve(
+    mut stream: impl Read + Write,
+    answer: Arc<Mutex<(u16, Body)>>,
+    requests: Arc<Mutex<Vec<String>>>,
+) {
+    let mut reader = BufReader::new(&mut stream);
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -101,9 +171,10 @@ fn serve(
             Ok(_) => head.push_str(&line),
         }
     }
+    drop(reader);
     requests.lock().unwrap().push(head);
     let (status, body) = answer.lock().unwrap().clone();
-    let mut w = &stream;
+    let w = &mut stream;
     let len = match &body {
         Body::Bytes(b) => b.len(),
         Body::Huge(n) => *n,
@@ -128,4 +199,5 @@ fn serve(
             }
         }
     }
+    let _ = w.flush();
 }

@@ -14,12 +14,26 @@ pub mod http;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_betwixt");
 
-/// A free loopback port (bound then released).
+/// A loopback port free for both TCP and UDP, picked at random below the
+/// kernel's ephemeral range (32768+), so that client sockets (tests open
+/// thousands) can never be handed the port between this call and the bind
+/// by betwixt.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    use std::hash::{BuildHasher, Hasher};
+    use std::net::UdpSocket;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    for _ in 0..10_000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(NEXT.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        let tcp = TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999");
 }
 
 /// Poll `f` every 10 ms until it returns true or `limit` passes.

@@ -18,6 +18,7 @@ fn other(
     let d = ok(text).config.servers["web"].discovery.clone();
     match &d.kind {
         DiscoveryKind::Other { kind, params } => (kind.clone(), params.clone(), d.clone()),
+        DiscoveryKind::Exec { .. } => ("exec".into(), Default::default(), d.clone()),
         DiscoveryKind::Static { .. } => panic!("other kind expected"),
     }
 }
@@ -152,10 +153,15 @@ fn default_timeouts_per_kind() {
 
 #[test]
 fn exec_command_is_an_array() {
-    let (_, params, _) = other(&disc(
-        "kind = \"exec\"\nexec_command = [\"/bin/list\", \"-a\"]",
+    let (kind, _, d) = other(&disc(
+        "kind = \"exec\"\nexec_command = [\"/bin/list\", \"-a\", \"two\\nlines\"]",
     ));
-    assert_eq!(params["exec_command"], "/bin/list\n-a");
+    assert_eq!(kind, "exec");
+    let DiscoveryKind::Exec { argv } = d.kind else {
+        panic!("exec expected")
+    };
+    // Each argument stays whole, a newline in one too.
+    assert_eq!(argv, ["/bin/list", "-a", "two\nlines"]);
     assert_has(
         &errors(&disc("kind = \"exec\"\nexec_command = []")),
         "servers.web.discovery.exec_command: required",
@@ -276,5 +282,28 @@ fn keys_of_other_kinds_warn() {
     assert_warned(
         &l,
         "servers.web.discovery.docker_cache_ttl: obsolete gobetween key",
+    );
+}
+
+#[test]
+fn lxd_inert_keys_are_warned_about() {
+    let l = ok(&disc(
+        "kind = \"lxd\"\nlxd_server_address = \"unix:\"\nlxd_generate_client_certs = true\n\
+         lxd_server_remote_password = \"pw-secret\"\nlxd_server_remote_name = \"edge\"",
+    ));
+    for key in [
+        "lxd_generate_client_certs",
+        "lxd_server_remote_password",
+        "lxd_server_remote_name",
+    ] {
+        assert_warned(&l, &format!("servers.web.discovery.{key}: ignored"));
+    }
+    assert!(l.warnings.iter().all(|w| !w.contains("pw-secret")));
+    // Unset, they are not mentioned (remote_name's default included).
+    let quiet = ok(&disc("kind = \"lxd\"\nlxd_server_address = \"unix:\""));
+    assert!(
+        quiet.warnings.iter().all(|w| !w.contains("lxd_")),
+        "{:?}",
+        quiet.warnings
     );
 }

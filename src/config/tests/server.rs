@@ -464,3 +464,18 @@ fn max_exec_checks_default_range_and_value() {
     let e = errors(&server("max_exec_checks = 2"));
     assert_has(&e, "servers.web.max_exec_checks: unknown key");
 }
+
+#[test]
+fn sni_regexps_of_static_backends_must_compile() {
+    let text = "[servers.web]\nbind = \":8080\"\n[servers.web.sni]\nhostname_matching_strategy = \"regexp\"\n\
+         [servers.web.discovery]\nkind = \"static\"\n\
+         static_list = [\"10.0.0.1:80 sni=ok\\\\.test\", \"10.0.0.2:80 sni=(broken\", \"10.0.0.3:80\"]\n";
+    let e = errors(text);
+    assert_has(
+        &e,
+        "servers.web.discovery.static_list[1]: sni=\"(broken\" is not a valid regexp (hostname_matching_strategy = \"regexp\"): ",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    // The same values are plain names with exact matching.
+    ok(&text.replace("hostname_matching_strategy = \"regexp\"", ""));
+}

@@ -1,5 +1,6 @@
 //! `[servers.NAME.discovery]`: common keys, the static list, and the keys of
-//! the kinds implemented later (validated now, kept as string params).
+//! the dynamic kinds (validated; `exec` typed, the others kept as string
+//! params).
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -189,7 +190,12 @@ fn other_kind(
         "docker" => super::discovery_kinds::docker(ctx, base, raw),
         "json" => super::discovery_kinds::json(ctx, base, raw),
         "plaintext" => super::discovery_kinds::plaintext(ctx, base, raw),
-        "exec" => super::discovery_kinds::exec_discovery(ctx, base, raw),
+        "exec" => {
+            super::discovery_kinds::exec_discovery(ctx, base, raw);
+            return DiscoveryKind::Exec {
+                argv: raw.exec_command.clone().unwrap_or_default(),
+            };
+        }
         "consul" => super::discovery_kinds::consul(ctx, base, raw),
         _ => super::discovery_kinds::lxd(ctx, base, raw),
     }

@@ -145,6 +145,31 @@ pub fn lxd(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
             format!("\"{a}\" must start with \"unix:\" or \"https:\""),
         );
     }
+    // gobetween's lxc-client remote management; betwixt reads existing
+    // client certificates from lxd_config_directory instead.
+    let inert = [
+        (
+            "lxd_generate_client_certs",
+            raw.lxd_generate_client_certs.is_some(),
+        ),
+        (
+            "lxd_server_remote_password",
+            raw.lxd_server_remote_password.is_some(),
+        ),
+        (
+            "lxd_server_remote_name",
+            raw.lxd_server_remote_name.is_some(),
+        ),
+    ];
+    for (key, set) in inert {
+        if set {
+            ctx.warn(
+                &join(base, key),
+                "ignored: betwixt neither generates client certificates nor adds \
+                 remotes; it uses client.crt/client.key in lxd_config_directory",
+            );
+        }
+    }
     let types = [("IPv4", ()), ("IPv6", ())];
     let path = join(base, "lxd_container_address_type");
     choice(

@@ -6,8 +6,9 @@ mod discovery_kinds;
 mod globals;
 mod health_kinds;
 mod healthcheck;
+mod healthd;
 mod server;
-mod tls;
+pub mod tls;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,7 @@ pub fn build(raw: &RawConfig, ctx: &mut Ctx) -> Option<Config> {
         metrics,
         max_exec_checks: defaults.max_exec_checks,
         servers,
+        healthd: healthd::healthd(ctx, raw.healthd.as_ref()),
     };
     ctx.errors.is_empty().then_some(config)
 }

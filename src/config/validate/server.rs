@@ -7,7 +7,9 @@ use super::{Ctx, discovery, healthcheck, join, tls};
 use crate::balance::BalanceKind;
 use crate::config::raw::*;
 use crate::config::*;
+use crate::discovery::static_list::parse_line;
 use crate::proxy::access::AccessList;
+use crate::proxy::sni::HostMatcher;
 
 /// Validate one server; `None` if it had errors (all of them recorded).
 pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -> Option<Server> {
@@ -31,6 +33,9 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
     let healthcheck =
         healthcheck::healthcheck(ctx, &at("healthcheck"), raw.healthcheck.as_ref(), protocol);
     let sections = tls::sections(ctx, &base, raw, protocol);
+    if let (Some(sni), Some(d)) = (&sections.sni, &discovery) {
+        sni_patterns(ctx, &at("discovery.static_list"), sni, d, raw);
+    }
     let limits = limits(ctx, &base, raw, defaults);
     if ctx.errors.len() > before {
         return None;
@@ -54,6 +59,22 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
         backends_tls: sections.backends_tls,
         udp: sections.udp,
     })
+}
+
+/// Every static backend's `sni=` value must compile as a regexp when the
+/// server matches hostnames by regexp.
+fn sni_patterns(ctx: &mut Ctx, path: &str, sni: &Sni, discovery: &Discovery, raw: &RawServer) {
+    let DiscoveryKind::Static { .. } = &discovery.kind else {
+        return;
+    };
+    let lines = raw.discovery.as_ref().and_then(|d| d.static_list.as_ref());
+    for (i, line) in lines.into_iter().flatten().enumerate() {
+        // Lines that do not parse were reported already.
+        let Ok(spec) = parse_line(line) else { continue };
+        if let Err(e) = HostMatcher::compile(sni.hostname_matching_strategy, &spec.sni) {
+            ctx.error(&format!("{path}[{i}]"), e);
+        }
+    }
 }
 
 fn bind(ctx: &mut Ctx, path: &str, raw: Option<&String>) -> Option<std::net::SocketAddr> {

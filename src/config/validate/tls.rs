@@ -13,6 +13,71 @@ pub const SNI_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 pub const UDP_MAX_SESSIONS: u32 = 10_000;
 const TLS_VERSIONS: [&str; 4] = ["tls1", "tls1.1", "tls1.2", "tls1.3"];
 
+/// Go's cipher suite names that rustls implements, with their IANA codes
+/// (the `_CHACHA20_POLY1305` spellings without `_SHA256` are Go aliases).
+pub const CIPHER_SUITES: [(&str, u16); 11] = [
+    ("TLS_AES_128_GCM_SHA256", 0x1301),
+    ("TLS_AES_256_GCM_SHA384", 0x1302),
+    ("TLS_CHACHA20_POLY1305_SHA256", 0x1303),
+    ("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", 0xc02b),
+    ("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", 0xc02c),
+    ("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", 0xc02f),
+    ("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", 0xc030),
+    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", 0xcca8),
+    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", 0xcca9),
+    ("TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305", 0xcca8),
+    ("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305", 0xcca9),
+];
+
+/// Go names of suites rustls does not implement (CBC, RC4, 3DES, static RSA).
+const LEGACY_CIPHERS: [&str; 16] = [
+    "TLS_RSA_WITH_RC4_128_SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+];
+
+/// The IANA code of a Go cipher suite name that rustls implements.
+pub fn cipher_code(name: &str) -> Option<u16> {
+    CIPHER_SUITES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| *c)
+}
+
+/// Every name must be one rustls implements.
+fn ciphers(ctx: &mut Ctx, base: &str, raw: &Option<Vec<String>>) -> Vec<String> {
+    let list = raw.clone().unwrap_or_default();
+    for (i, name) in list.iter().enumerate() {
+        let at = format!("{}[{i}]", join(base, "ciphers"));
+        if cipher_code(name).is_some() {
+            continue;
+        }
+        if LEGACY_CIPHERS.contains(&name.as_str()) {
+            ctx.error(
+                &at,
+                format!("{name:?} is a legacy suite rustls does not implement (CBC, RC4, 3DES or static RSA)"),
+            );
+        } else {
+            let known: Vec<&str> = CIPHER_SUITES.iter().map(|(n, _)| *n).collect();
+            ctx.error(&at, not_one_of(name, &known));
+        }
+    }
+    list
+}
+
 pub struct Sections {
     pub sni: Option<Sni>,
     pub tls: Option<Tls>,
@@ -115,7 +180,7 @@ fn server_tls(ctx: &mut Ctx, base: &str, raw: Option<&RawTls>, protocol: Protoco
         acme_hosts,
         min_version,
         max_version,
-        ciphers: raw.ciphers.clone().unwrap_or_default(),
+        ciphers: ciphers(ctx, base, &raw.ciphers),
         session_tickets: raw.session_tickets.unwrap_or(false),
     })
 }
@@ -147,7 +212,7 @@ fn backends_tls(
         client_cert,
         min_version,
         max_version,
-        ciphers: raw.ciphers.clone().unwrap_or_default(),
+        ciphers: ciphers(ctx, base, &raw.ciphers),
         session_tickets: raw.session_tickets.unwrap_or(false),
     }
 }
@@ -173,6 +238,15 @@ fn versions(
         && lo > hi
     {
         ctx.error(&join(base, "min_version"), "is newer than max_version");
+    }
+    // rustls implements TLS 1.2 and 1.3 only: a lower minimum means 1.2.
+    if let Some((hi, v)) = &max
+        && *hi < 2
+    {
+        ctx.error(
+            &join(base, "max_version"),
+            format!("{v:?} is not supported (rustls implements tls1.2 and tls1.3)"),
+        );
     }
     (min.map(|m| m.1), max.map(|m| m.1))
 }

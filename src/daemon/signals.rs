@@ -1,0 +1,89 @@
+//! The main loop: signals, API commands, discovery updates, the ticker; SIGHUP reload.
+
+use super::*;
+
+pub(super) async fn signals(
+    daemon: &mut Daemon,
+    source: &Source,
+    commands: &mut mpsc::Receiver<api::Command>,
+) -> io::Result<Exit> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut ticker = tokio::time::interval(RATE_WINDOW);
+    let mut last = Instant::now();
+    let mut updates = daemon.discovery.take_updates();
+    loop {
+        tokio::select! {
+            Some(u) = recv(&mut updates) => daemon.discovered(u),
+            _ = hup.recv() => reload(daemon, source).await,
+            _ = term.recv() => return Ok(Exit::Graceful),
+            _ = int.recv() => return Ok(Exit::Now),
+            Some(cmd) = commands.recv() => {
+                let reply = control::execute(daemon, cmd.op);
+                let _ = cmd.reply.send(reply);
+            }
+            _ = ticker.tick() => {
+                daemon.tick(last.elapsed());
+                last = Instant::now();
+            }
+        }
+    }
+}
+
+pub(super) async fn recv(updates: &mut Option<UnboundedReceiver<Update>>) -> Option<Update> {
+    match updates {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+pub(super) async fn reload(daemon: &mut Daemon, source: &Source) {
+    info!("main", "SIGHUP: reloading {}", source.path.display());
+    match source.load_async().await {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                warn!("config", "{w}");
+            }
+            if loaded.config.api != daemon.config.api
+                || loaded.config.metrics != daemon.config.metrics
+            {
+                warn!(
+                    "config",
+                    "[api] and [metrics] changes take effect at restart"
+                );
+            }
+            match overlay::merge(&loaded.raw, &daemon.overlay) {
+                Ok(merged) => {
+                    // Certificates are read here: an unreadable one rejects the reload.
+                    if let Err(errors) = build_edges(&merged.config) {
+                        for (_, e) in &errors {
+                            error!("config", "{e}");
+                        }
+                        error!("main", "reload rejected; still running the previous config");
+                        return;
+                    }
+                    daemon.file_raw = loaded.raw.clone();
+                    daemon.apply(merged);
+                    info!("main", "reload applied");
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        error!("config", "with the API's changes: {e}");
+                    }
+                    error!("main", "reload rejected; still running the previous config");
+                }
+            }
+        }
+        Err(errors) => {
+            for e in &errors {
+                error!("config", "{e}");
+            }
+            error!(
+                "main",
+                "reload rejected ({} errors); still running the previous config",
+                errors.len()
+            );
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Where the config comes from (file, URL, Consul), read again on SIGHUP.
+
+use super::*;
+
+/// Where the config comes from, so SIGHUP can read it again.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file, or the URL of a remote source (for messages and the format).
+    pub path: PathBuf,
+    /// `from-url` / `from-consul`: where to fetch the text instead of `path`.
+    pub remote: Option<Remote>,
+    pub format: Format,
+    pub env_vars: bool,
+}
+
+impl Source {
+    /// Read, substitute, parse and validate; every problem as one line.
+    pub fn load(&self) -> Result<Loaded, Vec<String>> {
+        let text = match &self.remote {
+            Some(r) => r.fetch_blocking().map_err(|e| vec![e])?,
+            None => std::fs::read_to_string(&self.path)
+                .map_err(|e| vec![format!("{}: {e}", self.path.display())])?,
+        };
+        self.parse(text)
+    }
+
+    /// [`Self::load`] inside the runtime (SIGHUP).
+    pub async fn load_async(&self) -> Result<Loaded, Vec<String>> {
+        match &self.remote {
+            Some(r) => self.parse(r.fetch().await.map_err(|e| vec![e])?),
+            None => self.load(),
+        }
+    }
+
+    fn parse(&self, text: String) -> Result<Loaded, Vec<String>> {
+        let text = if self.env_vars {
+            config::substitute_env(&text)
+        } else {
+            text
+        };
+        let loaded = config::parse(&text, self.format).map_err(lines)?;
+        let missing = unsupported(&loaded.config);
+        if missing.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(lines(missing))
+        }
+    }
+}
+
+pub(super) fn lines(errors: Vec<ConfigError>) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}

@@ -1,0 +1,150 @@
+//! One TLS connection (feature `tls`): see the module docs of [`super`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::Contexts;
+use crate::config::Server;
+use crate::proxy::pump::End;
+use crate::proxy::stream::{Io, StreamRelay};
+use crate::proxy::tcp::{dial, write_proxy_header};
+use crate::state::{Backend, ConnGuard, Elected, Plan, ServerRuntime};
+use crate::{debug, warn};
+
+/// Handshake time limit when no setting gives one.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Client handshake limit: `sni.read_timeout`, else `client_idle_timeout`, else 10 s.
+fn client_handshake_timeout(cfg: &Server) -> Duration {
+    cfg.sni
+        .as_ref()
+        .map(|s| s.read_timeout)
+        .or(cfg.client_idle_timeout)
+        .unwrap_or(HANDSHAKE_TIMEOUT)
+}
+
+/// Terminate and/or originate TLS, then relay. The caller holds the server slot.
+pub async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    host: Option<String>,
+    server: &ServerRuntime,
+    plan: &Plan,
+    ctx: &Contexts,
+    guard: &mut ConnGuard,
+) {
+    let name = &server.name;
+    let cfg = &plan.config;
+    let Ok(local) = client.local_addr() else {
+        return;
+    };
+    let client: Box<dyn Io> = match &ctx.acceptor {
+        Some(acceptor) => {
+            let accept = TlsAcceptor::from(Arc::clone(acceptor)).accept(client);
+            match tokio::time::timeout(client_handshake_timeout(cfg), accept).await {
+                Ok(Ok(stream)) => Box::new(stream),
+                Ok(Err(e)) => {
+                    server.counters.refused.fetch_add(1, Relaxed);
+                    debug!(name, "{peer}: TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    server.counters.refused.fetch_add(1, Relaxed);
+                    debug!(name, "{peer}: TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+        None => Box::new(client),
+    };
+    let Some((backend, elected)) = connect(plan, name, peer, local, host.as_deref(), ctx).await
+    else {
+        server.counters.refused.fetch_add(1, Relaxed);
+        return;
+    };
+    let key = &plan.backends[elected.index].key;
+    let relay = StreamRelay {
+        client,
+        backend,
+        client_idle: cfg.client_idle_timeout,
+        backend_idle: cfg.backend_idle_timeout,
+        counters: [&server.counters, &elected.state.counters],
+    };
+    let closed = elected.state.closed();
+    let kill = async {
+        tokio::select! {
+            _ = guard.kill.wait_for(|k| *k) => {}
+            () = closed => {}
+        }
+    };
+    match relay.run(kill).await {
+        Ok(End::Done) => debug!(name, "{peer} -> {key}: closed"),
+        Ok(end) => debug!(name, "{peer} -> {key}: {end:?}"),
+        Err(e) => debug!(name, "{peer} -> {key}: {e}"),
+    }
+}
+
+/// Elect and open, trying up to `backend_connection_retries` other backends.
+async fn connect(
+    plan: &Plan,
+    server: &str,
+    peer: SocketAddr,
+    local: SocketAddr,
+    host: Option<&str>,
+    ctx: &Contexts,
+) -> Option<(Box<dyn Io>, Elected)> {
+    let mut tried = Vec::new();
+    for _ in 0..=plan.config.backend_connection_retries {
+        let Some(elected) = plan.elect_sni(peer.ip(), &tried, host) else {
+            warn!(server, "{peer}: no backend available (sni {host:?})");
+            return None;
+        };
+        let b = &plan.backends[elected.index];
+        match open(plan, b, peer, local, ctx).await {
+            Ok(stream) => {
+                elected.state.counters.total.fetch_add(1, Relaxed);
+                return Some((stream, elected));
+            }
+            Err(e) => {
+                elected.state.counters.refused.fetch_add(1, Relaxed);
+                warn!(server, "{peer}: connect to {} failed: {e}", b.key);
+                tried.push(elected.index);
+            }
+        }
+    }
+    None
+}
+
+/// Connect, PROXY header, then the TLS handshake when `[backends_tls]` is set.
+/// The name verified (and sent as SNI) is the backend's host, as in gobetween.
+async fn open(
+    plan: &Plan,
+    b: &Backend,
+    peer: SocketAddr,
+    local: SocketAddr,
+    ctx: &Contexts,
+) -> io::Result<Box<dyn Io>> {
+    let timeout = plan.config.backend_connection_timeout;
+    let stream = dial(&b.target, timeout).await?;
+    let _ = stream.set_nodelay(true);
+    if let Some(version) = plan.config.proxy_protocol {
+        write_proxy_header(&stream, version, peer, local).await?;
+    }
+    let Some(connector) = &ctx.connector else {
+        return Ok(Box::new(stream));
+    };
+    let name = crate::tls::server_name(&b.spec.host)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let handshake = crate::tls::connect(stream, Arc::clone(connector), name);
+    let stream = tokio::time::timeout(timeout.unwrap_or(HANDSHAKE_TIMEOUT), handshake)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+        .map_err(|e| io::Error::new(e.kind(), format!("TLS handshake: {e}")))?;
+    Ok(Box::new(stream))
+}

@@ -1,0 +1,471 @@
+//! UDP servers: sessions keyed by client address.
+//!
+//! One listening socket per server. The first datagram from an unknown
+//! client address checks the `access` rules (every datagram does), takes a
+//! session slot (`udp.max_sessions`, lowered to fit the descriptor limit),
+//! elects a backend (any balancer) and opens one *connected* UDP socket to
+//! it; later datagrams of that client go out on that socket. A task per
+//! session reads the backend's replies and sends them back through the
+//! listening socket, so they leave from the address the client contacted:
+//! on a wildcard bind (`0.0.0.0`, `[::]`) the datagram's destination address
+//! is read with `IP_PKTINFO` / `IPV6_PKTINFO` and the replies carry it as
+//! their source ([`super::udp_pktinfo`]). A session keeps the destination of
+//! its first datagram.
+//!
+//! Why one socket per session: a backend answers to the source address it
+//! saw, so the number of sessions open at the same time to one backend is
+//! bounded by the number of local ports we send from; sharing sockets would
+//! only move that bound, and would need a demultiplexing table on top. So
+//! the bound is made explicit instead: the session cap is kept below the
+//! process's RLIMIT_NOFILE (minus a reserve for listeners, TCP connections
+//! and checks), and a datagram beyond the cap is dropped and counted as
+//! refused — never an EMFILE storm. Memory per session: about 0.7 KiB in
+//! user space (map entry, `Session`, its task and socket registration; no
+//! receive buffer: replies are read into one per-thread 64 KiB buffer), plus
+//! the kernel's socket (~1 KiB, more only while datagrams are queued).
+//!
+//! A session ends when [`Limits::end`] says so: `client_idle_timeout` since
+//! the last client datagram, `backend_idle_timeout` since the last reply (or
+//! the start), after `max_responses` replies, on a socket error (ICMP port
+//! unreachable), or when killed (drain). After `max_requests` requests the
+//! session is *detached*: the next datagram of that client starts a new
+//! session (`max_requests = 1`: every datagram is balanced on its own), while
+//! the detached one still relays replies until its reply limits end it (with
+//! neither `backend_idle_timeout`, `client_idle_timeout` nor `max_responses`,
+//! after [`DETACHED_WAIT`]).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, watch};
+
+use super::pump::now_ms;
+use super::udp_pktinfo::{self as pktinfo, Local};
+use crate::config::{Server, Udp};
+use crate::state::{ConnGuard, Elected, ServerRuntime, Target};
+use crate::{debug, warn};
+
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+/// How long a detached session waits for replies when nothing else bounds it.
+pub const DETACHED_WAIT: Duration = Duration::from_secs(10);
+/// Descriptors kept out of the session budget (listeners, TCP, checks, logs).
+const FD_RESERVE: u64 = 64;
+
+thread_local! {
+    static REPLY_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; MAX_DATAGRAM].into_boxed_slice());
+}
+
+/// Bind the listening socket (SO_REUSEADDR, dual-stack on `[::]`; on a
+/// wildcard address, each datagram's destination is reported so replies
+/// leave from it). With `transparent`, check now that the kernel lets us use
+/// IP_TRANSPARENT.
+pub fn bind(addr: SocketAddr, transparent: bool) -> io::Result<UdpSocket> {
+    if transparent {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            None,
+        )?;
+        set_transparent(&probe, addr.is_ipv6()).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("udp.transparent needs CAP_NET_ADMIN or CAP_NET_RAW (IP_TRANSPARENT): {e}"),
+            )
+        })?;
+    }
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::DGRAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    if addr.ip().is_unspecified() {
+        pktinfo::enable(&socket, addr.is_ipv6())?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn set_transparent(s: &socket2::Socket, v6: bool) -> io::Result<()> {
+    if v6 {
+        s.set_ip_transparent_v6(true)
+    } else {
+        s.set_ip_transparent_v4(true)
+    }
+}
+
+/// The session cap: `max_sessions`, lowered to fit RLIMIT_NOFILE.
+pub fn session_cap(max_sessions: u32, nofile: Option<u64>) -> u32 {
+    match nofile {
+        Some(n) => {
+            let budget = n.saturating_sub(FD_RESERVE).max(1);
+            u64::from(max_sessions).min(budget) as u32
+        }
+        None => max_sessions,
+    }
+}
+
+fn nofile() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+/// When a session ends (pure; times in ms since an arbitrary origin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub client_idle: Option<u64>,
+    pub backend_idle: Option<u64>,
+    pub max_responses: u64,
+}
+
+/// What a session has seen so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub last_client: u64,
+    /// Last reply, or the session start.
+    pub last_backend: u64,
+    pub responses: u64,
+    pub detached: bool,
+}
+
+/// The verdict at time `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    End(&'static str),
+    /// Look again at this time (`u64::MAX`: only an event can end it).
+    WaitUntil(u64),
+}
+
+impl Limits {
+    pub fn of(cfg: &Server, udp: &Udp) -> Self {
+        let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
+        Self {
+            client_idle: ms(cfg.client_idle_timeout),
+            backend_idle: ms(cfg.backend_idle_timeout),
+            max_responses: udp.max_responses,
+        }
+    }
+
+    pub fn end(&self, s: &Seen, now: u64) -> Verdict {
+        if self.max_responses > 0 && s.responses >= self.max_responses {
+            return Verdict::End("max_responses");
+        }
+        let mut next = u64::MAX;
+        let mut check = |limit: Option<u64>, since: u64| {
+            let at = since.saturating_add(limit?);
+            if now >= at {
+                return Some(());
+            }
+            next = next.min(at);
+            None
+        };
+        if check(self.client_idle, s.last_client).is_some() {
+            return Verdict::End("client_idle_timeout");
+        }
+        if check(self.backend_idle, s.last_backend).is_some() {
+            return Verdict::End("backend_idle_timeout");
+        }
+        if s.detached && self.backend_idle.is_none() && self.max_responses == 0 {
+            let wait = self.client_idle.unwrap_or(DETACHED_WAIT.as_millis() as u64);
+            if check(Some(wait), s.last_backend.max(s.last_client)).is_some() {
+                return Verdict::End("max_requests");
+            }
+        }
+        Verdict::WaitUntil(next)
+    }
+}
+
+/// One client's session.
+struct Session {
+    client: SocketAddr,
+    /// The address the client contacted (wildcard binds only): replies leave from it.
+    local: Option<Local>,
+    /// The listening socket is AF_INET6.
+    listener_v6: bool,
+    socket: UdpSocket,
+    elected: Elected,
+    requests: AtomicU64,
+    last_client: AtomicU64,
+    detached: AtomicBool,
+    /// Wakes the session task when the listener changed something it waits on.
+    poke: Notify,
+}
+
+type Table = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
+
+fn lock(t: &Table) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Session>>> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Receive until `stop` turns true; sessions then run on until they end or
+/// the drain kills them.
+pub async fn serve(
+    listener: UdpSocket,
+    server: Arc<ServerRuntime>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let listener = Arc::new(listener);
+    let table: Table = Arc::default();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut warned_at = None;
+    let fd = listener.as_raw_fd();
+    loop {
+        let (n, peer, local) = tokio::select! {
+            r = listener.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf)) => match r {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(&server.name, "recv: {e}");
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let datagram = &buf[..n];
+        let plan = server.plan();
+        if let Some(acl) = &plan.config.access
+            && !acl.allows(peer.ip())
+        {
+            server.counters.refused.fetch_add(1, Relaxed);
+            continue;
+        }
+        let existing = lock(&table).get(&peer).cloned();
+        let session = match existing {
+            Some(s) => s,
+            None => match open(&server, &listener, &table, (peer, local), &mut warned_at) {
+                Some(s) => s,
+                None => {
+                    server.counters.refused.fetch_add(1, Relaxed);
+                    continue;
+                }
+            },
+        };
+        let max_requests = plan.config.udp.as_ref().map_or(0, |u| u.max_requests);
+        forward(&server, &table, &session, datagram, max_requests);
+    }
+}
+
+/// Send one client datagram on the session's socket.
+fn forward(
+    server: &ServerRuntime,
+    table: &Table,
+    s: &Arc<Session>,
+    datagram: &[u8],
+    max_requests: u64,
+) {
+    s.last_client.store(now_ms(), Relaxed);
+    // Raw sends: tokio's `try_send` reports WouldBlock until the reactor has
+    // seen the socket writable once, which would drop a session's first datagram.
+    match socket2::SockRef::from(&s.socket).send(datagram) {
+        Ok(n) => {
+            server.counters.add_tx(n as u64);
+            s.elected.state.counters.add_tx(n as u64);
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => debug!(&server.name, "{} -> backend: {e}", s.client),
+    }
+    let requests = s.requests.fetch_add(1, Relaxed) + 1;
+    if max_requests > 0 && requests >= max_requests {
+        detach(table, s);
+    }
+    s.poke.notify_one();
+}
+
+/// Take the session out of the table (if it is still the one there).
+fn detach(table: &Table, s: &Arc<Session>) {
+    s.detached.store(true, Relaxed);
+    let mut t = lock(table);
+    if t.get(&s.client).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+        t.remove(&s.client);
+    }
+}
+
+/// Admit a new session: slot, election, socket, task.
+fn open(
+    server: &Arc<ServerRuntime>,
+    listener: &Arc<UdpSocket>,
+    table: &Table,
+    (peer, local): (SocketAddr, Option<Local>),
+    warned_at: &mut Option<u64>,
+) -> Option<Arc<Session>> {
+    let plan = server.plan();
+    let udp = plan.config.udp.as_ref()?;
+    let cap = session_cap(udp.max_sessions, nofile());
+    if !server.counters.try_reserve(cap) {
+        let now = now_ms();
+        if warned_at.is_none_or(|at| now.saturating_sub(at) > 5_000) {
+            *warned_at = Some(now);
+            warn!(
+                &server.name,
+                "{peer}: {cap} udp sessions open (udp.max_sessions, descriptor limit); dropping new clients"
+            );
+        }
+        return None;
+    }
+    let slot = SessionSlot(Arc::clone(server));
+    let Some(elected) = plan.elect(peer.ip(), &[]) else {
+        warn!(&server.name, "{peer}: no backend available");
+        return None;
+    };
+    let backend = &plan.backends[elected.index];
+    let socket = match backend_socket(&backend.target, peer, udp.transparent) {
+        Ok(s) => s,
+        Err(e) => {
+            elected.state.counters.refused.fetch_add(1, Relaxed);
+            warn!(&server.name, "{peer}: socket to {}: {e}", backend.key);
+            return None;
+        }
+    };
+    server.counters.total.fetch_add(1, Relaxed);
+    elected.state.counters.total.fetch_add(1, Relaxed);
+    let session = Arc::new(Session {
+        client: peer,
+        local,
+        listener_v6: listener.local_addr().is_ok_and(|a| a.is_ipv6()),
+        socket,
+        elected,
+        requests: AtomicU64::new(0),
+        last_client: AtomicU64::new(now_ms()),
+        detached: AtomicBool::new(false),
+        poke: Notify::new(),
+    });
+    lock(table).insert(peer, Arc::clone(&session));
+    let limits = Limits::of(&plan.config, udp);
+    let guard = server.tracker.enter();
+    tokio::spawn(run(
+        Arc::clone(&session),
+        Arc::clone(server),
+        Arc::clone(listener),
+        Arc::clone(table),
+        limits,
+        (slot, guard),
+    ));
+    Some(session)
+}
+
+/// A server session slot, given back on drop.
+struct SessionSlot(Arc<ServerRuntime>);
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.counters.release();
+    }
+}
+
+fn backend_socket(target: &Target, peer: SocketAddr, transparent: bool) -> io::Result<UdpSocket> {
+    let Target::Addr(addr) = target else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "udp backends need an IP address",
+        ));
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(*addr),
+        socket2::Type::DGRAM,
+        None,
+    )?;
+    socket.set_nonblocking(true)?;
+    if transparent && peer.is_ipv4() == addr.is_ipv4() {
+        set_transparent(&socket, addr.is_ipv6())?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&peer.into())?;
+    }
+    socket.connect(&(*addr).into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Relay the backend's replies to the client until the session ends.
+async fn run(
+    s: Arc<Session>,
+    server: Arc<ServerRuntime>,
+    listener: Arc<UdpSocket>,
+    table: Table,
+    limits: Limits,
+    held: (SessionSlot, ConnGuard),
+) {
+    let (_slot, mut guard) = held;
+    let mut seen = Seen {
+        last_client: s.last_client.load(Relaxed),
+        last_backend: now_ms(),
+        responses: 0,
+        detached: false,
+    };
+    let closed = s.elected.state.closed();
+    tokio::pin!(closed);
+    let why = loop {
+        seen.last_client = s.last_client.load(Relaxed);
+        seen.detached = s.detached.load(Relaxed);
+        let wait = match limits.end(&seen, now_ms()) {
+            Verdict::End(why) => break why,
+            Verdict::WaitUntil(at) => at.saturating_sub(now_ms()),
+        };
+        let sleep = tokio::time::sleep(Duration::from_millis(wait.clamp(1, 86_400_000)));
+        tokio::select! {
+            r = s.socket.readable() => {
+                if let Err(e) = r {
+                    break io_reason(&e);
+                }
+                match relay_reply(&s, &listener, &server) {
+                    Ok(true) => {
+                        seen.responses += 1;
+                        seen.last_backend = now_ms();
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        debug!(&server.name, "{} <- {}: {e}", s.client, s.elected.index);
+                        break "backend error";
+                    }
+                }
+            }
+            () = sleep => {}
+            () = s.poke.notified() => {}
+            _ = guard.kill.wait_for(|k| *k) => break "killed",
+            () = &mut closed => break "backend closed",
+        }
+    };
+    detach(&table, &s);
+    debug!(&server.name, "{}: udp session ended ({why})", s.client);
+}
+
+fn io_reason(_: &io::Error) -> &'static str {
+    "backend error"
+}
+
+/// Read one reply (if any) and send it to the client. `Ok(false)`: nothing to read.
+fn relay_reply(s: &Session, listener: &UdpSocket, server: &ServerRuntime) -> io::Result<bool> {
+    REPLY_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let n = match s.socket.try_recv(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let fd = listener.as_raw_fd();
+        match pktinfo::send(fd, s.listener_v6, &buf[..n], s.client, s.local.as_ref()) {
+            Ok(sent) => {
+                server.counters.add_rx(sent as u64);
+                s.elected.state.counters.add_rx(sent as u64);
+            }
+            Err(e) => debug!(&server.name, "-> {}: {e}", s.client),
+        }
+        Ok(true)
+    })
+}
+
+#[cfg(test)]
+#[path = "udp_tests.rs"]
+mod tests;

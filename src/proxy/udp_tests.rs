@@ -1,0 +1,93 @@
+use super::*;
+
+fn seen(last_client: u64, last_backend: u64, responses: u64, detached: bool) -> Seen {
+    Seen {
+        last_client,
+        last_backend,
+        responses,
+        detached,
+    }
+}
+
+#[test]
+fn client_idle_counts_from_the_last_client_datagram() {
+    let l = Limits {
+        client_idle: Some(100),
+        backend_idle: None,
+        max_responses: 0,
+    };
+    assert_eq!(l.end(&seen(50, 0, 0, false), 120), Verdict::WaitUntil(150));
+    assert_eq!(
+        l.end(&seen(50, 0, 0, false), 150),
+        Verdict::End("client_idle_timeout")
+    );
+}
+
+#[test]
+fn backend_idle_counts_from_the_last_reply_or_the_start() {
+    let l = Limits {
+        client_idle: None,
+        backend_idle: Some(100),
+        max_responses: 0,
+    };
+    assert_eq!(l.end(&seen(90, 0, 0, false), 99), Verdict::WaitUntil(100));
+    assert_eq!(
+        l.end(&seen(90, 0, 0, false), 100),
+        Verdict::End("backend_idle_timeout")
+    );
+    assert_eq!(l.end(&seen(90, 80, 1, false), 150), Verdict::WaitUntil(180));
+}
+
+#[test]
+fn max_responses_ends_at_once() {
+    let l = Limits {
+        client_idle: Some(100),
+        backend_idle: None,
+        max_responses: 2,
+    };
+    assert_eq!(l.end(&seen(0, 0, 1, false), 1), Verdict::WaitUntil(100));
+    assert_eq!(
+        l.end(&seen(0, 0, 2, false), 1),
+        Verdict::End("max_responses")
+    );
+}
+
+#[test]
+fn the_earliest_deadline_is_the_next_look() {
+    let l = Limits {
+        client_idle: Some(100),
+        backend_idle: Some(30),
+        max_responses: 0,
+    };
+    assert_eq!(l.end(&seen(0, 0, 0, false), 10), Verdict::WaitUntil(30));
+}
+
+#[test]
+fn a_detached_session_without_reply_limits_waits_a_bounded_time() {
+    let l = Limits {
+        client_idle: None,
+        backend_idle: None,
+        max_responses: 0,
+    };
+    assert_eq!(
+        l.end(&seen(0, 0, 0, false), 1_000_000),
+        Verdict::WaitUntil(u64::MAX)
+    );
+    let wait = DETACHED_WAIT.as_millis() as u64;
+    assert_eq!(
+        l.end(&seen(5, 0, 0, true), 10),
+        Verdict::WaitUntil(5 + wait)
+    );
+    assert_eq!(
+        l.end(&seen(5, 0, 0, true), 5 + wait),
+        Verdict::End("max_requests")
+    );
+}
+
+#[test]
+fn the_cap_fits_the_descriptor_limit() {
+    assert_eq!(session_cap(10_000, Some(1024)), 960);
+    assert_eq!(session_cap(100, Some(1024)), 100);
+    assert_eq!(session_cap(100, None), 100);
+    assert_eq!(session_cap(100, Some(10)), 1);
+}

@@ -1,0 +1,538 @@
+//! UDP sessions through the real binary: echo servers, dnsmasq, limits, fds.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+/// A UDP echo backend: replies `NAME:payload`, records each source address.
+/// A `PING` datagram is a health probe: answered `PONG` while `healthy`,
+/// else ignored (and not recorded).
+struct Echo {
+    addr: SocketAddr,
+    sources: Arc<Mutex<Vec<SocketAddr>>>,
+    healthy: Arc<AtomicBool>,
+}
+
+impl Echo {
+    fn start(name: &str, reply: bool) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = sock.local_addr().unwrap();
+        let sources = Arc::new(Mutex::new(Vec::new()));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (seen, name) = (Arc::clone(&sources), name.to_string());
+        let well = Arc::clone(&healthy);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = sock.recv_from(&mut buf) {
+                if &buf[..n] == b"PING" {
+                    if well.load(Ordering::Relaxed) {
+                        let _ = sock.send_to(b"PONG", from);
+                    }
+                    continue;
+                }
+                seen.lock().unwrap().push(from);
+                if reply {
+                    let mut out = format!("{name}:").into_bytes();
+                    out.extend(&buf[..n]);
+                    let _ = sock.send_to(&out, from);
+                }
+            }
+        });
+        Self {
+            addr,
+            sources,
+            healthy,
+        }
+    }
+
+    fn sources(&self) -> Vec<SocketAddr> {
+        self.sources.lock().unwrap().clone()
+    }
+}
+
+fn udp_config(port: u16, balance: &str, backends: &[&Echo], extra: &str) -> String {
+    let lines: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    config(
+        port,
+        balance,
+        &lines,
+        &format!("protocol = \"udp\"\n{extra}"),
+    )
+}
+
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    s
+}
+
+/// Send `msg` to betwixt and return (reply, the address it came from).
+fn ask(s: &UdpSocket, port: u16, msg: &str) -> Option<(String, SocketAddr)> {
+    s.send_to(msg.as_bytes(), ("127.0.0.1", port)).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, from) = s.recv_from(&mut buf).ok()?;
+    Some((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+}
+
+#[test]
+fn a_session_sticks_to_its_backend_and_replies_come_from_the_bind_address() {
+    let (a, b) = (Echo::start("a", true), Echo::start("b", true));
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a, &b],
+        "client_idle_timeout = \"5s\"\n",
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut names = HashSet::new();
+    for _ in 0..4 {
+        let c = client();
+        let (first, from) = ask(&c, port, "x").expect("reply");
+        assert_eq!(from, SocketAddr::from(([127, 0, 0, 1], port)));
+        for i in 0..5 {
+            let (again, _) =
+                ask(&c, port, &format!("m{i}")).unwrap_or_else(|| panic!("{}", _bx.logs()));
+            assert_eq!(again.split(':').next(), first.split(':').next());
+            assert!(again.ends_with(&format!("m{i}")));
+        }
+        names.insert(first.split(':').next().unwrap().to_string());
+    }
+    assert_eq!(
+        names.len(),
+        2,
+        "roundrobin over sessions used both backends"
+    );
+    // Each session used one backend-facing port for all its datagrams.
+    let ports: HashSet<_> = a.sources().into_iter().chain(b.sources()).collect();
+    assert_eq!(ports.len(), 4);
+}
+
+#[test]
+fn max_requests_one_balances_every_datagram_and_still_relays_replies() {
+    let (a, b) = (Echo::start("a", true), Echo::start("b", true));
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a, &b],
+        "[servers.test.udp]\nmax_requests = 1\n",
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let c = client();
+    let got: Vec<String> = (0..4)
+        .map(|i| ask(&c, port, &i.to_string()).expect("reply").0)
+        .collect();
+    let names: Vec<&str> = got.iter().map(|g| g.split(':').next().unwrap()).collect();
+    assert_ne!(names[0], names[1], "{got:?}");
+    assert_eq!(names[0], names[2], "{got:?}");
+}
+
+#[test]
+fn max_requests_n_starts_a_new_session_after_n() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_requests = 3\n",
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let c = client();
+    for i in 0..7 {
+        ask(&c, port, &i.to_string()).expect("reply");
+    }
+    let src = a.sources();
+    assert_eq!(src.len(), 7);
+    assert!(src[0] == src[1] && src[1] == src[2], "{src:?}");
+    assert!(src[3] == src[4] && src[4] == src[5], "{src:?}");
+    assert!(src[2] != src[3] && src[5] != src[6], "{src:?}");
+}
+
+#[test]
+fn max_responses_ends_the_session_after_that_many_replies() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_responses = 2\n",
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let c = client();
+    ask(&c, port, "1").expect("reply");
+    ask(&c, port, "2").expect("reply");
+    assert!(wait_until(Duration::from_secs(3), || bx
+        .logs()
+        .contains("udp session ended (max_responses)")));
+    ask(&c, port, "3").expect("reply");
+    let src = a.sources();
+    assert_eq!(src[0], src[1]);
+    assert_ne!(src[1], src[2]);
+}
+
+#[test]
+fn idle_timeouts_end_sessions() {
+    let (a, mute) = (Echo::start("a", true), Echo::start("mute", false));
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"300ms\"\n",
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let c = client();
+    ask(&c, port, "1").expect("reply");
+    assert!(wait_until(Duration::from_secs(3), || bx
+        .logs()
+        .contains("udp session ended (client_idle_timeout)")));
+    ask(&c, port, "2").expect("reply");
+    let src = a.sources();
+    assert_ne!(src[0], src[1], "a new session after the idle timeout");
+    drop(bx);
+
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&mute],
+        "backend_idle_timeout = \"300ms\"\n",
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let c = client();
+    c.send_to(b"hello?", ("127.0.0.1", port)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || bx
+            .logs()
+            .contains("udp session ended (backend_idle_timeout)")),
+        "{}",
+        bx.logs()
+    );
+}
+
+#[test]
+fn access_rules_apply_to_every_datagram() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"5s\"\n[servers.test.access]\ndefault = \"deny\"\nrules = [\"allow 127.0.0.2\"]\n",
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let denied = client();
+    denied
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(ask(&denied, port, "no").is_none());
+    let allowed = UdpSocket::bind("127.0.0.2:0").unwrap();
+    allowed
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    assert!(ask(&allowed, port, "yes").is_some());
+    assert_eq!(a.sources().len(), 1);
+}
+
+#[test]
+fn the_session_cap_refuses_new_clients_beyond_it() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_sessions = 5\n",
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let clients: Vec<UdpSocket> = (0..8).map(|_| client()).collect();
+    let mut answered = 0;
+    for c in &clients {
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        answered += usize::from(ask(c, port, "hi").is_some());
+    }
+    assert_eq!(answered, 5, "{}", bx.logs());
+    assert!(bx.logs().contains("dropping new clients"));
+    // Sessions of admitted clients keep working.
+    assert!(ask(&clients[0], port, "again").is_some());
+}
+
+#[test]
+fn ten_thousand_client_ports_under_a_1024_descriptor_limit() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[&a],
+        "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_responses = 1\n",
+    )
+    .replace("level = \"debug\"", "level = \"info\"");
+    let bx = Betwixt::start_limited(&cfg, &[port], 1024);
+    let mut ok = 0;
+    for _batch in 0..40 {
+        let socks: Vec<UdpSocket> = (0..250)
+            .map(|_| UdpSocket::bind("127.0.0.1:0").unwrap())
+            .collect();
+        for s in &socks {
+            s.send_to(b"q", ("127.0.0.1", port)).unwrap();
+        }
+        // Collect replies without blocking per socket: the batch is bounded at 3 s.
+        let mut pending: Vec<&UdpSocket> = socks.iter().collect();
+        for s in &pending {
+            s.set_nonblocking(true).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while !pending.is_empty() && std::time::Instant::now() < deadline {
+            pending.retain(|s| {
+                let mut buf = [0u8; 64];
+                match s.recv_from(&mut buf) {
+                    Ok((n, _)) => {
+                        ok += usize::from(&buf[..n] == b"a:q");
+                        false
+                    }
+                    Err(_) => true,
+                }
+            });
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let logs = bx.logs();
+    assert!(!logs.contains("Too many open files"), "{logs}");
+    assert!(ok >= 9_900, "{ok} of 10000 answered\n{logs}");
+    let distinct: HashSet<_> = a.sources().into_iter().collect();
+    assert!(distinct.len() > 100);
+    assert!(ask(&client(), port, "still").is_some());
+}
+
+/// A DNS A query for `name` with id 0x1234.
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
+}
+
+#[test]
+fn dns_through_betwixt_to_dnsmasq() {
+    if std::process::Command::new("dnsmasq")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: dnsmasq is not installed");
+        return;
+    }
+    let dns_port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let mut dnsmasq = std::process::Command::new("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+        ])
+        .args(["--listen-address=127.0.0.1", "--user=root", "--pid-file="])
+        .arg(format!("--port={dns_port}"))
+        .arg("--host-record=svc.test,198.18.0.7")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dnsmasq");
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(std::mem::replace(
+        &mut dnsmasq,
+        std::process::Command::new("true").spawn().unwrap(),
+    ));
+    let port = free_port();
+    let cfg = config(
+        port,
+        "iphash",
+        &[format!("127.0.0.1:{dns_port}")],
+        "protocol = \"udp\"\nbackend_idle_timeout = \"2s\"\n[servers.test.udp]\nmax_responses = 1\n",
+    );
+    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let c = client();
+    c.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answer = None;
+    wait_until(Duration::from_secs(5), || {
+        let _ = c.send_to(&dns_query("svc.test"), ("127.0.0.1", port));
+        let mut buf = [0u8; 512];
+        if let Ok((n, _)) = c.recv_from(&mut buf) {
+            answer = Some(buf[..n].to_vec());
+        }
+        answer.is_some()
+    });
+    let answer = answer.expect("a DNS answer through betwixt");
+    assert_eq!(&answer[..2], &[0x12, 0x34]);
+    assert_eq!(&answer[6..8], &[0, 1], "one answer record");
+    assert!(answer.ends_with(&[198, 18, 0, 7]), "{answer:?}");
+}
+
+/// Start betwixt with the test server bound on `bind` (a wildcard address).
+fn start_on_wildcard(bind: &str, port: u16, backend: &Echo) -> Betwixt {
+    let cfg = udp_config(
+        port,
+        "roundrobin",
+        &[backend],
+        "client_idle_timeout = \"5s\"\n",
+    )
+    .replace(
+        &format!("bind = \"127.0.0.1:{port}\""),
+        &format!("bind = \"{bind}\""),
+    );
+    let mut bx = Betwixt::spawn(&cfg, "betwixt.toml", &[], |_| {});
+    bx.wait_listening(&[bind.to_string()]);
+    bx
+}
+
+/// From a client bound on `from`, send to `to` and return the reply's source.
+fn reply_source(from: &str, to: SocketAddr) -> SocketAddr {
+    let c = UdpSocket::bind(from).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.send_to(b"who", to).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, src) = c.recv_from(&mut buf).expect("a reply");
+    assert_eq!(&buf[..n], b"a:who");
+    src
+}
+
+#[test]
+fn on_a_wildcard_bind_replies_come_from_the_address_the_client_contacted() {
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let bx = start_on_wildcard(&format!("0.0.0.0:{port}"), port, &a);
+    for to in ["127.0.0.2", "127.0.0.1", "127.0.0.3"] {
+        let to = SocketAddr::new(to.parse().unwrap(), port);
+        assert_eq!(reply_source("127.0.0.1:0", to), to, "{}", bx.logs());
+    }
+    // From another client address too.
+    let to = SocketAddr::from(([127, 0, 0, 4], port));
+    assert_eq!(reply_source("127.0.0.5:0", to), to);
+}
+
+#[test]
+fn on_a_dual_stack_wildcard_bind_replies_come_from_the_contacted_v4_or_v6_address() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback");
+        return;
+    }
+    let a = Echo::start("a", true);
+    let port = free_port();
+    let bx = start_on_wildcard(&format!("[::]:{port}"), port, &a);
+    let to = SocketAddr::from(([127, 0, 0, 2], port));
+    assert_eq!(reply_source("127.0.0.1:0", to), to, "{}", bx.logs());
+    let to: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    assert_eq!(reply_source("[::1]:0", to), to, "{}", bx.logs());
+}
+
+/// The backend names that `n` new client sessions reached.
+fn session_backends(port: u16, n: usize) -> Vec<String> {
+    (0..n)
+        .map(|_| {
+            let (reply, _) = ask(&client(), port, "hi").expect("reply");
+            reply.split(':').next().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
+/// With health check `hc` on a udp server over backends a and b: `sick(b,
+/// true)` makes b fail its check, after which new sessions all go to a;
+/// `sick(b, false)` brings it back.
+fn new_sessions_avoid_a_backend_failing_its_check(hc: &str, sick: impl Fn(&Echo, bool)) {
+    let (a, b) = (Echo::start("a", true), Echo::start("b", true));
+    let port = free_port();
+    let cfg = format!(
+        "{}\n[servers.test.healthcheck]\n{hc}\nfails = 1\npasses = 1\n",
+        udp_config(
+            port,
+            "roundrobin",
+            &[&a, &b],
+            "client_idle_timeout = \"5s\"\n"
+        )
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let (down, up) = (
+        format!("backend {} is down", b.addr),
+        format!("backend {} is up", b.addr),
+    );
+    let got = session_backends(port, 4);
+    assert!(got.contains(&"b".to_string()), "{got:?}\n{}", bx.logs());
+    sick(&b, true);
+    assert!(
+        wait_until(Duration::from_secs(5), || bx.logs().contains(&down)),
+        "{}",
+        bx.logs()
+    );
+    let before = b.sources().len();
+    let got = session_backends(port, 6);
+    assert!(got.iter().all(|n| n == "a"), "{got:?}\n{}", bx.logs());
+    assert_eq!(b.sources().len(), before, "b got no datagram");
+    sick(&b, false);
+    assert!(
+        wait_until(Duration::from_secs(5), || bx.logs().contains(&up)),
+        "{}",
+        bx.logs()
+    );
+    let got = session_backends(port, 4);
+    assert!(got.contains(&"b".to_string()), "{got:?}\n{}", bx.logs());
+}
+
+#[test]
+fn a_udp_backend_that_stops_answering_udp_probes_gets_no_new_session() {
+    new_sessions_avoid_a_backend_failing_its_check(
+        "kind = \"probe\"\nprobe_protocol = \"udp\"\nprobe_send = 'PING'\nprobe_recv = 'PONG'\n\
+         interval = \"100ms\"\ntimeout = \"80ms\"",
+        |b, sick| b.healthy.store(!sick, Ordering::Relaxed),
+    );
+}
+
+#[test]
+fn a_udp_backend_failing_its_exec_check_gets_no_new_session() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = dir.path().join("check");
+    // "$2" is the backend's port: the check prints the file named after it
+    // ("1" when absent).
+    std::fs::write(
+        &cmd,
+        format!(
+            "#!/bin/sh\ncat {0}/\"$2\" 2>/dev/null || echo 1\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cmd, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hc = format!(
+        "kind = \"exec\"\nexec_command = \"{}\"\nexec_expected_positive_output = \"1\"\n\
+         exec_expected_negative_output = \"0\"\ninterval = \"300ms\"\ntimeout = \"250ms\"",
+        cmd.display()
+    );
+    let flag = dir.path().to_path_buf();
+    new_sessions_avoid_a_backend_failing_its_check(&hc, |b, sick| {
+        let path = flag.join(b.addr.port().to_string());
+        std::fs::write(path, if sick { "0" } else { "1" }).unwrap();
+    });
+}

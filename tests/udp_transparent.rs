@@ -1,0 +1,260 @@
+//! `[servers.NAME.udp] transparent = true`: a clear startup error without
+//! the capability (betwixt run as an unprivileged user), and the transparent
+//! path itself as root across three network namespaces (client, betwixt,
+//! backend; 198.18.0.0/15): the backend sees the client's address as the
+//! source, and its reply still reaches the client through betwixt. Needs
+//! root, `ip` and `setpriv`; skips otherwise.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn skip_reason() -> Option<String> {
+    // SAFETY: plain getter.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".into());
+    }
+    for (tool, arg) in [("ip", "-V"), ("setpriv", "--version")] {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Some(format!("`{tool}` is missing"));
+        }
+    }
+    None
+}
+
+macro_rules! need_root {
+    () => {
+        if let Some(why) = skip_reason() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+}
+
+#[track_caller]
+fn run(prog: &str, args: &[&str]) {
+    let out = Command::new(prog).args(args).output().expect("run");
+    assert!(
+        out.status.success(),
+        "{prog} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A config in a directory an unprivileged user can read.
+fn public_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cfg = dir.path().join("betwixt.toml");
+    std::fs::write(&cfg, text).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (dir, cfg)
+}
+
+fn transparent_config(bind: &str, backend: &str) -> String {
+    format!(
+        "[servers.u]\nbind = \"{bind}\"\nprotocol = \"udp\"\nclient_idle_timeout = \"5s\"\n\
+         [servers.u.udp]\ntransparent = true\n\
+         [servers.u.discovery]\nkind = \"static\"\nstatic_list = [\"{backend}\"]\n"
+    )
+}
+
+#[test]
+fn without_the_capability_transparent_is_a_clear_startup_error() {
+    need_root!();
+    let port = free_port();
+    let (_dir, cfg) = public_config(&transparent_config(
+        &format!("127.0.0.1:{port}"),
+        "127.0.0.1:9",
+    ));
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(BIN)
+        .arg("-c")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(exited, "still running:\n{text}");
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: udp.transparent needs CAP_NET_ADMIN or CAP_NET_RAW (IP_TRANSPARENT)"
+        )),
+        "{text}"
+    );
+}
+
+/// A network namespace, deleted on drop (with the veth ends inside it).
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("bxtp-{}-{tag}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns(name);
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    #[track_caller]
+    fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.0.as_str()];
+        all.extend(args);
+        run("ip", &all);
+    }
+
+    /// Run `f` on a thread that entered this namespace.
+    fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("netns file");
+        std::thread::spawn(move || {
+            // SAFETY: setns on a valid namespace fd moves only this thread.
+            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// Kills the daemon on drop.
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// client 198.18.0.1 -- 198.18.0.2 betwixt 198.18.1.2 -- 198.18.1.1 backend.
+/// The backend routes back through betwixt; betwixt delivers what comes from
+/// the backend side locally (policy routing), where the transparent session
+/// socket bound to the client's address picks it up.
+fn topology() -> (Netns, Netns, Netns) {
+    let (cl, bx, be) = (Netns::new("cl"), Netns::new("bx"), Netns::new("be"));
+    bx.ip(&[
+        "link", "add", "vcl", "type", "veth", "peer", "name", "eth0", "netns", &cl.0,
+    ]);
+    bx.ip(&[
+        "link", "add", "vbe", "type", "veth", "peer", "name", "eth0", "netns", &be.0,
+    ]);
+    for (ns, dev, addr) in [
+        (&cl, "eth0", "198.18.0.1/24"),
+        (&bx, "vcl", "198.18.0.2/24"),
+        (&bx, "vbe", "198.18.1.2/24"),
+        (&be, "eth0", "198.18.1.1/24"),
+    ] {
+        ns.ip(&["addr", "add", addr, "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    be.ip(&["route", "add", "default", "via", "198.18.1.2"]);
+    bx.ip(&["rule", "add", "iif", "vbe", "lookup", "100"]);
+    bx.ip(&[
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "100",
+    ]);
+    (cl, bx, be)
+}
+
+#[test]
+fn with_transparent_the_backend_sees_the_client_address_and_replies_flow_back() {
+    need_root!();
+    let (cl, bx, be) = topology();
+    let backend = be.thread(|| {
+        let s = UdpSocket::bind("198.18.1.1:7000").expect("backend bind");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).expect("a datagram at the backend");
+        let mut out = b"b:".to_vec();
+        out.extend(&buf[..n]);
+        s.send_to(&out, from).unwrap();
+        from
+    });
+    let port = 7100;
+    let (_dir, cfg) = public_config(&transparent_config(
+        &format!("198.18.0.2:{port}"),
+        "198.18.1.1:7000",
+    ));
+    let log = _dir.path().join("log");
+    let out = std::fs::File::create(&log).unwrap();
+    let daemon = Kill(
+        Command::new("ip")
+            .args(["netns", "exec", &bx.0])
+            .arg(BIN)
+            .arg("-c")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn betwixt"),
+    );
+    let logs = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || logs()
+            .contains(&format!("listening on 198.18.0.2:{port}"))),
+        "{}",
+        logs()
+    );
+    let client = cl.thread(move || {
+        let s = UdpSocket::bind("198.18.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.send_to(b"hi", ("198.18.0.2", port)).unwrap();
+        let mut buf = [0u8; 64];
+        let got = s
+            .recv_from(&mut buf)
+            .map(|(n, src)| (buf[..n].to_vec(), src));
+        (s.local_addr().unwrap(), got)
+    });
+    let (me, got) = client.join().unwrap();
+    let seen = backend
+        .join()
+        .unwrap_or_else(|_| panic!("backend: {}", logs()));
+    assert_eq!(seen, me, "the backend saw the client's own address");
+    let (reply, src) = got.unwrap_or_else(|e| panic!("no reply: {e}\n{}", logs()));
+    assert_eq!(reply, b"b:hi");
+    assert_eq!(src, SocketAddr::from(([198, 18, 0, 2], port)));
+    drop(daemon);
+}
