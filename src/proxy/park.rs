@@ -213,7 +213,7 @@ fn lot() -> Option<&'static Lot> {
     let started = STARTED.get_or_init(|| {
         let spawned = std::thread::Builder::new()
             .name("betwixt-park".into())
-            .stack_size(64 * 1024)
+            .stack_size(256 * 1024)
             .spawn(move || lot.run());
         spawned
             .map_err(|e| warn!("proxy", "parking lot thread: {e}"))
