@@ -1,13 +1,17 @@
 //! Listeners and the per-connection data path.
 //!
 //! - [`tcp`]: accept loop, admission, election, connect with retries.
+//! - [`session`]: a connected pair: relay, park when idle, resume.
+//! - [`park`]: the parking lot of idle connections (own epoll, one thread).
 //! - [`pump`]: relaying bytes both ways with half-close and idle timeouts.
 //! - [`splice`]: raw non-blocking syscalls and the pipe pool.
 //! - [`access`], [`proxy_protocol`]: pure helpers used on accept and connect.
 
 pub mod access;
+pub mod park;
 pub mod proxy_protocol;
 pub mod pump;
+pub mod session;
 pub mod sni;
 pub mod splice;
 pub mod stream;
@@ -18,3 +22,5 @@ mod udp_pktinfo;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_park;

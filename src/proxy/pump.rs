@@ -15,6 +15,11 @@
 //! keeps running until its own FIN. The connection ends when both directions
 //! have ended, on any error, on an idle timeout or when killed.
 //!
+//! Parking: [`Relay::run_parkable`] also ends with [`End::Park`] once both
+//! directions have waited for input for the park delay; every read wait
+//! marks its direction as waiting, and a wait holds nothing that dropping it
+//! could lose (see [`super::session`]).
+//!
 //! Idle timeouts: a side (client or backend) is idle when no byte crossed its
 //! socket, in either direction, for its timeout. A busy one-way stream keeps
 //! both sides busy, so it is never cut.
@@ -23,7 +28,7 @@ use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use tokio::io::Interest;
@@ -55,6 +60,10 @@ pub enum End {
     ClientIdle,
     BackendIdle,
     Killed,
+    /// Both directions waited for input longer than the park delay with
+    /// nothing in flight: the caller may move the sockets to the parking lot
+    /// (only from [`Relay::run_parkable`]).
+    Park,
 }
 
 /// Per-side settings and where the bytes are counted.
@@ -95,32 +104,86 @@ struct Flow<'a> {
     way: Way,
     seen: &'a Activity,
     counters: [&'a Counters; 2],
+    /// True while the flow waits for its source with nothing in flight (the
+    /// only state in which dropping it loses nothing).
+    waiting: &'a AtomicBool,
 }
 
 impl Relay<'_> {
     /// Relay until the connection ends. `kill` resolves to close it at once.
     pub async fn run(self, kill: impl std::future::Future<Output = ()>) -> io::Result<End> {
-        let seen = Activity::new();
-        let up = Flow {
-            src: self.client,
-            dst: self.backend,
-            way: Way::Up,
+        let now = now_ms();
+        self.run_parkable(kill, [now, now], None).await.0
+    }
+
+    /// [`Self::run`] starting from the activity stamps `seen` (client,
+    /// backend; [`now_ms`] times), which may also end with [`End::Park`] once
+    /// both directions waited `park_after` for input. Returns the stamps for
+    /// the next run of the same connection.
+    pub async fn run_parkable(
+        self,
+        kill: impl std::future::Future<Output = ()>,
+        seen: [u64; 2],
+        park_after: Option<Duration>,
+    ) -> (io::Result<End>, [u64; 2]) {
+        let seen = Activity {
+            client: AtomicU64::new(seen[0]),
+            backend: AtomicU64::new(seen[1]),
+        };
+        let waiting = [AtomicBool::new(false), AtomicBool::new(false)];
+        let flow = |src, dst, way, waiting| Flow {
+            src,
+            dst,
+            way,
             seen: &seen,
             counters: self.counters,
+            waiting,
         };
-        let down = Flow {
-            src: self.backend,
-            dst: self.client,
-            way: Way::Down,
-            seen: &seen,
-            counters: self.counters,
-        };
+        let up = flow(self.client, self.backend, Way::Up, &waiting[0]);
+        let down = flow(self.backend, self.client, Way::Down, &waiting[1]);
         let both = async { tokio::try_join!(up.forward(), down.forward()).map(|_| End::Done) };
         let idle = watch_idle(&seen, self.client_idle, self.backend_idle);
-        tokio::select! {
+        let park = watch_park(&seen, &waiting, park_after);
+        let end = tokio::select! {
             r = both => r,
             end = idle => Ok(end),
+            () = park => Ok(End::Park),
             _ = kill => Ok(End::Killed),
+        };
+        (end, [seen.client.load(Relaxed), seen.backend.load(Relaxed)])
+    }
+}
+
+/// Milliseconds until a connection may park (0: now). It may when both
+/// directions wait for input and no byte crossed either socket since
+/// `quiet_since` + `after` (the latest activity stamp, or the start of this
+/// run: a resumed connection first gets a chance to read what woke it).
+pub fn park_wait(now: u64, quiet_since: u64, waiting: [bool; 2], after: u64) -> u64 {
+    let after = after.max(1);
+    let quiet = now.saturating_sub(quiet_since);
+    if quiet < after {
+        after - quiet
+    } else if waiting[0] && waiting[1] {
+        0
+    } else {
+        // Busy (a send waiting for the peer): look again one delay later.
+        after
+    }
+}
+
+/// Resolves when the connection may park; never without a park delay.
+async fn watch_park(seen: &Activity, waiting: &[AtomicBool; 2], after: Option<Duration>) {
+    let Some(after) = after else {
+        return std::future::pending().await;
+    };
+    let after = after.as_millis() as u64;
+    let start = now_ms();
+    loop {
+        let last = seen.client.load(Relaxed).max(seen.backend.load(Relaxed));
+        let flags = [waiting[0].load(Relaxed), waiting[1].load(Relaxed)];
+        match park_wait(now_ms(), last.max(start), flags, after) {
+            0 => return,
+            wait => tokio::time::sleep(Duration::from_millis(wait)).await,
         }
     }
 }
@@ -196,6 +259,9 @@ impl Flow<'_> {
     async fn forward(&self) -> io::Result<()> {
         let mut bulk = false;
         loop {
+            // Wait here, before a pipe is taken, so that an idle direction
+            // holds no pipe and may be parked.
+            waiting_for(self.src, self.waiting).await?;
             let more = if bulk {
                 self.splice_round(&mut bulk).await?
             } else {
@@ -210,7 +276,7 @@ impl Flow<'_> {
     /// One copy-mode read and its sends. Returns false at EOF.
     async fn copy_round(&self, bulk: &mut bool) -> io::Result<bool> {
         let (src, dst) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
-        let copied = read_with(self.src, || {
+        let copied = read_with(self.src, self.waiting, || {
             copy_once(src, dst).map(|c| {
                 let drained = matches!(c, Copied::Read(n, ..) if n < SCRATCH);
                 (c, drained)
@@ -252,7 +318,7 @@ impl Flow<'_> {
     async fn splice_round(&self, bulk: &mut bool) -> io::Result<bool> {
         let pipe = Pipe::take()?;
         let src = self.src.as_raw_fd();
-        let filled = read_with(self.src, || {
+        let filled = read_with(self.src, self.waiting, || {
             let n = pipe.fill_from(src, pipe.capacity)?;
             Ok((n, n > 0 && n < pipe.capacity))
         })
@@ -283,6 +349,16 @@ impl Flow<'_> {
     }
 }
 
+/// Wait until `stream` is readable, with `waiting` set meanwhile (nothing
+/// has been read, so the wait may be dropped for parking). Readiness can be
+/// spurious (the read then finds nothing), so every read wait sets it.
+async fn waiting_for(stream: &TcpStream, waiting: &AtomicBool) -> io::Result<()> {
+    waiting.store(true, Relaxed);
+    let ready = stream.readable().await;
+    waiting.store(false, Relaxed);
+    ready.map(|_| ())
+}
+
 /// Run a read-side syscall under tokio's readiness. `op` returns its result
 /// and whether it drained the socket (a short read). A drained socket's
 /// readiness is cleared right away, which saves the read that would only
@@ -291,10 +367,11 @@ impl Flow<'_> {
 /// meanwhile is kept, and it never clears a seen FIN.
 async fn read_with<T>(
     stream: &TcpStream,
+    waiting: &AtomicBool,
     mut op: impl FnMut() -> io::Result<(T, bool)>,
 ) -> io::Result<T> {
     loop {
-        stream.readable().await?;
+        waiting_for(stream, waiting).await?;
         let mut out = None;
         let polled = stream.try_io(Interest::READABLE, || {
             let (value, drained) = op()?;
@@ -331,4 +408,24 @@ fn copy_once(src: RawFd, dst: RawFd) -> io::Result<Copied> {
         let tail = (sent < read).then(|| buf[sent..read].to_vec());
         Ok(Copied::Read(read, sent, tail))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::park_wait;
+
+    #[test]
+    fn parks_only_when_both_ways_wait_and_the_delay_passed() {
+        let both = [true, true];
+        assert_eq!(park_wait(1000, 1000, both, 500), 500);
+        assert_eq!(park_wait(1400, 1000, both, 500), 100);
+        assert_eq!(park_wait(1500, 1000, both, 500), 0);
+        assert_eq!(park_wait(9000, 1000, both, 500), 0);
+        // One way busy (a send blocked on the peer): check again later.
+        assert_eq!(park_wait(9000, 1000, [true, false], 500), 500);
+        assert_eq!(park_wait(9000, 1000, [false, true], 500), 500);
+        // A stamp newer than `now` counts as fresh, and a zero delay cannot spin.
+        assert_eq!(park_wait(1000, 2000, both, 500), 500);
+        assert_eq!(park_wait(1000, 1000, [false, false], 0), 1);
+    }
 }

@@ -3,7 +3,7 @@
 //! Life of a connection: `accept` -> access rules -> server `max_connections`
 //! slot -> elect a backend (its slot is reserved at election) -> connect with
 //! timeout, retrying other backends on failure -> optional PROXY header ->
-//! [`Relay::run`] until both sides are done, a timeout, or a kill.
+//! [`session::run`] until both sides are done, a timeout, or a kill.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::pump::{End, Relay};
+use super::session::{self, Conn};
 use super::tls::Edge;
 use super::{proxy_protocol, sni};
 use crate::config::ProxyProtocolVersion;
@@ -89,7 +89,7 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 }
 
 /// A slot in the server's `max_connections`, given back on drop.
-struct ServerSlot(Arc<ServerRuntime>);
+pub struct ServerSlot(pub Arc<ServerRuntime>);
 
 impl Drop for ServerSlot {
     fn drop(&mut self) {
@@ -118,7 +118,7 @@ async fn handle(
         debug!(&server.name, "{peer}: server max_connections reached");
         return;
     }
-    let _slot = ServerSlot(Arc::clone(&server));
+    let slot = ServerSlot(Arc::clone(&server));
     server.counters.total.fetch_add(1, Relaxed);
     let _ = client.set_nodelay(true);
     let host = match &cfg.sni {
@@ -147,25 +147,16 @@ async fn handle(
         debug!(&server.name, "{peer} -> {}: PROXY header: {e}", b.key);
         return;
     }
-    let relay = Relay {
-        client: &client,
-        backend: &backend,
-        client_idle: cfg.client_idle_timeout,
-        backend_idle: cfg.backend_idle_timeout,
-        counters: [&server.counters, &elected.state.counters],
+    let closer = elected.state.closer();
+    let conn = Conn {
+        slot,
+        plan,
+        peer,
+        guard,
+        elected,
+        closer,
     };
-    let closed = elected.state.closed();
-    let kill = async {
-        tokio::select! {
-            _ = guard.kill.wait_for(|k| *k) => {}
-            () = closed => {}
-        }
-    };
-    match relay.run(kill).await {
-        Ok(End::Done) => debug!(&server.name, "{peer} -> {}: closed", b.key),
-        Ok(end) => debug!(&server.name, "{peer} -> {}: {end:?}", b.key),
-        Err(e) => debug!(&server.name, "{peer} -> {}: {e}", b.key),
-    }
+    session::run(conn, client, backend).await;
 }
 
 /// Elect and connect, trying up to `backend_connection_retries` other

@@ -50,10 +50,16 @@ impl BackendState {
 
     /// Resolves when [`Self::close_connections`] is called after this.
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut rx = self.closer.subscribe();
+        let mut rx = self.closer();
         async move {
             let _ = rx.changed().await;
         }
+    }
+
+    /// The close signal: `changed()` / `has_changed()` report a
+    /// [`Self::close_connections`] made after this call.
+    pub fn closer(&self) -> watch::Receiver<u64> {
+        self.closer.subscribe()
     }
 
     /// Close every open connection to this backend (`on_down = "close"`,
