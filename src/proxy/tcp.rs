@@ -102,7 +102,7 @@ async fn handle(
     peer: SocketAddr,
     server: Arc<ServerRuntime>,
     edge: Arc<Edge>,
-    mut guard: ConnGuard,
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))] mut guard: ConnGuard,
 ) {
     let plan = server.plan();
     let cfg = &plan.config;

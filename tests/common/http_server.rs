@@ -83,6 +83,8 @@ impl HttpServer {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((stream, _)) => {
+                        // `tls` is `Option<()>` (Copy) without the "tls" feature.
+                        #[allow(clippy::clone_on_copy)]
                         let (a, r, tls) = (a.clone(), r.clone(), tls.clone());
                         std::thread::spawn(move || accept(stream, tls, a, r));
                     }
