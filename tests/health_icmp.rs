@@ -13,44 +13,7 @@ use common::*;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: plain getter.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for tool in ["ip", "setpriv"] {
-        let ok = Command::new(tool)
-            .arg(if tool == "ip" { "-V" } else { "--version" })
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Some(format!("`{tool}` is missing"));
-        }
-    }
-    None
-}
-
-macro_rules! need_root {
-    () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
-}
-
-/// Run `ip ARGS` (or any program); panic with its stderr on failure.
-#[track_caller]
-fn run(prog: &str, args: &[&str]) {
-    let out = Command::new(prog).args(args).output().expect("run");
-    assert!(
-        out.status.success(),
-        "{prog} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::root::run;
 
 /// A network namespace, deleted on drop (with the veth ends inside it).
 struct Netns(String);

@@ -15,43 +15,7 @@ use std::time::Duration;
 
 use common::*;
 
-fn skip_reason() -> Option<String> {
-    // SAFETY: plain getter.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for (tool, arg) in [("ip", "-V"), ("setpriv", "--version")] {
-        let ok = Command::new(tool)
-            .arg(arg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return Some(format!("`{tool}` is missing"));
-        }
-    }
-    None
-}
-
-macro_rules! need_root {
-    () => {
-        if let Some(why) = skip_reason() {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
-}
-
-#[track_caller]
-fn run(prog: &str, args: &[&str]) {
-    let out = Command::new(prog).args(args).output().expect("run");
-    assert!(
-        out.status.success(),
-        "{prog} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::root::run;
 
 /// A config in a directory an unprivileged user can read.
 fn public_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {

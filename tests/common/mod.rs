@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod http;
+pub mod root;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_betwixt");
 
