@@ -293,7 +293,10 @@ fn max_exec_checks_caps_concurrent_scripts() {
     std::fs::write(dir.path().join("count"), "0").unwrap();
     std::fs::write(dir.path().join("max"), "0").unwrap();
     // A mkdir lock around a shared counter; the peak is kept in `max`.
-    let lock = format!("until mkdir {d}/lock 2>/dev/null; do sleep 0.005; done");
+    // Bounded: if the directory is gone (test over), give up instead of spinning.
+    let lock = format!(
+        "i=0; until mkdir {d}/lock 2>/dev/null; do i=$((i+1)); [ $i -gt 1000 ] && exit 1; sleep 0.005; done"
+    );
     let body = format!(
         "{lock}\nn=$(( $(cat {d}/count) + 1 ))\necho $n > {d}/count\n\
          [ $n -gt $(cat {d}/max) ] && echo $n > {d}/max\nrmdir {d}/lock\n\

@@ -211,8 +211,15 @@ impl Betwixt {
 }
 
 impl Drop for Betwixt {
+    /// SIGINT first (exit at once, but running check scripts are killed as
+    /// groups on the way out, so none outlives the test), SIGKILL after 2 s.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        if let Ok(None) = self.child.try_wait() {
+            self.signal(libc::SIGINT);
+            if self.wait_exit(Duration::from_secs(2)).is_none() {
+                let _ = self.child.kill();
+            }
+        }
         let _ = self.child.wait();
     }
 }
