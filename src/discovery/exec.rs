@@ -3,83 +3,53 @@
 //! non-zero exit is a fetch error. When the fetch is dropped (timeout) the
 //! whole group is killed.
 
-use std::process::Stdio;
-
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
-
 use super::Listing;
 use super::policy::parse_lines;
+use crate::health::process::{self, Invocation};
 
 /// Most stdout read from the command; more is an error.
-pub const MAX_OUTPUT: u64 = 4 << 20;
+pub const MAX_OUTPUT: usize = 4 << 20;
 /// Most stderr quoted in an error.
-const MAX_STDERR: u64 = 2048;
+const MAX_STDERR: usize = 2048;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Exec {
     pub argv: Vec<String>,
 }
 
-/// Kills the process group on drop unless disarmed.
-struct GroupKill(Option<i32>);
-
-impl Drop for GroupKill {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // SAFETY: kill(2) on a process group we created; no memory involved.
-            unsafe { libc::kill(-pgid, libc::SIGKILL) };
-        }
-    }
-}
-
 impl Exec {
+    /// Run the command with the shared process runner (own process group,
+    /// whole group killed when it ends or when this future is dropped).
     pub async fn fetch(&self) -> Result<Listing, String> {
         let Some((program, args)) = self.argv.split_first() else {
             return Err("exec_command is empty".into());
         };
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
+        let inv = Invocation {
+            program: program.into(),
+            args: args.iter().map(Into::into).collect(),
+            env: Vec::new(),
+            merge_stderr: false,
+        };
+        let done = process::run_capped(&inv, MAX_OUTPUT)
+            .await
             .map_err(|e| format!("cannot run {program}: {e}"))?;
-        let mut guard = GroupKill(child.id().and_then(|p| i32::try_from(p).ok()));
-        let (out, err) = (child.stdout.take(), child.stderr.take());
-        let (out, err, status) = tokio::join!(
-            read_capped(out, MAX_OUTPUT),
-            read_capped(err, MAX_STDERR),
-            child.wait()
-        );
-        let status = status.map_err(|e| format!("{program}: {e}"))?;
-        guard.0 = None;
-        let out = out.map_err(|e| format!("{program}: reading stdout: {e}"))?;
-        if out.len() as u64 > MAX_OUTPUT {
+        if done.stdout_total > MAX_OUTPUT {
             return Err(format!("{program}: more than {MAX_OUTPUT} bytes of output"));
         }
-        if !status.success() {
-            let err = err.unwrap_or_default();
-            let err = String::from_utf8_lossy(&err);
-            return Err(format!("{program} failed ({status}): {}", err.trim()));
+        if !done.status.success() {
+            let cut = &done.stderr[..done.stderr.len().min(MAX_STDERR)];
+            let err = String::from_utf8_lossy(cut);
+            return Err(format!(
+                "{program} failed ({}): {}",
+                done.status.describe(),
+                err.trim()
+            ));
         }
-        let text = String::from_utf8(out).map_err(|_| format!("{program}: output is not UTF-8"))?;
+        let text = String::from_utf8(done.stdout)
+            .map_err(|_| format!("{program}: output is not UTF-8"))?;
         let (specs, warnings) = parse_lines(&text);
         Ok(Listing { specs, warnings })
     }
-}
-
-/// Read up to `cap + 1` bytes (so an overflow is visible), then drain.
-async fn read_capped(stream: Option<impl AsyncRead + Unpin>, cap: u64) -> std::io::Result<Vec<u8>> {
-    let Some(mut stream) = stream else {
-        return Ok(Vec::new());
-    };
-    let mut buf = Vec::new();
-    (&mut stream).take(cap + 1).read_to_end(&mut buf).await?;
-    tokio::io::copy(&mut stream, &mut tokio::io::sink()).await?;
-    Ok(buf)
 }
 
 #[cfg(test)]

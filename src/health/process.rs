@@ -66,11 +66,11 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finished {
     pub status: Status,
-    /// At most [`OUTPUT_CAP`] bytes.
+    /// At most the cap ([`OUTPUT_CAP`] for [`run`]).
     pub stdout: Vec<u8>,
     /// Bytes the program wrote to stdout (more than kept when cut).
     pub stdout_total: usize,
-    /// At most [`OUTPUT_CAP`] bytes; empty with `merge_stderr`.
+    /// At most the cap; empty with `merge_stderr`.
     pub stderr: Vec<u8>,
 }
 
@@ -86,15 +86,25 @@ impl Finished {
     }
 }
 
-/// Run `inv` to its end. `Err` = it could not be started.
+/// Run `inv` to its end, keeping [`OUTPUT_CAP`] bytes of each stream.
+/// `Err` = it could not be started.
 pub async fn run(inv: &Invocation) -> io::Result<Finished> {
+    run_capped(inv, OUTPUT_CAP).await
+}
+
+/// [`run`], keeping up to `cap` bytes of each stream (the rest is read and
+/// counted in [`Finished::stdout_total`], not kept).
+pub async fn run_capped(inv: &Invocation, cap: usize) -> io::Result<Finished> {
     let (group, out, err) = spawn(inv)?;
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let mut totals = (0, 0);
     let status = {
         let mut reads = pin!(async {
-            let (a, b) = tokio::join!(drain(out, &mut stdout), drain_opt(err, &mut stderr));
+            let (a, b) = tokio::join!(
+                drain(out, &mut stdout, cap),
+                drain_opt(err, &mut stderr, cap)
+            );
             totals = (a, b);
         });
         let mut reads_done = false;
@@ -157,8 +167,8 @@ fn spawn(inv: &Invocation) -> io::Result<Pipes> {
     Ok((group, out, err))
 }
 
-/// Read to EOF, keeping the first [`OUTPUT_CAP`] bytes; returns the total.
-async fn drain(mut rx: pipe::Receiver, keep: &mut Vec<u8>) -> usize {
+/// Read to EOF, keeping the first `cap` bytes; returns the total.
+async fn drain(mut rx: pipe::Receiver, keep: &mut Vec<u8>, cap: usize) -> usize {
     let mut buf = [0u8; 4096];
     let mut total = 0;
     loop {
@@ -166,16 +176,16 @@ async fn drain(mut rx: pipe::Receiver, keep: &mut Vec<u8>) -> usize {
             Ok(0) | Err(_) => return total,
             Ok(n) => {
                 total += n;
-                let room = OUTPUT_CAP.saturating_sub(keep.len());
+                let room = cap.saturating_sub(keep.len());
                 keep.extend_from_slice(&buf[..n.min(room)]);
             }
         }
     }
 }
 
-async fn drain_opt(rx: Option<pipe::Receiver>, keep: &mut Vec<u8>) -> usize {
+async fn drain_opt(rx: Option<pipe::Receiver>, keep: &mut Vec<u8>, cap: usize) -> usize {
     match rx {
-        Some(rx) => drain(rx, keep).await,
+        Some(rx) => drain(rx, keep, cap).await,
         None => 0,
     }
 }
