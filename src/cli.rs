@@ -122,21 +122,12 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         }
         return crate::healthd::parse(&args[1..]).map(Command::Healthd);
     }
-    let mut it = args.iter();
+    let mut flags = Flags::new(args);
     let mut seen_config = false;
     let mut consul: Option<String> = None;
     let (mut key, mut scheme) = ("gobetween".to_string(), "http".to_string());
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    while let Some(flag) = flags.next_flag() {
+        let mut value = |name: &str| flags.value(name);
         match flag {
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "-v" | "--version" => return Ok(Command::Version),
@@ -183,22 +174,56 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
     Ok(Command::Run(run))
 }
 
+/// Command-line words as flags: `--flag=value` is split at `=`, and a
+/// flag's value is the inline part or else the next word.
+pub(crate) struct Flags<'a> {
+    words: std::slice::Iter<'a, String>,
+    inline: Option<&'a str>,
+}
+
+impl<'a> Flags<'a> {
+    pub(crate) fn new(words: &'a [String]) -> Self {
+        Self {
+            words: words.iter(),
+            inline: None,
+        }
+    }
+
+    /// The next flag (or positional word).
+    pub(crate) fn next_flag(&mut self) -> Option<&'a str> {
+        let word = self.words.next()?;
+        match word.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => {
+                self.inline = Some(v);
+                Some(f)
+            }
+            _ => {
+                self.inline = None;
+                Some(word)
+            }
+        }
+    }
+
+    /// The value of the flag just returned by [`Self::next_flag`].
+    pub(crate) fn value(&mut self, name: &str) -> Result<String, String> {
+        match self.inline.take() {
+            Some(v) => Ok(v.to_string()),
+            None => self
+                .words
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("{name} needs a value")),
+        }
+    }
+}
+
 fn parse_check(args: &[String]) -> Result<Command, String> {
     let mut url_arg = None;
     let mut timeout = CHECK_TIMEOUT;
     let mut opts = url::Options::default();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
+    let mut flags = Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = |name: &str| flags.value(name);
         match flag {
             "-h" | "--help" => return Ok(Command::Help),
             "--timeout" => timeout = parse_timeout(&value(flag)?)?,
@@ -208,8 +233,8 @@ fn parse_check(args: &[String]) -> Result<Command, String> {
             other if other.starts_with('-') => {
                 return Err(format!("check: unknown option {other}"));
             }
-            _ if url_arg.is_some() => return Err(format!("check: unexpected argument {arg:?}")),
-            _ => url_arg = Some(arg.clone()),
+            _ if url_arg.is_some() => return Err(format!("check: unexpected argument {flag:?}")),
+            _ => url_arg = Some(flag.to_string()),
         }
     }
     let url = url_arg.ok_or("check: needs a URL")?;

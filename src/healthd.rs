@@ -54,18 +54,9 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         listener_set: false,
         checks: Vec::new(),
     };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+    let mut flags = crate::cli::Flags::new(args);
+    while let Some(flag) = flags.next_flag() {
+        let mut value = || flags.value(flag);
         match flag {
             "--listener" => {
                 let v = value()?;
