@@ -310,8 +310,18 @@ pub struct Probe {
 pub enum ProbeExpect {
     /// `starts_with`: the un-escaped `probe_recv` bytes.
     StartsWith(Vec<u8>),
-    /// `regexp`: a pattern that compiles with the `regex` crate (bytes API).
-    Regexp(String),
+    /// `regexp`: compiled once at load time (bytes API, unanchored).
+    Regexp(BytesPattern),
+}
+
+/// A compiled byte regexp, compared by its pattern text (for config diffs).
+#[derive(Debug, Clone)]
+pub struct BytesPattern(pub regex::bytes::Regex);
+
+impl PartialEq for BytesPattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
 }
 
 /// `script`: exactly one of `script_path` / `script_content`.

@@ -119,7 +119,10 @@ fn probe_regexp() {
          probe_strategy = \"regexp\"\nprobe_recv_len = 16\nprobe_tls_insecure = true",
     );
     let Check::Probe(p) = h.check else { panic!() };
-    assert_eq!(p.expect, ProbeExpect::Regexp("^OK \\d+".into()));
+    let ProbeExpect::Regexp(re) = &p.expect else {
+        panic!("{:?}", p.expect)
+    };
+    assert_eq!(re.0.as_str(), "^OK \\d+");
     assert_eq!((p.read_len, p.tls_insecure), (16, true));
 }
 

@@ -6,7 +6,9 @@ use super::values::{choice, http_url};
 use super::{Ctx, join};
 use crate::config::raw::{RawHealthcheck, StatusItem, StatusSpec};
 use crate::config::unescape;
-use crate::config::{Check, HttpCheck, Probe, ProbeExpect, ProbeProtocol, Script, WebhookMethod};
+use crate::config::{
+    BytesPattern, Check, HttpCheck, Probe, ProbeExpect, ProbeProtocol, Script, WebhookMethod,
+};
 
 pub fn check(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck, kind: &str) -> Check {
     match kind {
@@ -122,7 +124,7 @@ fn expectation(
         ctx.error(&len_path, "required (> 0) with probe_strategy \"regexp\"");
     }
     match regex::bytes::Regex::new(recv) {
-        Ok(_) => Some(ProbeExpect::Regexp(recv.to_string())),
+        Ok(re) => Some(ProbeExpect::Regexp(BytesPattern(re))),
         Err(e) => {
             ctx.error(&recv_path, format!("does not compile: {e}"));
             None
