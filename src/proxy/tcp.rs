@@ -18,7 +18,7 @@ use super::session::{self, Conn};
 use super::tls::Edge;
 use super::{proxy_protocol, sni};
 use crate::config::ProxyProtocolVersion;
-use crate::state::{ConnGuard, Elected, Plan, ServerRuntime, Target};
+use crate::state::{Backend, ConnGuard, Elected, Plan, ServerRuntime, Target};
 use crate::{debug, warn};
 
 /// Listen backlog for every server.
@@ -167,6 +167,29 @@ async fn connect(
     peer: SocketAddr,
     host: Option<&str>,
 ) -> Option<(TcpStream, Elected)> {
+    let timeout = plan.config.backend_connection_timeout;
+    elect_and_open(plan, server, peer, host, |b| async move {
+        let stream = dial(&b.target, timeout).await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    })
+    .await
+}
+
+/// Elect a backend and `open` it; on failure count a refusal on it and
+/// elect another, up to `backend_connection_retries` times (shared by the
+/// plain and the TLS paths, which differ only in how they open).
+pub(super) async fn elect_and_open<'p, S, F, Fut>(
+    plan: &'p Plan,
+    server: &str,
+    peer: SocketAddr,
+    host: Option<&str>,
+    mut open: F,
+) -> Option<(S, Elected)>
+where
+    F: FnMut(&'p Backend) -> Fut,
+    Fut: Future<Output = io::Result<S>>,
+{
     let mut tried = Vec::new();
     for _ in 0..=plan.config.backend_connection_retries {
         let Some(elected) = plan.elect_sni(peer.ip(), &tried, host) else {
@@ -174,9 +197,8 @@ async fn connect(
             return None;
         };
         let b = &plan.backends[elected.index];
-        match dial(&b.target, plan.config.backend_connection_timeout).await {
+        match open(b).await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 elected.state.counters.total.fetch_add(1, Relaxed);
                 return Some((stream, elected));
             }

@@ -11,11 +11,11 @@ use tokio_rustls::TlsAcceptor;
 
 use super::Contexts;
 use crate::config::Server;
+use crate::debug;
 use crate::proxy::pump::End;
 use crate::proxy::stream::{Io, StreamRelay};
 use crate::proxy::tcp::{dial, write_proxy_header};
 use crate::state::{Backend, ConnGuard, Elected, Plan, ServerRuntime};
-use crate::{debug, warn};
 
 /// Handshake time limit when no setting gives one.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -99,26 +99,10 @@ async fn connect(
     host: Option<&str>,
     ctx: &Contexts,
 ) -> Option<(Box<dyn Io>, Elected)> {
-    let mut tried = Vec::new();
-    for _ in 0..=plan.config.backend_connection_retries {
-        let Some(elected) = plan.elect_sni(peer.ip(), &tried, host) else {
-            warn!(server, "{peer}: no backend available (sni {host:?})");
-            return None;
-        };
-        let b = &plan.backends[elected.index];
-        match open(plan, b, peer, local, ctx).await {
-            Ok(stream) => {
-                elected.state.counters.total.fetch_add(1, Relaxed);
-                return Some((stream, elected));
-            }
-            Err(e) => {
-                elected.state.counters.refused.fetch_add(1, Relaxed);
-                warn!(server, "{peer}: connect to {} failed: {e}", b.key);
-                tried.push(elected.index);
-            }
-        }
-    }
-    None
+    crate::proxy::tcp::elect_and_open(plan, server, peer, host, |b| {
+        open(plan, b, peer, local, ctx)
+    })
+    .await
 }
 
 /// Connect, PROXY header, then the TLS handshake when `[backends_tls]` is set.
