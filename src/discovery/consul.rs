@@ -101,19 +101,7 @@ pub fn parse(body: &[u8]) -> Result<Listing, String> {
             .filter_map(Value::as_str)
             .find_map(|t| t.strip_prefix("sni="))
             .unwrap_or_default();
-        let host = if address.contains(':') && !address.starts_with('[') {
-            format!("[{address}]")
-        } else {
-            address.to_string()
-        };
-        listing.specs.push(BackendSpec {
-            host,
-            port,
-            weight: 1,
-            priority: 1,
-            max_connections: 0,
-            sni: sni.to_string(),
-        });
+        listing.specs.push(BackendSpec::new(address, port, sni));
     }
     Ok(listing)
 }

@@ -148,17 +148,9 @@ impl Docker {
                 let host = match envs.get(i).cloned().flatten() {
                     Some(h) => h,
                     None if ip.is_empty() || ip == "0.0.0.0" || ip == "::" => self.endpoint.host(),
-                    None if ip.contains(':') => format!("[{ip}]"),
                     None => ip.to_string(),
                 };
-                listing.specs.push(BackendSpec {
-                    host,
-                    port,
-                    weight: 1,
-                    priority: 1,
-                    max_connections: 0,
-                    sni: sni.to_string(),
-                });
+                listing.specs.push(BackendSpec::new(&host, port, sni));
             }
         }
         listing

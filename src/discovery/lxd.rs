@@ -144,19 +144,8 @@ impl Lxd {
             .filter(|a| a["scope"].as_str().is_none_or(|s| s == "global"))
             .find_map(|a| a["address"].as_str())
             .ok_or_else(|| format!("no {family} address on {interface}"))?;
-        let host = if self.ipv6 {
-            format!("[{host}]")
-        } else {
-            host.to_string()
-        };
-        Ok(BackendSpec {
-            host,
-            port,
-            weight: 1,
-            priority: 1,
-            max_connections: 0,
-            sni: self.sni_key.as_deref().and_then(config).unwrap_or_default(),
-        })
+        let sni = self.sni_key.as_deref().and_then(config).unwrap_or_default();
+        Ok(BackendSpec::new(host, port, &sni))
     }
 }
 

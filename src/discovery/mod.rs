@@ -42,6 +42,24 @@ pub struct BackendSpec {
 }
 
 impl BackendSpec {
+    /// A backend with gobetween's defaults (weight 1, priority 1, no limit).
+    /// A bare IPv6 literal host is put in brackets, as the line format has it.
+    pub fn new(host: &str, port: u16, sni: &str) -> Self {
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Self {
+            host,
+            port,
+            weight: 1,
+            priority: 1,
+            max_connections: 0,
+            sni: sni.to_string(),
+        }
+    }
+
     /// The identity key, `"host:port"`, as gobetween prints it.
     pub fn key(&self) -> String {
         format!("{}:{}", self.host, self.port)
