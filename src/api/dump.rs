@@ -99,6 +99,7 @@ pub fn filled(raw: &RawServer, s: &Server) -> Value {
             json!(s.backend_connection_retries),
         ),
         ("drain_timeout", json!(go_duration(s.drain_timeout))),
+        ("low_rtt_tuning", json!(s.low_rtt_tuning)),
     ];
     if let Value::Object(o) = &mut v {
         for (k, val) in defaults {

@@ -106,6 +106,8 @@ raw_struct! {
         drain_timeout: String,
         /// New: concurrent `exec`/`script` health checks, process-wide.
         max_exec_checks: u32,
+        /// New: see `proxy::tune`.
+        low_rtt_tuning: bool,
     }
 }
 
@@ -125,6 +127,8 @@ raw_struct! {
         backend_connection_timeout: String,
         backend_connection_retries: u32,
         drain_timeout: String,
+        /// New: see `proxy::tune`.
+        low_rtt_tuning: bool,
         access: RawAccess,
         proxy_protocol: RawProxyProtocol,
         discovery: RawDiscovery,

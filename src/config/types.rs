@@ -149,6 +149,8 @@ pub struct Server {
     pub backend_connection_retries: u32,
     /// How long open connections may run after SIGTERM or removal (default 30s).
     pub drain_timeout: Duration,
+    /// Tune the sockets of bulk flows on sub-millisecond paths (`proxy::tune`; default true).
+    pub low_rtt_tuning: bool,
     pub access: Option<AccessList>,
     pub proxy_protocol: Option<ProxyProtocolVersion>,
     pub discovery: Discovery,

@@ -5,6 +5,7 @@
 //! - [`park`]: the parking lot of idle connections (own epoll, one thread).
 //! - [`pump`]: relaying bytes both ways with half-close and idle timeouts.
 //! - [`splice`]: raw non-blocking syscalls and the pipe pool.
+//! - [`tune`]: buffers and congestion control of local bulk flows.
 //! - [`access`], [`proxy_protocol`]: pure helpers used on accept and connect.
 
 pub mod access;
@@ -17,6 +18,7 @@ pub mod splice;
 pub mod stream;
 pub mod tcp;
 pub mod tls;
+pub mod tune;
 pub mod udp;
 mod udp_pktinfo;
 

@@ -20,6 +20,9 @@
 //! marks its direction as waiting, and a wait holds nothing that dropping it
 //! could lose (see [`super::session`]).
 //!
+//! Low-RTT tuning: the first switch to splice mode may change the two
+//! sockets' buffers and congestion control ([`super::tune`]).
+//!
 //! Idle timeouts: a side (client or backend) is idle when no byte crossed its
 //! socket, in either direction, for its timeout. A busy one-way stream keeps
 //! both sides busy, so it is never cut.
@@ -35,6 +38,7 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::splice::{Pipe, recv, send, shutdown_write};
+use super::tune;
 use crate::metrics::Counters;
 
 /// Copy-mode buffer, shared by every connection of a worker thread.
@@ -74,6 +78,8 @@ pub struct Relay<'a> {
     pub backend_idle: Option<Duration>,
     /// Server and backend counters: client->backend bytes count as `tx`, the reverse as `rx`.
     pub counters: [&'a Counters; 2],
+    /// Apply [`super::tune`] when a direction starts bulk mode.
+    pub low_rtt_tuning: bool,
 }
 
 /// Last time a byte crossed each side's socket.
@@ -107,6 +113,8 @@ struct Flow<'a> {
     /// True while the flow waits for its source with nothing in flight (the
     /// only state in which dropping it loses nothing).
     waiting: &'a AtomicBool,
+    /// Still to tune on the first switch to bulk mode (see [`super::tune`]).
+    untuned: AtomicBool,
 }
 
 impl Relay<'_> {
@@ -138,6 +146,7 @@ impl Relay<'_> {
             seen: &seen,
             counters: self.counters,
             waiting,
+            untuned: AtomicBool::new(self.low_rtt_tuning),
         };
         let up = flow(self.client, self.backend, Way::Up, &waiting[0]);
         let down = flow(self.backend, self.client, Way::Down, &waiting[1]);
@@ -295,6 +304,10 @@ impl Flow<'_> {
                     self.send_all(&tail).await?;
                 }
                 *bulk = read == SCRATCH;
+                if *bulk && self.untuned.swap(false, Relaxed) {
+                    // Best effort: an untuned connection still relays.
+                    let _ = tune::apply(src, dst);
+                }
                 Ok(true)
             }
         }

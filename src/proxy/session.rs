@@ -122,6 +122,7 @@ async fn relay(
         client_idle,
         backend_idle,
         counters: [&conn.slot.0.counters, &conn.elected.state.counters],
+        low_rtt_tuning: conn.plan.config.low_rtt_tuning,
     };
     let (kill, closer) = (&mut conn.guard.kill, &mut conn.closer);
     let kill = async {

@@ -37,6 +37,7 @@ async fn rig(client_idle: Option<Duration>, backend_idle: Option<Duration>) -> R
             client_idle,
             backend_idle,
             counters: [&c2, &other],
+            low_rtt_tuning: true,
         }
         .run(std::future::pending())
         .await
@@ -202,6 +203,7 @@ async fn relay_future_stays_small() {
         client_idle: None,
         backend_idle: None,
         counters: [&c, &c],
+        low_rtt_tuning: true,
     };
     let fut = relay.run(std::future::pending());
     let size = std::mem::size_of_val(&fut);

@@ -126,6 +126,23 @@ fn defaults_apply_and_server_values_override() {
 }
 
 #[test]
+fn low_rtt_tuning_defaults_on_and_follows_defaults() {
+    assert!(ok(&server("")).config.servers["web"].low_rtt_tuning);
+    let off = format!("[defaults]\nlow_rtt_tuning = false\n{}", server(""));
+    assert!(!ok(&off).config.servers["web"].low_rtt_tuning);
+    let back_on = format!(
+        "[defaults]\nlow_rtt_tuning = false\n{}",
+        server("low_rtt_tuning = true")
+    );
+    assert!(ok(&back_on).config.servers["web"].low_rtt_tuning);
+    let e = errors(&server("low_rtt_tunning = false"));
+    assert_has(
+        &e,
+        "servers.web.low_rtt_tunning: unknown key (did you mean \"low_rtt_tuning\"?)",
+    );
+}
+
+#[test]
 fn server_defaults() {
     let s = ok(&server("")).config.servers["web"].clone();
     assert_eq!(s.bind, SocketAddr::from(([0, 0, 0, 0], 8080)));

@@ -19,6 +19,7 @@ pub struct Defaults {
     pub backend_connection_retries: u32,
     pub drain_timeout: Duration,
     pub max_exec_checks: usize,
+    pub low_rtt_tuning: bool,
 }
 
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -253,6 +254,7 @@ pub fn defaults(ctx: &mut Ctx, raw: Option<&RawDefaults>) -> Defaults {
             DRAIN_TIMEOUT,
         ),
         max_exec_checks: max_exec_checks(ctx, raw.max_exec_checks),
+        low_rtt_tuning: raw.low_rtt_tuning.unwrap_or(true),
     }
 }
 

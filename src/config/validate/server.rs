@@ -50,6 +50,7 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
         backend_connection_timeout: limits.backend_connection_timeout,
         backend_connection_retries: limits.backend_connection_retries,
         drain_timeout: limits.drain_timeout,
+        low_rtt_tuning: raw.low_rtt_tuning.unwrap_or(defaults.low_rtt_tuning),
         access,
         proxy_protocol,
         discovery: discovery?,
