@@ -117,7 +117,11 @@ fn bulk_upload_over_loopback_gets_tuned_sockets() {
     // Doubled 512 KiB, or less where wmem_max/rmem_max cap it (no CAP_NET_ADMIN).
     for (what, v) in [("backend send buffer", tb), ("client receive buffer", rb)] {
         let v = v.unwrap_or_else(|| panic!("no {what} in {:?}", seen.to_backend));
-        assert!((4096..=TUNED).contains(&v), "{what}: {v}\n{}", seen.to_backend);
+        assert!(
+            (4096..=TUNED).contains(&v),
+            "{what}: {v}\n{}",
+            seen.to_backend
+        );
     }
     let default_cc = sysctl("net.ipv4.tcp_congestion_control");
     let want = if default_cc.starts_with("bbr") {

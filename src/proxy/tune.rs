@@ -56,6 +56,10 @@ pub fn decide(rtts: [Option<u32>; 2], dst_congestion: &str) -> Tuning {
 /// fatal for the connection: the caller logs nothing and relays on.
 pub fn apply(src: RawFd, dst: RawFd) -> io::Result<Tuning> {
     let rtts = [rtt_us(src).ok(), rtt_us(dst).ok()];
+    if !decide(rtts, "").cap_buffers {
+        // A far path: leave it alone, without asking for the algorithm.
+        return Ok(Tuning::default());
+    }
     let name = congestion(dst)?;
     let tuning = decide(rtts, name.as_str());
     if tuning.cap_buffers {
