@@ -13,7 +13,9 @@
 //! Half-close: when one side sends FIN, everything already read is flushed,
 //! then the other side gets `shutdown(SHUT_WR)`, and the opposite direction
 //! keeps running until its own FIN. The connection ends when both directions
-//! have ended, on any error, on an idle timeout or when killed.
+//! have ended, on any error, on an idle timeout or when killed. The second
+//! FIN is passed on by the `close` that follows (its socket was read to EOF,
+//! so closing sends a FIN, not a reset): one syscall less per connection.
 //!
 //! Parking: [`Relay::run_parkable`] also ends with [`End::Park`] once both
 //! directions have waited for input for the park delay; every read wait
@@ -115,6 +117,8 @@ struct Flow<'a> {
     waiting: &'a AtomicBool,
     /// Still to tune on the first switch to bulk mode (see [`super::tune`]).
     untuned: AtomicBool,
+    /// Set by the first direction to pass its FIN on.
+    ended: &'a AtomicBool,
 }
 
 impl Relay<'_> {
@@ -139,6 +143,7 @@ impl Relay<'_> {
             backend: AtomicU64::new(seen[1]),
         };
         let waiting = [AtomicBool::new(false), AtomicBool::new(false)];
+        let ended = AtomicBool::new(false);
         let flow = |src, dst, way, waiting| Flow {
             src,
             dst,
@@ -147,6 +152,7 @@ impl Relay<'_> {
             counters: self.counters,
             waiting,
             untuned: AtomicBool::new(self.low_rtt_tuning),
+            ended: &ended,
         };
         let up = flow(self.client, self.backend, Way::Up, &waiting[0]);
         let down = flow(self.backend, self.client, Way::Down, &waiting[1]);
@@ -277,6 +283,11 @@ impl Flow<'_> {
                 self.copy_round(&mut bulk).await?
             };
             if !more {
+                // The second FIN needs no shutdown: the relay ends now and
+                // closing a socket whose input was read to EOF sends it.
+                if self.ended.swap(true, Relaxed) {
+                    return Ok(());
+                }
                 return shutdown_write(self.dst.as_raw_fd());
             }
         }
