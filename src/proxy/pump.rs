@@ -317,7 +317,7 @@ impl Flow<'_> {
                 *bulk = read == SCRATCH;
                 if *bulk && self.untuned.swap(false, Relaxed) {
                     // Best effort: an untuned connection still relays.
-                    let _ = tune::apply(src, dst);
+                    let _ = tune::apply(self.src, self.dst);
                 }
                 Ok(true)
             }

@@ -20,7 +20,9 @@
 //! and the congestion control matter on the wire.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsFd, AsRawFd};
+
+use socket2::SockRef;
 
 /// Round trips (µs) below this count as local.
 pub const LOCAL_RTT_US: u32 = 1000;
@@ -28,59 +30,67 @@ pub const LOCAL_RTT_US: u32 = 1000;
 /// doubles it; without CAP_NET_ADMIN it is capped at `net.core.{r,w}mem_max`).
 pub const LOCAL_BUFFER: usize = 512 * 1024;
 /// Congestion controls replaced on a local bulk path, and their replacement.
-const PACING: &[&str] = &["bbr", "bbr2", "bbr3"];
-const LOCAL_CONGESTION: &str = "reno";
+const PACING: &[&[u8]] = &[b"bbr", b"bbr2", b"bbr3"];
+const LOCAL_CONGESTION: &[u8] = b"reno";
 
-/// What to change on a direction's sockets.
+/// What was changed on a direction's sockets.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct Tuning {
-    /// Cap the source's receive and the destination's send buffer.
+    /// The source's receive and the destination's send buffer were capped.
     pub cap_buffers: bool,
-    /// Switch the destination (the sending socket) to [`LOCAL_CONGESTION`].
+    /// The destination (the sending socket) was switched to [`LOCAL_CONGESTION`].
     pub reno: bool,
 }
 
-/// Decide from the two sockets' smoothed round trips (µs; `None` when the
-/// kernel would not say) and the destination's congestion control.
-pub fn decide(rtts: [Option<u32>; 2], dst_congestion: &str) -> Tuning {
-    let local = rtts
-        .iter()
-        .all(|r| matches!(r, Some(us) if *us < LOCAL_RTT_US));
-    Tuning {
-        cap_buffers: local,
-        reno: local && PACING.contains(&dst_congestion),
-    }
+/// Both sockets' smoothed round trips (µs; `None` when the kernel would not
+/// say) are under [`LOCAL_RTT_US`].
+pub fn is_local(rtts: [Option<u32>; 2]) -> bool {
+    rtts.iter()
+        .all(|r| matches!(r, Some(us) if *us < LOCAL_RTT_US))
+}
+
+/// A congestion control that a local bulk path replaces (pacing, model-based).
+pub fn replaced(congestion: &[u8]) -> bool {
+    PACING.contains(&name(congestion))
+}
+
+/// The name in a `TCP_CONGESTION` value, which the kernel pads with NULs.
+fn name(raw: &[u8]) -> &[u8] {
+    raw.split(|&b| b == 0).next().unwrap_or_default()
 }
 
 /// Tune a direction that starts bulk mode (`src` -> `dst`). Errors are not
 /// fatal for the connection: the caller logs nothing and relays on.
-pub fn apply(src: RawFd, dst: RawFd) -> io::Result<Tuning> {
-    let rtts = [rtt_us(src).ok(), rtt_us(dst).ok()];
-    if !decide(rtts, "").cap_buffers {
-        // A far path: leave it alone, without asking for the algorithm.
+pub fn apply(src: &impl AsFd, dst: &impl AsFd) -> io::Result<Tuning> {
+    let (src, dst) = (SockRef::from(src), SockRef::from(dst));
+    if !is_local([rtt_us(&src).ok(), rtt_us(&dst).ok()]) {
         return Ok(Tuning::default());
     }
-    let name = congestion(dst)?;
-    let tuning = decide(rtts, name.as_str());
-    if tuning.cap_buffers {
-        set_buffer(src, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)?;
-        set_buffer(dst, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)?;
+    set_buffer(&src, libc::SO_RCVBUFFORCE, |s| {
+        s.set_recv_buffer_size(LOCAL_BUFFER)
+    })?;
+    set_buffer(&dst, libc::SO_SNDBUFFORCE, |s| {
+        s.set_send_buffer_size(LOCAL_BUFFER)
+    })?;
+    let reno = replaced(&dst.tcp_congestion()?);
+    if reno {
+        dst.set_tcp_congestion(LOCAL_CONGESTION)?;
     }
-    if tuning.reno {
-        set_congestion(dst, LOCAL_CONGESTION)?;
-    }
-    Ok(tuning)
+    Ok(Tuning {
+        cap_buffers: true,
+        reno,
+    })
 }
 
 /// The smoothed round trip of a TCP socket in µs (`tcpi_rtt`).
-fn rtt_us(fd: RawFd) -> io::Result<u32> {
+fn rtt_us(sock: &SockRef<'_>) -> io::Result<u32> {
     // SAFETY: tcp_info is plain old data; all-zero is a valid value.
     let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
     // SAFETY: the buffer and its length describe `info`.
     let rc = unsafe {
         libc::getsockopt(
-            fd,
+            sock.as_raw_fd(),
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
             (&raw mut info).cast(),
@@ -93,112 +103,52 @@ fn rtt_us(fd: RawFd) -> io::Result<u32> {
     Ok(info.tcpi_rtt)
 }
 
-/// The socket's congestion control name (at most 15 bytes, `TCP_CA_NAME_MAX`).
-pub fn congestion(fd: RawFd) -> io::Result<heapless::String<16>> {
-    let mut buf = [0u8; 16];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: the buffer and its length describe `buf`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            buf.as_mut_ptr().cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let bytes = &buf[..(len as usize).min(buf.len())];
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    let mut name = heapless::String::new();
-    for c in String::from_utf8_lossy(&bytes[..end]).chars() {
-        if name.push(c).is_err() {
-            break;
-        }
-    }
-    Ok(name)
-}
-
-fn set_congestion(fd: RawFd, name: &str) -> io::Result<()> {
-    // SAFETY: the kernel reads `len` bytes of the name.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            name.as_ptr().cast(),
-            name.len() as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Set a buffer size past `net.core.{r,w}mem_max` when allowed
-/// (CAP_NET_ADMIN), else up to it.
-fn set_buffer(fd: RawFd, force: libc::c_int, plain: libc::c_int) -> io::Result<()> {
-    match set_int(fd, libc::SOL_SOCKET, force, LOCAL_BUFFER) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
-            set_int(fd, libc::SOL_SOCKET, plain, LOCAL_BUFFER)
-        }
-        other => other,
-    }
-}
-
-fn set_int(fd: RawFd, level: libc::c_int, opt: libc::c_int, value: usize) -> io::Result<()> {
-    let value = value.min(libc::c_int::MAX as usize) as libc::c_int;
+/// Set a buffer size past `net.core.{r,w}mem_max` with `force` when
+/// allowed (CAP_NET_ADMIN), else up to it with `plain`.
+fn set_buffer(
+    sock: &SockRef<'_>,
+    force: libc::c_int,
+    plain: impl FnOnce(&SockRef<'_>) -> io::Result<()>,
+) -> io::Result<()> {
+    let value = LOCAL_BUFFER as libc::c_int;
     // SAFETY: the kernel reads one c_int.
     let rc = unsafe {
         libc::setsockopt(
-            fd,
-            level,
-            opt,
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            force,
             (&raw const value).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
+    if rc == 0 {
+        return Ok(());
     }
-    Ok(())
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(libc::EPERM) => plain(sock),
+        e => Err(e),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::{TcpListener, TcpStream};
-    use std::os::fd::AsRawFd;
 
     #[test]
     fn only_local_paths_are_tuned_and_only_pacing_controls_replaced() {
-        let local = [Some(40), Some(999)];
-        assert_eq!(
-            decide(local, "bbr"),
-            Tuning {
-                cap_buffers: true,
-                reno: true
-            }
-        );
-        assert_eq!(
-            decide(local, "cubic"),
-            Tuning {
-                cap_buffers: true,
-                reno: false
-            }
-        );
-        // dctcp and friends are chosen on purpose for low-RTT networks.
-        assert!(!decide(local, "dctcp").reno);
+        assert!(is_local([Some(40), Some(999)]));
         for far in [
             [Some(40), Some(1000)],
             [Some(25_000), Some(40)],
             [None, Some(40)],
         ] {
-            assert_eq!(decide(far, "bbr"), Tuning::default(), "{far:?}");
+            assert!(!is_local(far), "{far:?}");
         }
+        assert!(replaced(b"bbr") && replaced(b"bbr\0\0\0\0\0\0\0\0\0\0\0\0\0"));
+        // cubic is not paced; dctcp and friends are chosen on purpose for
+        // low-RTT networks.
+        assert!(!replaced(b"cubic") && !replaced(b"dctcp") && !replaced(b"reno"));
     }
 
     #[test]
@@ -206,14 +156,21 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let a = TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
         let (b, _) = l.accept().expect("accept");
-        let before = congestion(a.as_raw_fd()).expect("congestion");
+        let congestion = |s: &TcpStream| {
+            let raw = SockRef::from(s).tcp_congestion().expect("congestion");
+            name(&raw).to_vec()
+        };
+        let before = congestion(&a);
         assert!(!before.is_empty());
-        let tuning = apply(b.as_raw_fd(), a.as_raw_fd()).expect("apply");
+        let tuning = apply(&b, &a).expect("apply");
         // Loopback is local unless the machine is badly overloaded.
         if tuning.cap_buffers {
-            let after = congestion(a.as_raw_fd()).expect("congestion");
-            let expect = if tuning.reno { "reno" } else { before.as_str() };
-            assert_eq!(after.as_str(), expect);
+            let expect = if tuning.reno {
+                &b"reno"[..]
+            } else {
+                &before[..]
+            };
+            assert_eq!(congestion(&a), expect);
         }
     }
 }
