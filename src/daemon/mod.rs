@@ -365,6 +365,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     }
     daemon.restore = None;
     daemon.publish(effective.raw);
+    tokio::spawn(crate::proxy::session::anchor_timers());
     let (tx, mut commands) = mpsc::channel(16);
     if let Err(e) = start_http(&daemon.config, &shared, tx.clone()) {
         error!("api", "{e}");
