@@ -15,6 +15,12 @@
 //!   MB of payload are in flight between the client's write and the
 //!   backend's read, and both of those copies miss the CPU cache. A 512 KiB
 //!   buffer still holds more than a 10 Gbit/s path delivers in 0.4 ms.
+//! * Even with `reno`, a sending socket holding lots of *unsent* data has it
+//!   clocked out by the ACKs of a slower reader, again on the reader's CPU.
+//!   Once that CPU saturates, the flow can settle at about half rate with
+//!   betwixt's CPU half idle. `TCP_NOTSENT_LOWAT` of 32 KiB keeps the unsent
+//!   part small: a window update transmits at most that much on the reader's
+//!   CPU, and betwixt's next splice sends the rest from its own.
 //!
 //! Paths with a round trip of 1 ms or more are left alone: there the buffers
 //! and the congestion control matter on the wire.
@@ -30,14 +36,19 @@ pub const LOCAL_RTT_US: u32 = 1000;
 /// doubles it; without CAP_NET_ADMIN it is capped at `net.core.{r,w}mem_max`).
 pub const LOCAL_BUFFER: usize = 512 * 1024;
 /// Congestion controls replaced on a local bulk path, and their replacement.
+/// `TCP_NOTSENT_LOWAT` of the sending socket on a local bulk path: at most
+/// this much unsent data waits in it (betwixt is told it is writable again
+/// below that).
+pub const LOCAL_NOTSENT_LOWAT: u32 = 32 * 1024;
 const PACING: &[&[u8]] = &[b"bbr", b"bbr2", b"bbr3"];
 const LOCAL_CONGESTION: &[u8] = b"reno";
 
 /// What was changed on a direction's sockets.
 #[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
 pub struct Tuning {
-    /// The source's receive and the destination's send buffer were capped.
-    pub cap_buffers: bool,
+    /// A local path: the source's receive and the destination's send buffer
+    /// were capped and the destination's unsent data limited.
+    pub local: bool,
     /// The destination (the sending socket) was switched to [`LOCAL_CONGESTION`].
     pub reno: bool,
 }
@@ -72,14 +83,12 @@ pub fn apply(src: &impl AsFd, dst: &impl AsFd) -> io::Result<Tuning> {
     set_buffer(&dst, libc::SO_SNDBUFFORCE, |s| {
         s.set_send_buffer_size(LOCAL_BUFFER)
     })?;
+    dst.set_tcp_notsent_lowat(LOCAL_NOTSENT_LOWAT)?;
     let reno = replaced(&dst.tcp_congestion()?);
     if reno {
         dst.set_tcp_congestion(LOCAL_CONGESTION)?;
     }
-    Ok(Tuning {
-        cap_buffers: true,
-        reno,
-    })
+    Ok(Tuning { local: true, reno })
 }
 
 /// The smoothed round trip of a TCP socket in µs (`tcpi_rtt`).
@@ -164,7 +173,9 @@ mod tests {
         assert!(!before.is_empty());
         let tuning = apply(&b, &a).expect("apply");
         // Loopback is local unless the machine is badly overloaded.
-        if tuning.cap_buffers {
+        if tuning.local {
+            let lowat = SockRef::from(&a).tcp_notsent_lowat().expect("lowat");
+            assert_eq!(lowat, LOCAL_NOTSENT_LOWAT);
             let expect = if tuning.reno {
                 &b"reno"[..]
             } else {
