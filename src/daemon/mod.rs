@@ -332,6 +332,13 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     for w in &loaded.warnings {
         warn!("config", "{w}");
     }
+    let sigs = match signals::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("main", "signals: {e}");
+            return 1;
+        }
+    };
     let restore = read_state(&loaded.config);
     let (effective, overlay) = with_overlay(&loaded, restore.as_ref());
     let shared = Arc::new(Shared::new(
@@ -383,7 +390,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    match signals::signals(&mut daemon, &source, &mut commands).await {
+    match signals::signals(&mut daemon, &source, &mut commands, sigs).await {
         Ok(Exit::Graceful) => {
             info!("main", "SIGTERM: draining");
             daemon.shutdown().await;

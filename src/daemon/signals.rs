@@ -1,15 +1,38 @@
 //! The main loop: signals, API commands, discovery updates, the ticker; SIGHUP reload.
 
 use super::*;
+use tokio::signal::unix::Signal;
+
+/// SIGHUP, SIGTERM and SIGINT streams. Installed before the first listener
+/// opens: a signal sent as soon as a port accepts is then handled, not fatal
+/// (the default action of SIGTERM and SIGINT kills the process).
+pub(super) struct Signals {
+    hup: Signal,
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    pub(super) fn install() -> io::Result<Self> {
+        Ok(Self {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
 
 pub(super) async fn signals(
     daemon: &mut Daemon,
     source: &Source,
     commands: &mut mpsc::Receiver<api::Command>,
+    sigs: Signals,
 ) -> io::Result<Exit> {
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
+    let Signals {
+        mut hup,
+        mut term,
+        mut int,
+    } = sigs;
     let mut ticker = tokio::time::interval(RATE_WINDOW);
     let mut last = Instant::now();
     let mut updates = daemon.discovery.take_updates();
