@@ -213,3 +213,15 @@ async fn relay_future_stays_small() {
         "relay future grew to {size} bytes (idle memory per connection)"
     );
 }
+
+/// Accepted sockets inherit TCP_NODELAY from the listener; `handle` relies
+/// on it instead of a `setsockopt` per connection.
+#[tokio::test]
+async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+    let l = super::tcp::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (c, a) = tokio::join!(TcpStream::connect(addr), l.accept());
+    let (accepted, _) = a.expect("accept");
+    assert!(accepted.nodelay().expect("nodelay"));
+    assert!(!c.expect("connect").nodelay().expect("nodelay"));
+}
