@@ -372,7 +372,7 @@ fn dns_through_betwixt_to_dnsmasq() {
         &[format!("127.0.0.1:{dns_port}")],
         "protocol = \"udp\"\nbackend_idle_timeout = \"2s\"\n[servers.test.udp]\nmax_responses = 1\n",
     );
-    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     c.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
@@ -385,7 +385,9 @@ fn dns_through_betwixt_to_dnsmasq() {
         }
         answer.is_some()
     });
-    let answer = answer.expect("a DNS answer through betwixt");
+    let Some(answer) = answer else {
+        panic!("no DNS answer through betwixt; its log:\n{}", bx.logs());
+    };
     assert_eq!(&answer[..2], &[0x12, 0x34]);
     assert_eq!(&answer[6..8], &[0, 1], "one answer record");
     assert!(answer.ends_with(&[198, 18, 0, 7]), "{answer:?}");
