@@ -450,11 +450,16 @@ fn on_a_dual_stack_wildcard_bind_replies_come_from_the_contacted_v4_or_v6_addres
     assert_eq!(reply_source("[::1]:0", to), to, "{}", bx.logs());
 }
 
-/// The backend names that `n` new client sessions reached.
-fn session_backends(port: u16, n: usize) -> Vec<String> {
+/// The backend names that `n` new client sessions reached. The client
+/// sockets go into `held` and stay open: a freed ephemeral port can come
+/// back for a later client, which would then reuse an old session (sessions
+/// are keyed by client address) instead of starting a new one.
+fn session_backends(port: u16, n: usize, held: &mut Vec<UdpSocket>) -> Vec<String> {
     (0..n)
         .map(|_| {
-            let (reply, _) = ask(&client(), port, "hi").expect("reply");
+            let c = client();
+            let (reply, _) = ask(&c, port, "hi").expect("reply");
+            held.push(c);
             reply.split(':').next().unwrap_or_default().to_string()
         })
         .collect()
@@ -480,7 +485,8 @@ fn new_sessions_avoid_a_backend_failing_its_check(hc: &str, sick: impl Fn(&Echo,
         format!("backend {} is down", b.addr),
         format!("backend {} is up", b.addr),
     );
-    let got = session_backends(port, 4);
+    let mut held = Vec::new();
+    let got = session_backends(port, 4, &mut held);
     assert!(got.contains(&"b".to_string()), "{got:?}\n{}", bx.logs());
     sick(&b, true);
     assert!(
@@ -489,7 +495,7 @@ fn new_sessions_avoid_a_backend_failing_its_check(hc: &str, sick: impl Fn(&Echo,
         bx.logs()
     );
     let before = b.sources().len();
-    let got = session_backends(port, 6);
+    let got = session_backends(port, 6, &mut held);
     assert!(got.iter().all(|n| n == "a"), "{got:?}\n{}", bx.logs());
     assert_eq!(b.sources().len(), before, "b got no datagram");
     sick(&b, false);
@@ -498,7 +504,8 @@ fn new_sessions_avoid_a_backend_failing_its_check(hc: &str, sick: impl Fn(&Echo,
         "{}",
         bx.logs()
     );
-    let got = session_backends(port, 4);
+    let mut held = Vec::new();
+    let got = session_backends(port, 4, &mut held);
     assert!(got.contains(&"b".to_string()), "{got:?}\n{}", bx.logs());
 }
 
