@@ -326,6 +326,51 @@ fn dns_query(name: &str) -> Vec<u8> {
     q
 }
 
+/// Kills dnsmasq when the test ends.
+struct Dnsmasq(std::process::Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start dnsmasq on a free loopback port with one host record; `None` if it
+/// does not answer a query within 3 s (it exits when the port was taken).
+fn start_dnsmasq(_attempt: i32) -> Option<(Dnsmasq, u16)> {
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .ok()?
+        .port();
+    let child = std::process::Command::new("dnsmasq")
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+        ])
+        .args(["--listen-address=127.0.0.1", "--user=root", "--pid-file="])
+        .arg(format!("--port={port}"))
+        .arg("--host-record=svc.test,198.18.0.7")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut d = Dnsmasq(child);
+    let c = client();
+    c.set_read_timeout(Some(Duration::from_millis(200))).ok()?;
+    let answered = wait_until(Duration::from_secs(3), || {
+        if let Ok(Some(_)) = d.0.try_wait() {
+            return true; // exited: give up on this port
+        }
+        let _ = c.send_to(&dns_query("svc.test"), ("127.0.0.1", port));
+        let mut buf = [0u8; 512];
+        c.recv_from(&mut buf).is_ok()
+    });
+    (answered && matches!(d.0.try_wait(), Ok(None))).then_some((d, port))
+}
+
 #[test]
 fn dns_through_betwixt_to_dnsmasq() {
     if std::process::Command::new("dnsmasq")
@@ -336,35 +381,11 @@ fn dns_through_betwixt_to_dnsmasq() {
         eprintln!("skipped: dnsmasq is not installed");
         return;
     }
-    let dns_port = {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.local_addr().unwrap().port()
-    };
-    let mut dnsmasq = std::process::Command::new("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-        ])
-        .args(["--listen-address=127.0.0.1", "--user=root", "--pid-file="])
-        .arg(format!("--port={dns_port}"))
-        .arg("--host-record=svc.test,198.18.0.7")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("dnsmasq");
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(std::mem::replace(
-        &mut dnsmasq,
-        std::process::Command::new("true").spawn().unwrap(),
-    ));
+    // The port is free when picked, but another test may take it before
+    // dnsmasq binds it: start again on a new port unless dnsmasq answers.
+    let (_guard, dns_port) = (0..3)
+        .find_map(start_dnsmasq)
+        .expect("dnsmasq did not answer on any of 3 ports");
     let port = free_port();
     let cfg = config(
         port,
