@@ -35,11 +35,11 @@ pub const LOCAL_RTT_US: u32 = 1000;
 /// `SO_RCVBUF` / `SO_SNDBUF` asked for on a local bulk path (the kernel
 /// doubles it; without CAP_NET_ADMIN it is capped at `net.core.{r,w}mem_max`).
 pub const LOCAL_BUFFER: usize = 512 * 1024;
-/// Congestion controls replaced on a local bulk path, and their replacement.
 /// `TCP_NOTSENT_LOWAT` of the sending socket on a local bulk path: at most
 /// this much unsent data waits in it (betwixt is told it is writable again
 /// below that).
 pub const LOCAL_NOTSENT_LOWAT: u32 = 32 * 1024;
+/// Congestion controls replaced on a local bulk path, and their replacement.
 const PACING: &[&[u8]] = &[b"bbr", b"bbr2", b"bbr3"];
 const LOCAL_CONGESTION: &[u8] = b"reno";
 
