@@ -60,7 +60,10 @@ line per check in the body.
     --singleflight              concurrent requests share one evaluation
     -c, --config FILE           add the checks of FILE's [healthd.checks.NAME]
                                 sections (any health-check kind; docs/CONFIG.md)
-    --log-level LEVEL           accepted for compatibility
+    --log-level LEVEL           stderr log: error, warn, info (default: each
+                                check's first verdict and its changes) or
+                                debug (every evaluation)
+    SIGTERM, SIGINT             stop and exit 0 (also as a container's PID 1)
 
 SIGNALS:
     SIGHUP   reload the config; an invalid one is logged and the old one kept;

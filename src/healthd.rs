@@ -11,15 +11,25 @@
 //! docs/CONFIG.md) and takes `listener`/`singleflight` from `[healthd]`
 //! unless the flags say otherwise. Parsing is pure ([`parse`]); [`run`]
 //! does the I/O.
+//!
+//! Logs go to stderr at `--log-level` (default info): each check's first
+//! verdict and every change of it at info, every evaluation at debug.
+//! SIGTERM and SIGINT stop the listener and exit 0, also as PID 1 of a
+//! container, where signals without a handler are ignored.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use crate::config::{self, Check, HealthdCheck};
+use crate::config::{self, Check, HealthdCheck, Level, LogFormat, LogOutput, Logging};
 use crate::health::process::{self, Invocation};
 use crate::health::{self, Context, Outcome, Target, Verdict};
+use crate::{debug, info};
+
+/// Log component name.
+const LOG: &str = "healthd";
 
 const PORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -32,7 +42,7 @@ pub struct Args {
     pub scripts: Vec<Vec<String>>,
     pub script_timeout: Duration,
     pub singleflight: bool,
-    pub log_level: String,
+    pub log_level: Level,
     /// `--config FILE`: read when the daemon starts ([`with_file`]).
     pub config: Option<PathBuf>,
     /// `--listener` was given (it wins over the file's).
@@ -49,7 +59,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         scripts: Vec::new(),
         script_timeout: Duration::from_secs(5),
         singleflight: false,
-        log_level: "info".into(),
+        log_level: Level::Info,
         config: None,
         listener_set: false,
         checks: Vec::new(),
@@ -87,7 +97,7 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
             }
             "--singleflight" => a.singleflight = true,
             "--config" | "-c" => a.config = Some(PathBuf::from(value()?)),
-            "--log-level" => a.log_level = value()?,
+            "--log-level" => a.log_level = log_level(&value()?)?,
             other => return Err(format!("healthd: unknown argument {other}")),
         }
     }
@@ -95,6 +105,14 @@ pub fn parse(args: &[String]) -> Result<Args, String> {
         return Err("healthd needs at least one --port, --script or --config".into());
     }
     Ok(a)
+}
+
+fn log_level(name: &str) -> Result<Level, String> {
+    let found = config::LOG_LEVELS.iter().find(|(n, _)| *n == name);
+    found.map(|(_, l)| *l).ok_or_else(|| {
+        let names: Vec<&str> = config::LOG_LEVELS.iter().map(|(n, _)| *n).collect();
+        format!("--log-level: {}", config::not_one_of(name, &names))
+    })
 }
 
 /// Add what `--config FILE` says: its checks, and `[healthd]` listener and
@@ -130,14 +148,33 @@ pub fn respond(results: &Results) -> (u16, String) {
     let ok = results.iter().all(|(_, o)| o.verdict == Verdict::Pass);
     let mut body = String::new();
     for (name, o) in results {
-        let word = if o.verdict == Verdict::Pass {
-            "PASS"
-        } else {
-            "FAIL"
-        };
+        let word = verdict_word(o.verdict);
         body.push_str(&format!("{word} {name}: {} ({})\n", o.detail, o.cause));
     }
     (if ok { 200 } else { 504 }, body)
+}
+
+/// Log lines for the checks whose verdict is new or changed since `seen`,
+/// which is updated.
+pub fn changes(seen: &mut HashMap<String, Verdict>, results: &Results) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (name, o) in results {
+        let word = verdict_word(o.verdict);
+        match seen.insert(name.clone(), o.verdict) {
+            Some(before) if before == o.verdict => {}
+            Some(before) => lines.push(format!(
+                "{name}: {} -> {word}: {}",
+                verdict_word(before),
+                o.detail
+            )),
+            None => lines.push(format!("{name}: {word}: {}", o.detail)),
+        }
+    }
+    lines
+}
+
+fn verdict_word(v: Verdict) -> &'static str {
+    if v == Verdict::Pass { "PASS" } else { "FAIL" }
 }
 
 async fn evaluate(args: &Args, ctx: &Context) -> Results {
@@ -210,12 +247,27 @@ struct Shared {
     ctx: Context,
     rt: tokio::runtime::Handle,
     current: Mutex<Option<Arc<Flight>>>,
+    /// Each check's last verdict, for [`changes`].
+    seen: Mutex<HashMap<String, Verdict>>,
 }
 
 impl Shared {
+    /// Run every check once and log what changed.
+    fn evaluate(&self) -> Results {
+        let results = self.rt.block_on(evaluate(&self.args, &self.ctx));
+        let lines = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            changes(&mut seen, &results)
+        };
+        lines.iter().for_each(|l| info!(LOG, "{l}"));
+        let (status, _) = respond(&results);
+        debug!(LOG, "evaluated {} checks: {status}", results.len());
+        results
+    }
+
     fn results(&self) -> Results {
         if !self.args.singleflight {
-            return self.rt.block_on(evaluate(&self.args, &self.ctx));
+            return self.evaluate();
         }
         let (flight, leader) = {
             let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -229,7 +281,7 @@ impl Shared {
             }
         };
         if leader {
-            let r = self.rt.block_on(evaluate(&self.args, &self.ctx));
+            let r = self.evaluate();
             *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
             *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
             flight.done.notify_all();
@@ -254,6 +306,14 @@ pub fn run(args: Args) -> i32 {
             return 2;
         }
     };
+    let logging = Logging {
+        level: args.log_level,
+        output: LogOutput::Stderr,
+        format: LogFormat::Text,
+    };
+    if let Err(e) = crate::log::configure(&logging) {
+        eprintln!("betwixt healthd: logging: {e}");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -265,32 +325,71 @@ pub fn run(args: Args) -> i32 {
             return 1;
         }
     };
+    // Handlers first: a SIGTERM that comes as soon as the port answers must
+    // not meet the default action (or, as PID 1, be ignored).
+    let stop = match stop_signals(&rt) {
+        Ok(stop) => stop,
+        Err(e) => {
+            eprintln!("betwixt healthd: cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
     let server = match tiny_http::Server::http(args.listener) {
-        Ok(s) => s,
+        Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("betwixt healthd: cannot listen on {}: {e}", args.listener);
             return 1;
         }
     };
-    eprintln!("betwixt healthd: listening on {}", args.listener);
+    info!(LOG, "listening on {}", args.listener);
+    let unblock = Arc::clone(&server);
+    rt.spawn(async move {
+        let name = stop.await;
+        info!(LOG, "{name}: stopping");
+        unblock.unblock();
+    });
     let shared = Arc::new(Shared {
         ctx: Context::new((args.scripts.len() + args.checks.len()).max(1)),
         args,
         rt: rt.handle().clone(),
         current: Mutex::new(None),
+        seen: Mutex::new(HashMap::new()),
     });
+    serve(&server, &shared);
+    // Dropping the runtime cancels running checks; a script's group is
+    // killed when its run is dropped.
+    0
+}
+
+/// Resolves with the signal's name on SIGTERM or SIGINT (installed now).
+fn stop_signals(
+    rt: &tokio::runtime::Runtime,
+) -> std::io::Result<impl Future<Output = &'static str> + use<>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _entered = rt.enter();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
+/// Answer each request on its own thread until the server is unblocked.
+fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
     for request in server.incoming_requests() {
-        let shared = Arc::clone(&shared);
+        let shared = Arc::clone(shared);
         let spawned = std::thread::Builder::new().spawn(move || {
             let (status, body) = respond(&shared.results());
             let response = tiny_http::Response::from_string(body).with_status_code(status);
             let _ = request.respond(response);
         });
         if let Err(e) = spawned {
-            eprintln!("betwixt healthd: cannot start a request thread: {e}");
+            crate::warn!(LOG, "cannot start a request thread: {e}");
         }
     }
-    0
 }
 
 #[cfg(test)]
@@ -323,12 +422,14 @@ mod tests {
         assert_eq!(a.scripts, [args(&["/bin/check.sh", "--arg", "x"])]);
         assert_eq!(a.script_timeout, Duration::from_secs(7));
         assert!(a.singleflight);
+        assert_eq!(a.log_level, Level::Debug);
         for bad in [
             &[][..],
             &["--port", "0"],
             &["--port", "1", "--bogus"],
             &["--script", " "],
             &["--port", "1", "--script-timeout", "0"],
+            &["--port", "1", "--log-level", "verbose"],
         ] {
             assert!(parse(&args(bad)).is_err(), "{bad:?}");
         }
@@ -391,5 +492,24 @@ mod tests {
         let (code, body) = respond(&vec![pass, fail]);
         assert_eq!(code, 504);
         assert_eq!(body, "PASS a: ok (ok)\nFAIL b: exit 1 (exit_status)\n");
+    }
+
+    #[test]
+    fn logs_first_verdicts_and_changes_only() {
+        let pass = |n: &str| (n.to_string(), Outcome::pass("ok"));
+        let fail = |n: &str| {
+            let o = Outcome::fail(health::Cause::Refused, "connection refused");
+            (n.to_string(), o)
+        };
+        let mut seen = HashMap::new();
+        assert_eq!(
+            changes(&mut seen, &vec![pass("a"), fail("b")]),
+            ["a: PASS: ok", "b: FAIL: connection refused"]
+        );
+        assert!(changes(&mut seen, &vec![pass("a"), fail("b")]).is_empty());
+        assert_eq!(
+            changes(&mut seen, &vec![fail("a"), pass("b")]),
+            ["a: PASS -> FAIL: connection refused", "b: FAIL -> PASS: ok"]
+        );
     }
 }

@@ -11,31 +11,69 @@ use std::time::Duration;
 
 use common::*;
 
-struct Healthd(Child);
+/// A running `betwixt healthd`, its stderr in a temp file.
+struct Healthd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
 
 impl Healthd {
     fn start(port: u16, args: &[&str]) -> Self {
+        Self::start_under(&[], port, args)
+    }
+
+    /// Start it as the last argument of `prefix` (e.g. `unshare ...`).
+    fn start_under(prefix: &[&str], port: u16, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("healthd.log");
         let listener = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let child = cmd
             .args(["healthd", "--listener", &listener])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
+        let h = Healthd {
+            child,
+            _dir: dir,
+            log,
+        };
         let up = wait_until(Duration::from_secs(10), || {
             TcpStream::connect(&listener).is_ok()
         });
-        assert!(up, "healthd did not listen");
-        Healthd(child)
+        assert!(up, "healthd did not listen:\n{}", h.logs());
+        h
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let mut status = None;
+        wait_until(limit, || {
+            status = self.child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        status
     }
 }
 
 impl Drop for Healthd {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -199,4 +237,98 @@ fn config_file_checks_of_any_kind() {
     let (code, _, err) = run_cli(&["healthd", "-c", &broken.display().to_string()]);
     assert_eq!(code, 2);
     assert!(err.contains("healthd.checks.x.healthcheck"), "{err}");
+}
+
+#[test]
+fn sigterm_stops_it_with_exit_0() {
+    let b = Backend::start("a");
+    let port = free_port();
+    let mut h = Healthd::start(port, &["--port", &b.addr.port().to_string()]);
+    assert_eq!(get(port).0, 200);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(h.child.id() as i32, libc::SIGTERM) };
+    let status = h.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{status:?}\n{}",
+        h.logs()
+    );
+    assert!(h.logs().contains("SIGTERM: stopping"), "{}", h.logs());
+}
+
+/// In a container healthd is often PID 1, for which the kernel ignores
+/// signals that have no handler: `docker stop` would wait out its timeout.
+#[test]
+fn sigterm_stops_it_as_pid_1() {
+    let allowed = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !allowed {
+        eprintln!(
+            "skipped: `unshare --pid --fork` is not permitted here (needs root and util-linux)"
+        );
+        return;
+    }
+    let b = Backend::start("a");
+    let port = free_port();
+    let prefix = ["unshare", "--pid", "--fork", "--kill-child"];
+    let mut h = Healthd::start_under(&prefix, port, &["--port", &b.addr.port().to_string()]);
+    let unshare = h.child.id();
+    let children =
+        std::fs::read_to_string(format!("/proc/{unshare}/task/{unshare}/children")).unwrap();
+    let pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(
+        nspid.ends_with("\t1"),
+        "not PID 1 in its namespace: {nspid}"
+    );
+    // SAFETY: signalling our own grandchild.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = h.wait_exit(Duration::from_secs(5));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{status:?}\n{}",
+        h.logs()
+    );
+}
+
+#[test]
+fn logs_each_checks_verdict_changes() {
+    let port = free_port();
+    let watched = free_port();
+    let check = format!("tcp 127.0.0.1:{watched}");
+    let h = Healthd::start(port, &["--port", &watched.to_string()]);
+    assert_eq!(get(port).0, 504);
+    assert_eq!(get(port).0, 504);
+    let logs = h.logs();
+    assert_eq!(logs.matches(&format!("{check}: FAIL")).count(), 1, "{logs}");
+    assert!(logs.contains("[INFO]"), "{logs}");
+    assert!(
+        !logs.contains("evaluated"),
+        "debug lines at info level:\n{logs}"
+    );
+    let _up = Backend::start_on("a", watched);
+    assert_eq!(get(port).0, 200);
+    assert!(
+        h.logs().contains(&format!("{check}: FAIL -> PASS")),
+        "{}",
+        h.logs()
+    );
+
+    let dport = free_port();
+    let d = Healthd::start(
+        dport,
+        &["--port", &watched.to_string(), "--log-level", "debug"],
+    );
+    assert_eq!(get(dport).0, 200);
+    assert!(d.logs().contains("evaluated 1 checks: 200"), "{}", d.logs());
+
+    let (code, _, err) = run_cli(&["healthd", "--port", "1", "--log-level", "debg"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("did you mean \"debug\""), "{err}");
 }

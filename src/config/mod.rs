@@ -15,7 +15,9 @@ mod validate;
 pub use env::substitute_env;
 pub use types::*;
 pub use unescape::unescape;
+pub use validate::globals::LOG_LEVELS;
 pub use validate::tls::cipher_code;
+pub use validate::values::not_one_of;
 
 use std::fmt;
 use std::path::Path;

@@ -28,24 +28,27 @@ pub const STATE_MAX_AGE: Duration = Duration::from_secs(300);
 /// Largest `max_exec_checks` (a fork storm guard must not be a fork storm).
 pub const MAX_EXEC_CHECKS: u32 = 1024;
 
+/// Level names of `[logging] level` (gobetween's logrus names) and of
+/// `healthd --log-level`.
+pub const LOG_LEVELS: [(&str, Level); 8] = [
+    ("panic", Level::Error),
+    ("fatal", Level::Error),
+    ("error", Level::Error),
+    ("warn", Level::Warn),
+    ("warning", Level::Warn),
+    ("info", Level::Info),
+    ("debug", Level::Debug),
+    ("trace", Level::Trace),
+];
+
 pub fn logging(ctx: &mut Ctx, raw: Option<&RawLogging>) -> Logging {
     let default = RawLogging::default();
     let raw = raw.unwrap_or(&default);
-    let levels = [
-        ("panic", Level::Error),
-        ("fatal", Level::Error),
-        ("error", Level::Error),
-        ("warn", Level::Warn),
-        ("warning", Level::Warn),
-        ("info", Level::Info),
-        ("debug", Level::Debug),
-        ("trace", Level::Trace),
-    ];
     let level = choice(
         ctx,
         "logging.level",
         raw.level.as_ref(),
-        &levels,
+        &LOG_LEVELS,
         Level::Info,
     );
     if matches!(raw.level.as_deref(), Some("panic" | "fatal")) {

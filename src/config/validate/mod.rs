@@ -3,7 +3,7 @@
 
 mod discovery;
 mod discovery_kinds;
-mod globals;
+pub mod globals;
 mod health_kinds;
 mod healthcheck;
 mod healthd;
