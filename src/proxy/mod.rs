@@ -9,6 +9,7 @@
 //! - [`access`], [`proxy_protocol`]: pure helpers used on accept and connect.
 
 pub mod access;
+mod on_wake;
 pub mod park;
 pub mod proxy_protocol;
 pub mod pump;

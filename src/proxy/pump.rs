@@ -32,13 +32,13 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use super::on_wake::OnWake;
 use super::splice::{Pipe, recv, send, shutdown_write};
 use super::tune;
 use crate::metrics::Counters;
@@ -52,10 +52,18 @@ thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; SCRATCH].into_boxed_slice());
 }
 
-/// Milliseconds since the process started: cheap activity stamps.
+/// Milliseconds on the coarse monotonic clock: cheap activity stamps (one
+/// clock tick, 1-10 ms, of resolution is plenty for idle timeouts and
+/// parking, and it skips the TSC read of the precise clock).
 pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write to; this clock always exists
+    // on Linux >= 2.6.32.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Why a relay ended.
@@ -157,13 +165,22 @@ impl Relay<'_> {
         let up = flow(self.client, self.backend, Way::Up, &waiting[0]);
         let down = flow(self.backend, self.client, Way::Down, &waiting[1]);
         let both = async { tokio::try_join!(up.forward(), down.forward()).map(|_| End::Done) };
-        let idle = watch_idle(&seen, self.client_idle, self.backend_idle);
-        let park = watch_park(&seen, &waiting, park_after);
+        // Timers and kill signals rarely fire: polled only on their own
+        // wake-ups, not on every burst of bytes (see `OnWake`). Each future
+        // is made inside the block so that its state is stored once.
+        let kill = std::pin::pin!(kill);
+        let control = OnWake::new(async {
+            tokio::select! {
+                biased;
+                _ = kill => End::Killed,
+                end = watch_idle(&seen, self.client_idle, self.backend_idle) => end,
+                () = watch_park(&seen, &waiting, park_after) => End::Park,
+            }
+        });
         let end = tokio::select! {
+            biased;
             r = both => r,
-            end = idle => Ok(end),
-            () = park => Ok(End::Park),
-            _ = kill => Ok(End::Killed),
+            end = control => Ok(end),
         };
         (end, [seen.client.load(Relaxed), seen.backend.load(Relaxed)])
     }
@@ -376,11 +393,15 @@ impl Flow<'_> {
 /// Wait until `stream` is readable, with `waiting` set meanwhile (nothing
 /// has been read, so the wait may be dropped for parking). Readiness can be
 /// spurious (the read then finds nothing), so every read wait sets it.
+///
+/// `poll_read_ready` keeps one waker per socket and direction, where a
+/// `readable()` future joins and leaves a locked waiter list on every wait;
+/// each socket has exactly one reader, this relay.
 async fn waiting_for(stream: &TcpStream, waiting: &AtomicBool) -> io::Result<()> {
     waiting.store(true, Relaxed);
-    let ready = stream.readable().await;
+    let ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)).await;
     waiting.store(false, Relaxed);
-    ready.map(|_| ())
+    ready
 }
 
 /// Run a read-side syscall under tokio's readiness. `op` returns its result
