@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use super::on_wake::OnWake;
 use super::pump::{Activity, End, now_ms, watch_idle};
 use crate::metrics::Counters;
 
@@ -40,11 +41,19 @@ impl StreamRelay<'_> {
         let up = copy(cr, bw, &seen, true, counters);
         let down = copy(br, cw, &seen, false, counters);
         let both = async { tokio::try_join!(up, down).map(|_| End::Done) };
-        let idle = watch_idle(&seen, self.client_idle, self.backend_idle);
+        let kill = std::pin::pin!(kill);
+        // Polled only on their own wake-ups (see `OnWake`).
+        let control = OnWake::new(async {
+            tokio::select! {
+                biased;
+                _ = kill => End::Killed,
+                end = watch_idle(&seen, self.client_idle, self.backend_idle) => end,
+            }
+        });
         tokio::select! {
+            biased;
             r = both => r,
-            end = idle => Ok(end),
-            _ = kill => Ok(End::Killed),
+            end = control => Ok(end),
         }
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::on_wake::OnWake;
 use super::session::{self, Conn};
 use super::tls::Edge;
 use super::{proxy_protocol, sni};
@@ -53,10 +54,14 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::ZERO;
+    // Made once and polled only when it is woken (see `OnWake`), not on
+    // every accept.
+    let mut stopped = std::pin::pin!(OnWake::new(stop.wait_for(|s| *s)));
     loop {
         let accepted = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
             r = listener.accept() => r,
-            _ = stop.wait_for(|s| *s) => return,
         };
         match accepted {
             Ok((stream, peer)) => {

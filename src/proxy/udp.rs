@@ -47,6 +47,7 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 
+use super::on_wake::OnWake;
 use super::pump::now_ms;
 use super::udp_pktinfo::{self as pktinfo, Local};
 use crate::config::{Server, Udp};
@@ -224,8 +225,12 @@ pub async fn serve(
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut warned_at = None;
     let fd = listener.as_raw_fd();
+    // Made once, polled only when woken (see `OnWake`), not per datagram.
+    let mut stopped = std::pin::pin!(OnWake::new(stop.wait_for(|s| *s)));
     loop {
         let (n, peer, local) = tokio::select! {
+            biased;
+            _ = &mut stopped => return,
             r = listener.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf)) => match r {
                 Ok(r) => r,
                 Err(e) => {
@@ -233,7 +238,6 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return,
         };
         let datagram = &buf[..n];
         let plan = server.plan();
