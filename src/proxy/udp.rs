@@ -285,8 +285,9 @@ fn forward(
     let requests = s.requests.fetch_add(1, Relaxed) + 1;
     if max_requests > 0 && requests >= max_requests {
         detach(table, s);
+        // A detached session's deadline may move earlier: re-read it.
+        s.poke.notify_one();
     }
-    s.poke.notify_one();
 }
 
 /// Take the session out of the table (if it is still the one there).
@@ -408,18 +409,38 @@ async fn run(
         responses: 0,
         detached: false,
     };
-    let closed = s.elected.state.closed();
-    tokio::pin!(closed);
+    // Kill and backend close: made once, polled only when woken (OnWake).
+    let mut ended = std::pin::pin!(OnWake::new(async {
+        tokio::select! {
+            biased;
+            _ = guard.kill.wait_for(|k| *k) => "killed",
+            () = s.elected.state.closed() => "backend closed",
+        }
+    }));
+    // One timer, re-armed lazily: activity only moves deadlines later, so it
+    // is reset when it fired (the loop then re-reads the limits) or when a
+    // deadline moved earlier (detach), not for every datagram.
+    let mut timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut armed: Option<u64> = None;
+    let mut poked = std::pin::pin!(s.poke.notified());
     let why = loop {
         seen.last_client = s.last_client.load(Relaxed);
         seen.detached = s.detached.load(Relaxed);
-        let wait = match limits.end(&seen, now_ms()) {
+        let now = now_ms();
+        let at = match limits.end(&seen, now) {
             Verdict::End(why) => break why,
-            Verdict::WaitUntil(at) => at.saturating_sub(now_ms()),
+            Verdict::WaitUntil(at) => at,
         };
-        let sleep = tokio::time::sleep(Duration::from_millis(wait.clamp(1, 86_400_000)));
+        if armed.is_none_or(|a| at < a) {
+            let wait = at.saturating_sub(now).clamp(1, 86_400_000);
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+            timer.as_mut().reset(deadline);
+            armed = Some(at);
+        }
         tokio::select! {
-            r = s.socket.readable() => {
+            biased;
+            why = &mut ended => break why,
+            r = std::future::poll_fn(|cx| s.socket.poll_recv_ready(cx)) => {
                 if let Err(e) = r {
                     break io_reason(&e);
                 }
@@ -435,10 +456,8 @@ async fn run(
                     }
                 }
             }
-            () = sleep => {}
-            () = s.poke.notified() => {}
-            _ = guard.kill.wait_for(|k| *k) => break "killed",
-            () = &mut closed => break "backend closed",
+            () = &mut timer => armed = None,
+            () = &mut poked => poked.set(s.poke.notified()),
         }
     };
     detach(&table, &s);
