@@ -152,3 +152,48 @@ fn unreadable_key_stops_the_start_naming_the_file() {
     let logs = bx.logs();
     assert!(logs.contains("cert.pem"), "{logs}");
 }
+
+#[test]
+fn sighup_re_reads_the_api_certificate_and_keeps_it_when_broken() {
+    if !have("curl") || !have("openssl") {
+        eprintln!("SKIP: curl and openssl are needed (apt-get install curl openssl)");
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    self_signed(certs.path());
+    let api = free_port();
+    let config = tls_config(api, certs.path());
+    let bx = Betwixt::start(&config, &[api]);
+    let url = format!("https://127.0.0.1:{api}/ping");
+    let old = certs.path().join("old.pem");
+    std::fs::copy(certs.path().join("cert.pem"), &old).unwrap();
+    let (old, new) = (old.to_str().unwrap(), certs.path().join("cert.pem"));
+    let new = new.to_str().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || curl(
+        &["--cacert", old],
+        &url
+    )
+    .0 == 200));
+
+    // Rotated in place: the next handshake shows the new certificate.
+    self_signed(certs.path());
+    assert!(bx.reload(&config));
+    assert!(bx.logs().contains("tls: re-read"), "{}", bx.logs());
+    assert_eq!(curl(&["--cacert", new], &url), (200, "OK".into()));
+    assert_eq!(
+        curl(&["--cacert", old], &url).0,
+        0,
+        "old certificate still served"
+    );
+
+    // A broken key: logged, and the certificate in use stays.
+    std::fs::write(certs.path().join("key.pem"), "not a key").unwrap();
+    bx.reload(&config);
+    let logs = bx.logs();
+    assert!(
+        logs.contains("still serving the previous certificate"),
+        "{logs}"
+    );
+    assert!(logs.contains("key.pem"), "{logs}");
+    assert_eq!(curl(&["--cacert", new], &url), (200, "OK".into()));
+}

@@ -12,6 +12,10 @@
 //! * connects to the unix socket and copies bytes both ways until either
 //!   side closes or nothing moves for [`IDLE_TIMEOUT`].
 //!
+//! SIGHUP re-reads the certificate and key ([`reload`]) from the paths the
+//! front started with, so a rotated certificate needs no restart; new
+//! handshakes get it, open connections keep theirs.
+//!
 //! The abstract socket has a random name and lives only in the daemon's
 //! network namespace; what it serves is exactly what the TLS port serves
 //! (the same Basic auth), so it opens nothing new to local processes.
@@ -20,7 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rustls::ServerConfig;
@@ -38,6 +42,25 @@ pub const MAX_CONNS: usize = 64;
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection where no byte moves either way for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The running front's certificate files and the acceptor made from them
+/// (at most one API per process); [`reload`] replaces the acceptor.
+static CURRENT: RwLock<Option<(CertPair, TlsAcceptor)>> = RwLock::new(None);
+
+/// Re-read the running front's certificate and key. `None` when no TLS
+/// front runs; on error the previous certificate stays in use.
+pub fn reload() -> Option<Result<CertPair, String>> {
+    let pair = current()?.0;
+    Some(server_config(&pair).map(|config| {
+        let acceptor = TlsAcceptor::from(config);
+        *CURRENT.write().unwrap_or_else(|p| p.into_inner()) = Some((pair.clone(), acceptor));
+        pair
+    }))
+}
+
+fn current() -> Option<(CertPair, TlsAcceptor)> {
+    CURRENT.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
 
 /// A server configuration from `[api.tls]`; errors name the file at fault.
 pub fn server_config(pair: &CertPair) -> Result<Arc<ServerConfig>, String> {
@@ -58,6 +81,8 @@ pub fn server_config(pair: &CertPair) -> Result<Arc<ServerConfig>, String> {
 pub fn front(bind: SocketAddr, pair: &CertPair) -> io::Result<UnixListener> {
     let config = server_config(pair).map_err(|e| io::Error::other(format!("api.tls: {e}")))?;
     let tcp = std::net::TcpListener::bind(bind)?;
+    *CURRENT.write().unwrap_or_else(|p| p.into_inner()) =
+        Some((pair.clone(), TlsAcceptor::from(config)));
     tcp.set_nonblocking(true)?;
     let (unix, addr) = private_unix()?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -69,7 +94,7 @@ pub fn front(bind: SocketAddr, pair: &CertPair) -> io::Result<UnixListener> {
         .spawn(move || {
             rt.block_on(async move {
                 match TcpListener::from_std(tcp) {
-                    Ok(l) => serve(l, TlsAcceptor::from(config), addr).await,
+                    Ok(l) => serve(l, addr).await,
                     Err(e) => crate::error!("api", "tls listener: {e}"),
                 }
             })
@@ -94,7 +119,7 @@ fn private_unix() -> io::Result<(UnixListener, UnixAddr)> {
     Err(last.unwrap_or_else(|| io::Error::other("cannot bind a unix socket")))
 }
 
-async fn serve(listener: TcpListener, acceptor: TlsAcceptor, inner: UnixAddr) {
+async fn serve(listener: TcpListener, inner: UnixAddr) {
     let slots = Arc::new(Semaphore::new(MAX_CONNS));
     let inner = Arc::new(inner);
     loop {
@@ -111,7 +136,9 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, inner: UnixAddr) {
             debug!("api", "{peer}: closed, {MAX_CONNS} TLS connections open");
             continue;
         };
-        let acceptor = acceptor.clone();
+        let Some((_, acceptor)) = current() else {
+            return;
+        };
         let inner = Arc::clone(&inner);
         tokio::spawn(async move {
             if let Err(e) = connection(tcp, acceptor, &inner).await {

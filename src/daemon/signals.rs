@@ -63,6 +63,12 @@ pub(super) async fn recv(updates: &mut Option<UnboundedReceiver<Update>>) -> Opt
 
 pub(super) async fn reload(daemon: &mut Daemon, source: &Source) {
     info!("main", "SIGHUP: reloading {}", source.path.display());
+    #[cfg(feature = "tls")]
+    match api::tls::reload() {
+        Some(Ok(pair)) => info!("api", "tls: re-read {}", pair.cert_path.display()),
+        Some(Err(e)) => error!("api", "tls: {e}; still serving the previous certificate"),
+        None => {}
+    }
     match source.load_async().await {
         Ok(loaded) => {
             for w in &loaded.warnings {
