@@ -55,7 +55,7 @@ listener runs every check at once: 200 if all pass, 504 if any fails, one
 line per check in the body.
     --listener ADDR:PORT        where to listen (default 0.0.0.0:5000)
     --port N                    a TCP connect to 127.0.0.1:N (repeatable)
-    --script \"CMD ARGS\"       run CMD ARGS (no shell; repeatable); exit 0 passes
+    --script \"CMD ARGS\"         run CMD ARGS (no shell; repeatable); exit 0 passes
     --script-timeout SECS       kill a script's process group after SECS (default 5)
     --singleflight              concurrent requests share one evaluation
     -c, --config FILE           add the checks of FILE's [healthd.checks.NAME]
