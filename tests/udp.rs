@@ -454,6 +454,19 @@ fn on_a_wildcard_bind_replies_come_from_the_address_the_client_contacted() {
     // From another client address too.
     let to = SocketAddr::from(([127, 0, 0, 4], port));
     assert_eq!(reply_source("127.0.0.5:0", to), to);
+
+    // One client socket talking to two of the host's addresses: each reply
+    // comes from the address it went to (two sessions, not one).
+    let c = UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    for to in ["127.0.0.6", "127.0.0.7", "127.0.0.6", "127.0.0.7"] {
+        let to = SocketAddr::new(to.parse().unwrap(), port);
+        c.send_to(b"who", to).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, src) = c.recv_from(&mut buf).expect("a reply");
+        assert_eq!(&buf[..n], b"a:who");
+        assert_eq!(src, to, "{}", bx.logs());
+    }
 }
 
 #[test]
@@ -474,7 +487,8 @@ fn on_a_dual_stack_wildcard_bind_replies_come_from_the_contacted_v4_or_v6_addres
 /// The backend names that `n` new client sessions reached. The client
 /// sockets go into `held` and stay open: a freed ephemeral port can come
 /// back for a later client, which would then reuse an old session (sessions
-/// are keyed by client address) instead of starting a new one.
+/// are keyed by client address and contacted address) instead of starting a
+/// new one.
 fn session_backends(port: u16, n: usize, held: &mut Vec<UdpSocket>) -> Vec<String> {
     (0..n)
         .map(|_| {

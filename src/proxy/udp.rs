@@ -37,7 +37,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -207,9 +207,20 @@ struct Session {
     poke: Notify,
 }
 
-type Table = Arc<Mutex<HashMap<SocketAddr, Arc<Session>>>>;
+/// A session's key: the client, and on a wildcard bind the address it
+/// contacted (one client talking to two of the host's addresses has two
+/// sessions, each replying from its own address).
+type Key = (SocketAddr, Option<IpAddr>);
 
-fn lock(t: &Table) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Session>>> {
+impl Session {
+    fn key(&self) -> Key {
+        (self.client, self.local.map(|l| l.addr))
+    }
+}
+
+type Table = Arc<Mutex<HashMap<Key, Arc<Session>>>>;
+
+fn lock(t: &Table) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Session>>> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -247,7 +258,7 @@ pub async fn serve(
             server.counters.refused.fetch_add(1, Relaxed);
             continue;
         }
-        let existing = lock(&table).get(&peer).cloned();
+        let existing = lock(&table).get(&(peer, local.map(|l| l.addr))).cloned();
         let session = match existing {
             Some(s) => s,
             None => match open(&server, &listener, &table, (peer, local), &mut warned_at) {
@@ -294,8 +305,8 @@ fn forward(
 fn detach(table: &Table, s: &Arc<Session>) {
     s.detached.store(true, Relaxed);
     let mut t = lock(table);
-    if t.get(&s.client).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
-        t.remove(&s.client);
+    if t.get(&s.key()).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+        t.remove(&s.key());
     }
 }
 
@@ -348,7 +359,7 @@ fn open(
         detached: AtomicBool::new(false),
         poke: Notify::new(),
     });
-    lock(table).insert(peer, Arc::clone(&session));
+    lock(table).insert(session.key(), Arc::clone(&session));
     let limits = Limits::of(&plan.config, udp);
     let guard = server.tracker.enter();
     tokio::spawn(run(
