@@ -61,16 +61,27 @@ fn curl(args: &[&str], url: &str) -> (u16, String) {
     (code, body.to_string())
 }
 
-#[test]
-fn api_over_https_with_auth_and_plain_http_refused() {
+/// A daemon serving the API over HTTPS with a fresh self-signed certificate:
+/// (certificate dir, API port, config, daemon). `None`, with a SKIP line,
+/// without curl and openssl.
+fn https_api() -> Option<(tempfile::TempDir, u16, String, Betwixt)> {
     if !have("curl") || !have("openssl") {
         eprintln!("SKIP: curl and openssl are needed (apt-get install curl openssl)");
-        return;
+        return None;
     }
     let certs = tempfile::tempdir().unwrap();
     self_signed(certs.path());
     let api = free_port();
-    let bx = Betwixt::start(&tls_config(api, certs.path()), &[api]);
+    let config = tls_config(api, certs.path());
+    let bx = Betwixt::start(&config, &[api]);
+    Some((certs, api, config, bx))
+}
+
+#[test]
+fn api_over_https_with_auth_and_plain_http_refused() {
+    let Some((certs, api, _, bx)) = https_api() else {
+        return;
+    };
     let line = format!("listening on https://127.0.0.1:{api}");
     assert!(wait_until(Duration::from_secs(5), || bx
         .logs()
@@ -155,15 +166,9 @@ fn unreadable_key_stops_the_start_naming_the_file() {
 
 #[test]
 fn sighup_re_reads_the_api_certificate_and_keeps_it_when_broken() {
-    if !have("curl") || !have("openssl") {
-        eprintln!("SKIP: curl and openssl are needed (apt-get install curl openssl)");
+    let Some((certs, api, config, bx)) = https_api() else {
         return;
-    }
-    let certs = tempfile::tempdir().unwrap();
-    self_signed(certs.path());
-    let api = free_port();
-    let config = tls_config(api, certs.path());
-    let bx = Betwixt::start(&config, &[api]);
+    };
     let url = format!("https://127.0.0.1:{api}/ping");
     let old = certs.path().join("old.pem");
     std::fs::copy(certs.path().join("cert.pem"), &old).unwrap();

@@ -60,6 +60,16 @@ impl Healthd {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Send SIGTERM to `pid` (healthd itself, which may be a grandchild) and
+    /// expect our child to exit with code 0 within 5 s.
+    fn sigterm_exits_0(&mut self, pid: i32) {
+        // SAFETY: signalling a process this test started.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = self.wait_exit(Duration::from_secs(5));
+        let logs = self.logs();
+        assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}\n{logs}");
+    }
+
     fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let mut status = None;
         wait_until(limit, || {
@@ -245,15 +255,8 @@ fn sigterm_stops_it_with_exit_0() {
     let port = free_port();
     let mut h = Healthd::start(port, &["--port", &b.addr.port().to_string()]);
     assert_eq!(get(port).0, 200);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(h.child.id() as i32, libc::SIGTERM) };
-    let status = h.wait_exit(Duration::from_secs(5));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{status:?}\n{}",
-        h.logs()
-    );
+    let pid = h.child.id() as i32;
+    h.sigterm_exits_0(pid);
     assert!(h.logs().contains("SIGTERM: stopping"), "{}", h.logs());
 }
 
@@ -286,15 +289,7 @@ fn sigterm_stops_it_as_pid_1() {
         nspid.ends_with("\t1"),
         "not PID 1 in its namespace: {nspid}"
     );
-    // SAFETY: signalling our own grandchild.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let status = h.wait_exit(Duration::from_secs(5));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "{status:?}\n{}",
-        h.logs()
-    );
+    h.sigterm_exits_0(pid);
 }
 
 #[test]

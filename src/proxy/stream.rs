@@ -42,7 +42,10 @@ impl StreamRelay<'_> {
         let down = copy(br, cw, &seen, false, counters);
         let both = async { tokio::try_join!(up, down).map(|_| End::Done) };
         let kill = std::pin::pin!(kill);
-        // Polled only on their own wake-ups (see `OnWake`).
+        // Polled only on their own wake-ups (see `OnWake`). The same shape as
+        // in `pump::Relay::run_parkable`; a shared async helper taking the
+        // futures as arguments stores each of them twice (measured: the
+        // relay future grew from 2.0 to 3.8 KB).
         let control = OnWake::new(async {
             tokio::select! {
                 biased;
