@@ -64,6 +64,8 @@ line per check in the body.
                                 check's first verdict and its changes) or
                                 debug (every evaluation)
     SIGTERM, SIGINT             stop and exit 0 (also as a container's PID 1)
+    At most 256 requests in flight (more get 503 at once) and 64 scripts or
+    exec checks running at once; waiting for a slot counts toward the timeout.
 
 SIGNALS:
     SIGHUP   reload the config; an invalid one is logged and the old one kept;

@@ -16,10 +16,14 @@
 //! verdict and every change of it at info, every evaluation at debug.
 //! SIGTERM and SIGINT stop the listener and exit 0, also as PID 1 of a
 //! container, where signals without a handler are ignored.
+//!
+//! Bounded against floods: at most [`MAX_REQUESTS`] requests in flight
+//! (more get 503 at once) and [`MAX_PROCESSES`] check processes at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -32,6 +36,11 @@ use crate::{debug, info};
 const LOG: &str = "healthd";
 
 const PORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests answered at once; more get 503 at once (each holds a thread).
+pub const MAX_REQUESTS: usize = 256;
+/// Scripts and exec checks running at once, across requests; a run waits
+/// for a slot within its timeout.
+pub const MAX_PROCESSES: usize = 64;
 
 /// What `betwixt healthd` was asked to do.
 #[derive(Debug, Clone, PartialEq)]
@@ -197,9 +206,9 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         }));
     }
     for words in &args.scripts {
-        let (words, limit) = (words.clone(), args.script_timeout);
+        let (words, limit, ctx) = (words.clone(), args.script_timeout, ctx.clone());
         tasks.push(tokio::spawn(async move {
-            let o = script(&words, limit).await;
+            let o = script(&words, limit, &ctx).await;
             (format!("script {}", words.join(" ")), o)
         }));
     }
@@ -216,15 +225,20 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
     out
 }
 
-/// Run one `--script`; the group is killed when the timeout drops the run.
-async fn script(words: &[String], limit: Duration) -> Outcome {
+/// Run one `--script` once a process slot is free; the group is killed
+/// when the timeout (which covers the wait) drops the run.
+async fn script(words: &[String], limit: Duration, ctx: &Context) -> Outcome {
     let inv = Invocation {
         program: words[0].clone().into(),
         args: words[1..].iter().map(Into::into).collect(),
         env: Vec::new(),
         merge_stderr: true,
     };
-    match tokio::time::timeout(limit, process::run(&inv)).await {
+    let run = async {
+        let _slot = ctx.exec_slots.acquire().await;
+        process::run(&inv).await
+    };
+    match tokio::time::timeout(limit, run).await {
         Ok(Ok(done)) if done.status.success() => Outcome::pass("exit 0"),
         Ok(Ok(done)) => Outcome::fail(health::Cause::Exit, done.status.describe()),
         Ok(Err(e)) => Outcome::fail(health::Cause::Spawn, format!("{}: {e}", words[0])),
@@ -349,7 +363,7 @@ pub fn run(args: Args) -> i32 {
         unblock.unblock();
     });
     let shared = Arc::new(Shared {
-        ctx: Context::new((args.scripts.len() + args.checks.len()).max(1)),
+        ctx: Context::new(MAX_PROCESSES),
         args,
         rt: rt.handle().clone(),
         current: Mutex::new(None),
@@ -379,9 +393,18 @@ fn stop_signals(
 
 /// Answer each request on its own thread until the server is unblocked.
 fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
+    let in_flight = Arc::new(AtomicUsize::new(0));
     for request in server.incoming_requests() {
+        if in_flight.load(Ordering::Acquire) >= MAX_REQUESTS {
+            let body = format!("busy: {MAX_REQUESTS} requests in flight\n");
+            let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(503));
+            continue;
+        }
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlight(Arc::clone(&in_flight));
         let shared = Arc::clone(shared);
         let spawned = std::thread::Builder::new().spawn(move || {
+            let _slot = slot;
             let (status, body) = respond(&shared.results());
             let response = tiny_http::Response::from_string(body).with_status_code(status);
             let _ = request.respond(response);
@@ -389,6 +412,15 @@ fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
         if let Err(e) = spawned {
             crate::warn!(LOG, "cannot start a request thread: {e}");
         }
+    }
+}
+
+/// One request in flight, counted until dropped.
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

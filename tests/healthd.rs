@@ -327,3 +327,40 @@ fn logs_each_checks_verdict_changes() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("did you mean \"debug\""), "{err}");
 }
+
+/// A flood of requests without --singleflight: check processes are capped
+/// (64 at once, across requests) and requests beyond 256 in flight get 503
+/// at once instead of a thread each.
+#[test]
+fn a_flood_is_bounded_in_processes_and_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let path = dir.path().join("slow.sh");
+    let body = format!(
+        "#!/bin/sh\necho + >> {0}\nsleep 0.3\necho - >> {0}\n",
+        log.display()
+    );
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let port = free_port();
+    let _h = Healthd::start(port, &["--script", &path.display().to_string()]);
+    let threads: Vec<_> = (0..300)
+        .map(|_| std::thread::spawn(move || get(port).0))
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let busy = statuses.iter().filter(|s| **s == 503).count();
+    assert_eq!(ok + busy, 300, "{statuses:?}");
+    assert!(ok >= 256, "{ok} answered, {busy} busy");
+    assert!(busy > 0, "no request was turned away");
+    let (mut running, mut most) = (0i32, 0i32);
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        running += if line == "+" { 1 } else { -1 };
+        most = most.max(running);
+    }
+    assert!(most <= 64, "{most} scripts ran at once");
+    assert!(
+        most >= 32,
+        "only {most} at once: the cap is not what limits"
+    );
+}
