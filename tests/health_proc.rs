@@ -352,3 +352,50 @@ fn exec_that_cannot_start_fails_with_spawn_error() {
         ],
     );
 }
+
+/// Live processes whose command line is `sleep ARG`.
+fn sleepers(arg: &str) -> Vec<i32> {
+    let want = format!("sleep\0{arg}\0");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.ends_with(want.as_bytes()) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A daemon killed by SIGKILL cannot clean up: the kernel kills its running
+/// check process for it (PR_SET_PDEATHSIG) instead of leaving it behind.
+#[test]
+fn a_running_check_dies_with_a_sigkilled_daemon() {
+    let a = Backend::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    // A duration no other process uses: 900-999 s and this test's pid.
+    let arg = format!("{}.{}", 900 + std::process::id() % 100, std::process::id());
+    let path = dir.path().join("slow.sh");
+    write_script(&path, &format!("exec sleep {arg}"));
+    let port = free_port();
+    let extra = healthcheck(&format!(
+        "kind = \"script\"\ninterval = \"90s\"\ntimeout = \"60s\"\nscript_path = \"{}\"",
+        path.display()
+    ));
+    let bx = Betwixt::start(&config(port, "roundrobin", &[a.line()], &extra), &[port]);
+    assert!(
+        wait_until(WAIT, || !sleepers(&arg).is_empty()),
+        "the check never ran:\n{}",
+        bx.logs()
+    );
+    bx.signal(libc::SIGKILL);
+    let gone = wait_until(Duration::from_secs(5), || sleepers(&arg).is_empty());
+    let left = sleepers(&arg);
+    for pid in &left {
+        // SAFETY: killing the leftover this test made.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(gone, "check process {left:?} outlived the daemon");
+}

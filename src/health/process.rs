@@ -11,6 +11,12 @@
 //!   the end (so the program never blocks on a full pipe), keeping only the
 //!   first [`OUTPUT_CAP`] bytes of each.
 //! - Exit is awaited through a pidfd (Linux 5.3+), else by polling.
+//! - If betwixt dies without cleaning up (SIGKILL, OOM kill), the kernel
+//!   sends the program SIGKILL (`PR_SET_PDEATHSIG`). That reaches the
+//!   program itself, not what it started in the background. Programs are
+//!   only spawned from threads that live as long as their runtime (tokio
+//!   workers, the main thread), since the signal follows the spawning
+//!   thread's exit.
 
 use std::ffi::OsString;
 use std::io;
@@ -136,6 +142,31 @@ pub async fn run_capped(inv: &Invocation, cap: usize) -> io::Result<Finished> {
 
 type Pipes = (Group, pipe::Receiver, Option<pipe::Receiver>);
 
+/// The child gets SIGKILL when the thread that spawned it exits (see the
+/// module doc). Only async-signal-safe calls between fork and exec.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let hook = move || {
+        // SAFETY: prctl and getppid are async-signal-safe syscalls; no
+        // allocation happens here (errors are raw OS errors).
+        unsafe {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // betwixt died before the prctl: nobody would send the signal.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
 fn spawn(inv: &Invocation) -> io::Result<Pipes> {
     let (out_r, out_w) = io::pipe()?;
     let mut cmd = Command::new(&inv.program);
@@ -143,6 +174,7 @@ fn spawn(inv: &Invocation) -> io::Result<Pipes> {
         .envs(inv.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .process_group(0);
+    die_with_parent(&mut cmd);
     let err_r = if inv.merge_stderr {
         cmd.stderr(out_w.try_clone()?);
         None
