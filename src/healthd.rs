@@ -154,13 +154,18 @@ pub type Results = Vec<(String, Outcome)>;
 
 /// HTTP status and body for `results`.
 pub fn respond(results: &Results) -> (u16, String) {
-    let ok = results.iter().all(|(_, o)| o.verdict == Verdict::Pass);
     let mut body = String::new();
     for (name, o) in results {
         let word = verdict_word(o.verdict);
         body.push_str(&format!("{word} {name}: {} ({})\n", o.detail, o.cause));
     }
-    (if ok { 200 } else { 504 }, body)
+    (status(results), body)
+}
+
+/// 200 when every check passed, else 504.
+fn status(results: &Results) -> u16 {
+    let ok = results.iter().all(|(_, o)| o.verdict == Verdict::Pass);
+    if ok { 200 } else { 504 }
 }
 
 /// Log lines for the checks whose verdict is new or changed since `seen`,
@@ -274,8 +279,12 @@ impl Shared {
             changes(&mut seen, &results)
         };
         lines.iter().for_each(|l| info!(LOG, "{l}"));
-        let (status, _) = respond(&results);
-        debug!(LOG, "evaluated {} checks: {status}", results.len());
+        debug!(
+            LOG,
+            "evaluated {} checks: {}",
+            results.len(),
+            status(&results)
+        );
         results
     }
 
@@ -395,13 +404,11 @@ fn stop_signals(
 fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
     let in_flight = Arc::new(AtomicUsize::new(0));
     for request in server.incoming_requests() {
-        if in_flight.load(Ordering::Acquire) >= MAX_REQUESTS {
+        let Some(slot) = InFlight::enter(&in_flight) else {
             let body = format!("busy: {MAX_REQUESTS} requests in flight\n");
             let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(503));
             continue;
-        }
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        let slot = InFlight(Arc::clone(&in_flight));
+        };
         let shared = Arc::clone(shared);
         let spawned = std::thread::Builder::new().spawn(move || {
             let _slot = slot;
@@ -417,6 +424,17 @@ fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
 
 /// One request in flight, counted until dropped.
 struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// A slot, unless [`MAX_REQUESTS`] are in flight already.
+    fn enter(count: &Arc<AtomicUsize>) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_REQUESTS {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(Arc::clone(count)))
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {

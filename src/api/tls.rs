@@ -62,6 +62,12 @@ fn current() -> Option<(CertPair, TlsAcceptor)> {
     CURRENT.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
+/// The acceptor for the next handshake (a cheap clone: an `Arc` inside).
+fn acceptor() -> Option<TlsAcceptor> {
+    let current = CURRENT.read().unwrap_or_else(|p| p.into_inner());
+    current.as_ref().map(|(_, a)| a.clone())
+}
+
 /// A server configuration from `[api.tls]`; errors name the file at fault.
 pub fn server_config(pair: &CertPair) -> Result<Arc<ServerConfig>, String> {
     let certs = crate::tls::load_certs(&pair.cert_path)?;
@@ -136,7 +142,7 @@ async fn serve(listener: TcpListener, inner: UnixAddr) {
             debug!("api", "{peer}: closed, {MAX_CONNS} TLS connections open");
             continue;
         };
-        let Some((_, acceptor)) = current() else {
+        let Some(acceptor) = acceptor() else {
             return;
         };
         let inner = Arc::clone(&inner);

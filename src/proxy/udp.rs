@@ -212,9 +212,13 @@ struct Session {
 /// sessions, each replying from its own address).
 type Key = (SocketAddr, Option<IpAddr>);
 
+fn key(client: SocketAddr, local: Option<Local>) -> Key {
+    (client, local.map(|l| l.addr))
+}
+
 impl Session {
     fn key(&self) -> Key {
-        (self.client, self.local.map(|l| l.addr))
+        key(self.client, self.local)
     }
 }
 
@@ -258,7 +262,7 @@ pub async fn serve(
             server.counters.refused.fetch_add(1, Relaxed);
             continue;
         }
-        let existing = lock(&table).get(&(peer, local.map(|l| l.addr))).cloned();
+        let existing = lock(&table).get(&key(peer, local)).cloned();
         let session = match existing {
             Some(s) => s,
             None => match open(&server, &listener, &table, (peer, local), &mut warned_at) {
