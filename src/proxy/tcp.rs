@@ -7,15 +7,18 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::on_wake::OnWake;
 use super::session::{self, Conn};
+use super::splice::send;
 use super::tls::Edge;
 use super::{proxy_protocol, sni};
 use crate::config::ProxyProtocolVersion;
@@ -32,7 +35,7 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 /// socket, which saves a `setsockopt` per connection.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
-    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
     if addr.is_ipv6() {
@@ -176,12 +179,7 @@ async fn connect(
     host: Option<&str>,
 ) -> Option<(TcpStream, Elected)> {
     let timeout = plan.config.backend_connection_timeout;
-    elect_and_open(plan, server, peer, host, |b| async move {
-        let stream = dial(&b.target, timeout).await?;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
-    })
-    .await
+    elect_and_open(plan, server, peer, host, |b| dial(&b.target, timeout)).await
 }
 
 /// Elect a backend and `open` it; on failure count a refusal on it and
@@ -220,11 +218,24 @@ where
     None
 }
 
+/// Connect to a backend (`TCP_NODELAY` set), trying each address a name
+/// resolves to in turn.
 pub(super) async fn dial(target: &Target, timeout: Option<Duration>) -> io::Result<TcpStream> {
     let connect = async {
         match target {
-            Target::Addr(addr) => TcpStream::connect(*addr).await,
-            Target::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+            Target::Addr(addr) => connect_to(*addr).await,
+            Target::Name(host, port) => {
+                let mut last = None;
+                for addr in tokio::net::lookup_host((host.as_str(), *port)).await? {
+                    match connect_to(addr).await {
+                        Ok(stream) => return Ok(stream),
+                        Err(e) => last = Some(e),
+                    }
+                }
+                Err(last.unwrap_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, format!("{host}: no address"))
+                }))
+            }
         }
     };
     match timeout {
@@ -232,6 +243,36 @@ pub(super) async fn dial(target: &Target, timeout: Option<Duration>) -> io::Resu
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?,
         None => connect.await,
+    }
+}
+
+/// Connect without waiting for a wake-up when the handshake completed
+/// within `connect()` itself, as it does on loopback (tokio's
+/// `TcpStream::connect` always waits for the reactor to report it).
+async fn connect_to(addr: SocketAddr) -> io::Result<TcpStream> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking(),
+        Some(Protocol::TCP),
+    )?;
+    // Set before the handshake: the relay's first send must not wait on Nagle.
+    let _ = socket.set_tcp_nodelay(true);
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = TcpStream::from_std(socket.into())?;
+    match stream.peer_addr() {
+        Ok(_) => return Ok(stream),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {}
+        Err(e) => return Err(e),
+    }
+    // Still in progress, or failed (a failure reports writable too).
+    stream.writable().await?;
+    match stream.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(stream),
     }
 }
 
@@ -256,6 +297,14 @@ pub(super) async fn write_proxy_header(
 ) -> io::Result<()> {
     let header = proxy_protocol::header(version, peer, local);
     let mut rest: &[u8] = &header;
+    // Try before waiting: a fresh connection is writable before tokio has
+    // seen it so. A raw send does not touch tokio's readiness, hence the
+    // loop below uses `try_write`, which clears it on EAGAIN.
+    match send(backend.as_raw_fd(), rest) {
+        Ok(n) => rest = &rest[n..],
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
     while !rest.is_empty() {
         backend.writable().await?;
         match backend.try_write(rest) {

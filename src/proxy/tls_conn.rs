@@ -116,7 +116,6 @@ async fn open(
 ) -> io::Result<Box<dyn Io>> {
     let timeout = plan.config.backend_connection_timeout;
     let stream = dial(&b.target, timeout).await?;
-    let _ = stream.set_nodelay(true);
     if let Some(version) = plan.config.proxy_protocol {
         write_proxy_header(&stream, version, peer, local).await?;
     }
