@@ -10,7 +10,9 @@
 //!   [`balance`] elects one per connection.
 //! - [`proxy`] owns listeners and the per-connection data path (splice/copy).
 //! - [`metrics`] keeps the counters and rates every other layer reports into.
+//! - [`alloc`] is the binary's global allocator (cheap over-aligned blocks).
 
+pub mod alloc;
 pub mod api;
 pub mod balance;
 pub mod cli;
