@@ -15,6 +15,9 @@ use crate::health::report::Report;
 use crate::metrics::Counters;
 use crate::proxy::sni::HostMatcher;
 
+/// Elections gather up to this many candidates on the stack.
+const STACK_CANDIDATES: usize = 16;
+
 /// Admin states of a backend (set through the API in a later release).
 pub const ADMIN_ENABLED: u8 = 0;
 pub const ADMIN_DRAIN: u8 = 1;
@@ -272,15 +275,34 @@ impl Plan {
         }
     }
 
+    /// Gather the electable candidates (on the stack for up to
+    /// [`STACK_CANDIDATES`] backends: no allocation per connection) and let
+    /// the balancer pick one.
     fn choose(&self, client: IpAddr, skip: impl Fn(usize) -> bool) -> Option<usize> {
-        let mut ids = Vec::with_capacity(self.backends.len());
-        let mut cands = Vec::with_capacity(self.backends.len());
-        for (i, b) in self.backends.iter().enumerate() {
-            if skip(i) || b.removed || !b.state.electable() {
-                continue;
+        if self.backends.len() <= STACK_CANDIDATES {
+            let mut ids = heapless::Vec::<usize, STACK_CANDIDATES>::new();
+            let mut cands = heapless::Vec::<Candidate, STACK_CANDIDATES>::new();
+            for (i, c) in self.candidates(skip) {
+                // Cannot fail: at most `backends.len()` candidates.
+                let _ = (ids.push(i), cands.push(c));
             }
-            ids.push(i);
-            cands.push(Candidate {
+            let pick = self.balancer.elect(&cands, client, random_u64())?;
+            return ids.get(pick).copied();
+        }
+        let (ids, cands): (Vec<usize>, Vec<Candidate>) = self.candidates(skip).unzip();
+        let pick = self.balancer.elect(&cands, client, random_u64())?;
+        ids.get(pick).copied()
+    }
+
+    fn candidates(
+        &self,
+        skip: impl Fn(usize) -> bool,
+    ) -> impl Iterator<Item = (usize, Candidate<'_>)> {
+        self.backends.iter().enumerate().filter_map(move |(i, b)| {
+            if skip(i) || b.removed || !b.state.electable() {
+                return None;
+            }
+            let c = Candidate {
                 key: &b.key,
                 priority: b.spec.priority,
                 weight: b.spec.weight,
@@ -288,10 +310,9 @@ impl Plan {
                 max_connections: b.spec.max_connections,
                 bandwidth: b.state.counters.bandwidth(),
                 score: b.state.score.load(Ordering::Relaxed),
-            });
-        }
-        let pick = self.balancer.elect(&cands, client, random_u64())?;
-        ids.get(pick).copied()
+            };
+            Some((i, c))
+        })
     }
 }
 
@@ -394,6 +415,21 @@ mod tests {
         let third = second.prune().expect("idle now");
         assert_eq!(keys(&third), vec![(other.to_string(), false)]);
         assert!(third.prune().is_none());
+    }
+
+    #[test]
+    fn elections_map_back_to_their_backend_on_the_stack_and_on_the_heap() {
+        let cfg = Arc::new(test_server("127.0.0.1:1"));
+        for n in [3, STACK_CANDIDATES, STACK_CANDIDATES + 5] {
+            let lines: Vec<String> = (1..=n).map(|p| format!("127.0.0.1:{p}")).collect();
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let plan = Plan::new(Arc::clone(&cfg), &specs(&lines), None);
+            for keep in 0..n {
+                let exclude: Vec<usize> = (0..n).filter(|i| *i != keep).collect();
+                let e = plan.elect("127.0.0.1".parse().unwrap(), &exclude);
+                assert_eq!(e.map(|e| e.index), Some(keep), "{n} backends");
+            }
+        }
     }
 
     #[test]
