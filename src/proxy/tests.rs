@@ -225,3 +225,36 @@ async fn accepted_sockets_inherit_nodelay_from_the_listener() {
     assert!(accepted.nodelay().expect("nodelay"));
     assert!(!c.expect("connect").nodelay().expect("nodelay"));
 }
+
+/// `dial` returns at once when the handshake completed inside `connect()`
+/// (loopback) and otherwise waits for it: here the backend's accept queue is
+/// full, so the kernel drops the first SYN and the retransmit (after about a
+/// second) completes the connection only once the queue has room.
+#[tokio::test]
+async fn dial_waits_for_a_handshake_that_completes_later() {
+    use crate::state::Target;
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    socket.bind(&any.into()).expect("bind");
+    socket.listen(0).expect("listen"); // room for one queued connection
+    let listener = std::net::TcpListener::from(socket);
+    let addr = listener.local_addr().expect("addr");
+    let target = Target::Addr(addr);
+    let first = super::tcp::dial(&target, Some(Duration::from_secs(5))).await;
+    let first = first.expect("room in the queue: connected at once");
+    assert!(first.nodelay().expect("nodelay"));
+    let second = tokio::spawn(async move { super::tcp::dial(&target, None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the queue is full: the SYN was dropped"
+    );
+    let _queued = listener.accept().expect("accept");
+    let second = within(second)
+        .await
+        .expect("join")
+        .expect("connected later");
+    assert_eq!(second.peer_addr().expect("peer"), addr);
+    drop(first);
+}
