@@ -66,6 +66,13 @@ fn udp_config(port: u16, balance: &str, backends: &[&Echo], extra: &str) -> Stri
     )
 }
 
+/// betwixt on a free port in front of `backends`; `extra` adds server keys.
+fn start(balance: &str, backends: &[&Echo], extra: &str) -> (Betwixt, u16) {
+    let port = free_port();
+    let cfg = udp_config(port, balance, backends, extra);
+    (Betwixt::start_quiet(&cfg, &[port]), port)
+}
+
 fn client() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -83,14 +90,7 @@ fn ask(s: &UdpSocket, port: u16, msg: &str) -> Option<(String, SocketAddr)> {
 #[test]
 fn a_session_sticks_to_its_backend_and_replies_come_from_the_bind_address() {
     let (a, b) = (Echo::start("a", true), Echo::start("b", true));
-    let port = free_port();
-    let cfg = udp_config(
-        port,
-        "roundrobin",
-        &[&a, &b],
-        "client_idle_timeout = \"5s\"\n",
-    );
-    let _bx = Betwixt::start_quiet(&cfg, &[port]);
+    let (_bx, port) = start("roundrobin", &[&a, &b], "client_idle_timeout = \"5s\"\n");
     let mut names = HashSet::new();
     for _ in 0..4 {
         let c = client();
@@ -117,14 +117,11 @@ fn a_session_sticks_to_its_backend_and_replies_come_from_the_bind_address() {
 #[test]
 fn max_requests_one_balances_every_datagram_and_still_relays_replies() {
     let (a, b) = (Echo::start("a", true), Echo::start("b", true));
-    let port = free_port();
-    let cfg = udp_config(
-        port,
+    let (_bx, port) = start(
         "roundrobin",
         &[&a, &b],
         "[servers.test.udp]\nmax_requests = 1\n",
     );
-    let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     let got: Vec<String> = (0..4)
         .map(|i| ask(&c, port, &i.to_string()).expect("reply").0)
@@ -137,14 +134,11 @@ fn max_requests_one_balances_every_datagram_and_still_relays_replies() {
 #[test]
 fn max_requests_n_starts_a_new_session_after_n() {
     let a = Echo::start("a", true);
-    let port = free_port();
-    let cfg = udp_config(
-        port,
+    let (_bx, port) = start(
         "roundrobin",
         &[&a],
         "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_requests = 3\n",
     );
-    let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     for i in 0..7 {
         ask(&c, port, &i.to_string()).expect("reply");
@@ -159,14 +153,11 @@ fn max_requests_n_starts_a_new_session_after_n() {
 #[test]
 fn max_responses_ends_the_session_after_that_many_replies() {
     let a = Echo::start("a", true);
-    let port = free_port();
-    let cfg = udp_config(
-        port,
+    let (bx, port) = start(
         "roundrobin",
         &[&a],
         "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_responses = 2\n",
     );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
     let c = client();
     ask(&c, port, "1").expect("reply");
     ask(&c, port, "2").expect("reply");
@@ -182,14 +173,7 @@ fn max_responses_ends_the_session_after_that_many_replies() {
 #[test]
 fn idle_timeouts_end_sessions() {
     let (a, mute) = (Echo::start("a", true), Echo::start("mute", false));
-    let port = free_port();
-    let cfg = udp_config(
-        port,
-        "roundrobin",
-        &[&a],
-        "client_idle_timeout = \"300ms\"\n",
-    );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let (bx, port) = start("roundrobin", &[&a], "client_idle_timeout = \"300ms\"\n");
     let c = client();
     ask(&c, port, "1").expect("reply");
     assert!(wait_until(Duration::from_secs(3), || bx
@@ -200,14 +184,7 @@ fn idle_timeouts_end_sessions() {
     assert_ne!(src[0], src[1], "a new session after the idle timeout");
     drop(bx);
 
-    let port = free_port();
-    let cfg = udp_config(
-        port,
-        "roundrobin",
-        &[&mute],
-        "backend_idle_timeout = \"300ms\"\n",
-    );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let (bx, port) = start("roundrobin", &[&mute], "backend_idle_timeout = \"300ms\"\n");
     let c = client();
     c.send_to(b"hello?", ("127.0.0.1", port)).unwrap();
     assert!(
@@ -222,14 +199,11 @@ fn idle_timeouts_end_sessions() {
 #[test]
 fn access_rules_apply_to_every_datagram() {
     let a = Echo::start("a", true);
-    let port = free_port();
-    let cfg = udp_config(
-        port,
+    let (_bx, port) = start(
         "roundrobin",
         &[&a],
         "client_idle_timeout = \"5s\"\n[servers.test.access]\ndefault = \"deny\"\nrules = [\"allow 127.0.0.2\"]\n",
     );
-    let _bx = Betwixt::start_quiet(&cfg, &[port]);
     let denied = client();
     denied
         .set_read_timeout(Some(Duration::from_millis(300)))
@@ -246,14 +220,11 @@ fn access_rules_apply_to_every_datagram() {
 #[test]
 fn the_session_cap_refuses_new_clients_beyond_it() {
     let a = Echo::start("a", true);
-    let port = free_port();
-    let cfg = udp_config(
-        port,
+    let (bx, port) = start(
         "roundrobin",
         &[&a],
         "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_sessions = 5\n",
     );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
     let clients: Vec<UdpSocket> = (0..8).map(|_| client()).collect();
     let mut answered = 0;
     for c in &clients {
