@@ -32,14 +32,14 @@
 use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::on_wake::OnWake;
-use super::splice::{Pipe, recv, send, shutdown_write};
+use super::splice::{Pipe, recv, send, send_more, shutdown_write};
 use super::tune;
 use crate::metrics::Counters;
 
@@ -125,9 +125,24 @@ struct Flow<'a> {
     waiting: &'a AtomicBool,
     /// Still to tune on the first switch to bulk mode (see [`super::tune`]).
     untuned: AtomicBool,
-    /// Set by the first direction to pass its FIN on.
-    ended: &'a AtomicBool,
+    /// Shared by both flows: [`ENDED`], [`CLIENT_READ`], [`CLIENT_READ_AGAIN`].
+    shared: &'a AtomicU8,
 }
+
+/// Set by the first direction to pass its FIN on.
+const ENDED: u8 = 1;
+/// The client has been read from.
+const CLIENT_READ: u8 = 2;
+/// ... more than once. Until then the connection may be a single exchange
+/// (HTTP/1.0 style, health probes) whose reply ends with the backend's FIN:
+/// the backend's first [`REPLY_READS`] short reads are read to their end
+/// (see [`copy_once`]), which costs at most that many reads per connection
+/// when the FIN does not come.
+const CLIENT_READ_AGAIN: u8 = 4;
+/// Reads of the backend are counted in the bits above the flags, up to
+/// [`REPLY_READS`].
+const BACKEND_READ: u8 = 8;
+const REPLY_READS: u8 = 4;
 
 impl Relay<'_> {
     /// Relay until the connection ends. `kill` resolves to close it at once.
@@ -151,7 +166,7 @@ impl Relay<'_> {
             backend: AtomicU64::new(seen[1]),
         };
         let waiting = [AtomicBool::new(false), AtomicBool::new(false)];
-        let ended = AtomicBool::new(false);
+        let shared = AtomicU8::new(0);
         let flow = |src, dst, way, waiting| Flow {
             src,
             dst,
@@ -160,7 +175,7 @@ impl Relay<'_> {
             counters: self.counters,
             waiting,
             untuned: AtomicBool::new(self.low_rtt_tuning),
-            ended: &ended,
+            shared: &shared,
         };
         let up = flow(self.client, self.backend, Way::Up, &waiting[0]);
         let down = flow(self.backend, self.client, Way::Down, &waiting[1]);
@@ -252,8 +267,9 @@ pub(crate) async fn watch_idle(
 /// What one copy-mode read did.
 enum Copied {
     Eof,
-    /// Bytes read, bytes already sent, and the unsent tail (if any).
-    Read(usize, usize, Option<Vec<u8>>),
+    /// Bytes read, bytes already sent, the unsent tail (if any), and
+    /// whether the source's FIN came right after them.
+    Read(usize, usize, Option<Vec<u8>>, bool),
     /// The destination failed while we wrote to it.
     DstFailed(io::Error),
 }
@@ -302,7 +318,7 @@ impl Flow<'_> {
             if !more {
                 // The second FIN needs no shutdown: the relay ends now and
                 // closing a socket whose input was read to EOF sends it.
-                if self.ended.swap(true, Relaxed) {
+                if self.shared.fetch_or(ENDED, Relaxed) & ENDED != 0 {
                     return Ok(());
                 }
                 return shutdown_write(self.dst.as_raw_fd());
@@ -310,11 +326,33 @@ impl Flow<'_> {
         }
     }
 
+    /// Whether a short read should go on to the source's end (see
+    /// [`CLIENT_READ_AGAIN`]).
+    fn reply_to_end(&self) -> bool {
+        let s = self.shared.load(Relaxed);
+        matches!(self.way, Way::Down)
+            && s & CLIENT_READ_AGAIN == 0
+            && s / BACKEND_READ < REPLY_READS
+    }
+
+    /// Count a read of this flow's source.
+    fn counted_read(&self) {
+        let s = self.shared.load(Relaxed);
+        match self.way {
+            Way::Up if s & CLIENT_READ != 0 => self.shared.fetch_or(CLIENT_READ_AGAIN, Relaxed),
+            Way::Up => self.shared.fetch_or(CLIENT_READ, Relaxed),
+            Way::Down if s / BACKEND_READ < REPLY_READS => {
+                self.shared.fetch_add(BACKEND_READ, Relaxed)
+            }
+            Way::Down => s,
+        };
+    }
+
     /// One copy-mode read and its sends. Returns false at EOF.
     async fn copy_round(&self, bulk: &mut bool) -> io::Result<bool> {
         let (src, dst) = (self.src.as_raw_fd(), self.dst.as_raw_fd());
         let copied = read_with(self.src, self.waiting, || {
-            copy_once(src, dst).map(|c| {
+            copy_once(src, dst, self.reply_to_end()).map(|c| {
                 let drained = matches!(c, Copied::Read(n, ..) if n < SCRATCH);
                 (c, drained)
             })
@@ -323,20 +361,21 @@ impl Flow<'_> {
         match copied {
             Copied::Eof => Ok(false),
             Copied::DstFailed(e) => Err(e),
-            Copied::Read(read, sent, tail) => {
+            Copied::Read(read, sent, tail, eof) => {
+                self.counted_read();
                 self.touch_src();
                 if sent > 0 {
                     self.count(sent);
-                }
-                if let Some(tail) = tail {
-                    self.send_all(&tail).await?;
                 }
                 *bulk = read == SCRATCH;
                 if *bulk && self.untuned.swap(false, Relaxed) {
                     // Best effort: an untuned connection still relays.
                     let _ = tune::apply(self.src, self.dst);
                 }
-                Ok(true)
+                if let Some(tail) = tail {
+                    self.send_all(&tail).await?;
+                }
+                Ok(!eof)
             }
         }
     }
@@ -357,6 +396,7 @@ impl Flow<'_> {
 
     /// One splice-mode fill of the pipe and its drain. Returns false at EOF.
     async fn splice_round(&self, bulk: &mut bool) -> io::Result<bool> {
+        self.counted_read();
         let pipe = Pipe::take()?;
         let src = self.src.as_raw_fd();
         let filled = read_with(self.src, self.waiting, || {
@@ -438,20 +478,40 @@ async fn read_with<T>(
 /// Read once into the scratch buffer and send what the destination takes now.
 /// Destination errors are returned inside `Copied` so that `async_io` does not
 /// mistake a full destination for an empty source.
-fn copy_once(src: RawFd, dst: RawFd) -> io::Result<Copied> {
+///
+/// With `to_end`, a short read is followed by a second one, as nginx and
+/// HAProxy always do. When it finds the FIN, the bytes are sent with
+/// `MSG_MORE` and leave together with the FIN that the caller's `shutdown`
+/// adds: one segment less for the destination, and its peer learns of the
+/// end one wake-up earlier. An error of that second read is not reported:
+/// the bytes already read still go out, and the next read finds the end.
+fn copy_once(src: RawFd, dst: RawFd, to_end: bool) -> io::Result<Copied> {
     SCRATCH_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
-        let read = recv(src, &mut buf)?;
+        let mut read = recv(src, &mut buf)?;
         if read == 0 {
             return Ok(Copied::Eof);
         }
-        let sent = match send(dst, &buf[..read]) {
+        let mut eof = false;
+        if to_end && read < buf.len() {
+            match recv(src, &mut buf[read..]) {
+                Ok(0) => eof = true,
+                Ok(more) => read += more,
+                Err(_) => {}
+            }
+        }
+        let sent = if eof {
+            send_more(dst, &buf[..read])
+        } else {
+            send(dst, &buf[..read])
+        };
+        let sent = match sent {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Ok(Copied::DstFailed(e)),
         };
         let tail = (sent < read).then(|| buf[sent..read].to_vec());
-        Ok(Copied::Read(read, sent, tail))
+        Ok(Copied::Read(read, sent, tail, eof))
     })
 }
 

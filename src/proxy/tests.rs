@@ -258,3 +258,50 @@ async fn dial_waits_for_a_handshake_that_completes_later() {
     assert_eq!(second.peer_addr().expect("peer"), addr);
     drop(first);
 }
+
+/// A single exchange whose reply ends with the backend's FIN: the reply and
+/// the FIN are read together and passed on together (`MSG_MORE`, then
+/// `shutdown`). Nothing may be lost or held back, whether the client is
+/// still open (it may go on sending) or closed its side first.
+#[tokio::test]
+async fn a_reply_ending_with_the_backend_fin_arrives_whole() {
+    for client_closes_first in [false, true] {
+        let Rig {
+            mut client,
+            mut backend,
+            task,
+            counters,
+        } = rig(None, None).await;
+        client.write_all(b"GET").await.expect("request");
+        if client_closes_first {
+            client.shutdown().await.expect("client FIN");
+        }
+        let mut req = [0u8; 3];
+        within(backend.read_exact(&mut req))
+            .await
+            .expect("request at the backend");
+        // Reply and FIN are both queued before the relay runs again.
+        let reply = pattern(1000);
+        backend.write_all(&reply).await.expect("reply");
+        backend.shutdown().await.expect("backend FIN");
+        let mut got = Vec::new();
+        within(client.read_to_end(&mut got))
+            .await
+            .expect("client read");
+        assert!(got == reply, "reply whole ({} bytes)", got.len());
+        if !client_closes_first {
+            client
+                .write_all(b"more")
+                .await
+                .expect("after the backend's FIN");
+            let mut more = [0u8; 4];
+            within(backend.read_exact(&mut more))
+                .await
+                .expect("more at the backend");
+            assert_eq!(&more, b"more");
+            drop(client);
+        }
+        assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
+        assert_eq!(counters.snapshot().rx_total, 1000);
+    }
+}
