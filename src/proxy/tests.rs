@@ -266,12 +266,8 @@ async fn dial_waits_for_a_handshake_that_completes_later() {
 #[tokio::test]
 async fn a_reply_ending_with_the_backend_fin_arrives_whole() {
     for client_closes_first in [false, true] {
-        let Rig {
-            mut client,
-            mut backend,
-            task,
-            counters,
-        } = rig(None, None).await;
+        let mut r = rig(None, None).await;
+        let (client, backend) = (&mut r.client, &mut r.backend);
         client.write_all(b"GET").await.expect("request");
         if client_closes_first {
             client.shutdown().await.expect("client FIN");
@@ -299,9 +295,12 @@ async fn a_reply_ending_with_the_backend_fin_arrives_whole() {
                 .await
                 .expect("more at the backend");
             assert_eq!(&more, b"more");
-            drop(client);
+            client.shutdown().await.expect("client FIN");
         }
-        assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
-        assert_eq!(counters.snapshot().rx_total, 1000);
+        assert_eq!(
+            within(r.task).await.expect("join").expect("relay"),
+            End::Done
+        );
+        assert_eq!(r.counters.snapshot().rx_total, 1000);
     }
 }
