@@ -23,9 +23,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use crate::config::{self, Check, HealthdCheck, Level, LogFormat, LogOutput, Logging};
 use crate::health::process::{self, Invocation};
@@ -402,9 +403,9 @@ fn stop_signals(
 
 /// Answer each request on its own thread until the server is unblocked.
 fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Semaphore::new(MAX_REQUESTS));
     for request in server.incoming_requests() {
-        let Some(slot) = InFlight::enter(&in_flight) else {
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             let body = format!("busy: {MAX_REQUESTS} requests in flight\n");
             let _ = request.respond(tiny_http::Response::from_string(body).with_status_code(503));
             continue;
@@ -419,26 +420,6 @@ fn serve(server: &tiny_http::Server, shared: &Arc<Shared>) {
         if let Err(e) = spawned {
             crate::warn!(LOG, "cannot start a request thread: {e}");
         }
-    }
-}
-
-/// One request in flight, counted until dropped.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    /// A slot, unless [`MAX_REQUESTS`] are in flight already.
-    fn enter(count: &Arc<AtomicUsize>) -> Option<Self> {
-        if count.fetch_add(1, Ordering::AcqRel) >= MAX_REQUESTS {
-            count.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Self(Arc::clone(count)))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

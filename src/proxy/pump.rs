@@ -335,17 +335,20 @@ impl Flow<'_> {
             && s / BACKEND_READ < REPLY_READS
     }
 
-    /// Count a read of this flow's source.
+    /// Count a read of this flow's source. Both flows run in one task, so a
+    /// load and a store suffice; once both counts are settled (every read of
+    /// a keep-alive connection after its second request) nothing is stored.
     fn counted_read(&self) {
         let s = self.shared.load(Relaxed);
-        match self.way {
-            Way::Up if s & CLIENT_READ != 0 => self.shared.fetch_or(CLIENT_READ_AGAIN, Relaxed),
-            Way::Up => self.shared.fetch_or(CLIENT_READ, Relaxed),
-            Way::Down if s / BACKEND_READ < REPLY_READS => {
-                self.shared.fetch_add(BACKEND_READ, Relaxed)
-            }
+        let next = match self.way {
+            Way::Up if s & CLIENT_READ != 0 => s | CLIENT_READ_AGAIN,
+            Way::Up => s | CLIENT_READ,
+            Way::Down if s / BACKEND_READ < REPLY_READS => s + BACKEND_READ,
             Way::Down => s,
         };
+        if next != s {
+            self.shared.store(next, Relaxed);
+        }
     }
 
     /// One copy-mode read and its sends. Returns false at EOF.

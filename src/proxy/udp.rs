@@ -308,9 +308,9 @@ fn forward(
 /// Take the session out of the table (if it is still the one there).
 fn detach(table: &Table, s: &Arc<Session>) {
     s.detached.store(true, Relaxed);
-    let mut t = lock(table);
-    if t.get(&s.key()).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
-        t.remove(&s.key());
+    let (mut t, key) = (lock(table), s.key());
+    if t.get(&key).is_some_and(|cur| Arc::ptr_eq(cur, s)) {
+        t.remove(&key);
     }
 }
 
