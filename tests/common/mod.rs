@@ -177,6 +177,11 @@ impl Betwixt {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// True once the log contains `needle` (polled until `limit` passes).
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        wait_until(limit, || self.logs().contains(needle))
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(self.child.id() as i32, sig) };
@@ -381,14 +386,46 @@ pub fn who(port: u16) -> String {
 
 /// A minimal config with one server on `port` and the given static lines.
 pub fn config(port: u16, balance: &str, lines: &[String], extra: &str) -> String {
+    let server = server_section("test", port, balance, lines, extra);
+    format!("[logging]\nlevel = \"debug\"\n\n{server}")
+}
+
+/// A `[servers.NAME]` section on 127.0.0.1:`port` with a static list and
+/// the `extra` keys; sections can be concatenated into one config.
+pub fn server_section(
+    name: &str,
+    port: u16,
+    balance: &str,
+    lines: &[String],
+    extra: &str,
+) -> String {
     let list = lines
         .iter()
         .map(|l| format!("\"{l}\""))
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "[logging]\nlevel = \"debug\"\n\n[servers.test]\nbind = \"127.0.0.1:{port}\"\nbalance = \"{balance}\"\n{extra}\n[servers.test.discovery]\nkind = \"static\"\nstatic_list = [{list}]\n"
+        "[servers.{name}]\nbind = \"127.0.0.1:{port}\"\nbalance = \"{balance}\"\n{extra}\n\
+         [servers.{name}.discovery]\nkind = \"static\"\nstatic_list = [{list}]\n"
     )
+}
+
+/// A listener on 127.0.0.1:0 whose first connection (timeouts set) goes to
+/// `serve` on a thread; `serve`'s result comes on the receiver. Keep the
+/// listener for as long as the backend is needed.
+pub fn serve_once<T: Send + 'static>(
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (TcpListener, SocketAddr, std::sync::mpsc::Receiver<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let l = listener.try_clone().expect("clone");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((s, _)) = l.accept() else { return };
+        set_timeouts(&s);
+        let _ = tx.send(serve(s));
+    });
+    (listener, addr, rx)
 }
 
 /// Timeout used on every client socket read/write in the tests.
