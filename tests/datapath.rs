@@ -6,6 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
@@ -16,28 +17,26 @@ const MIB: u64 = 1024 * 1024;
 const UP: u8 = 0x11;
 const DOWN: u8 = 0xc3;
 
+/// Send `total` bytes of `seed`'s pattern on a clone of `s` from a thread,
+/// then half-close; the thread returns the count sent.
+fn send_pattern(s: &TcpStream, seed: u8, total: u64) -> JoinHandle<Result<u64, String>> {
+    let mut w = s.try_clone().expect("clone");
+    std::thread::spawn(move || {
+        let r = Pattern::new(seed).write(&mut w, total);
+        let _ = w.shutdown(Shutdown::Write);
+        r.map_err(|e| e.to_string())
+    })
+}
+
 /// A backend that, for one connection, sends `total` bytes of the DOWN
 /// pattern while checking the client's UP pattern; reports the count it read.
 fn bulk_backend(total: u64) -> (TcpListener, SocketAddr, mpsc::Receiver<Result<u64, String>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let l = listener.try_clone().expect("clone");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let Ok((s, _)) = l.accept() else { return };
-        set_timeouts(&s);
-        let mut w = s.try_clone().expect("clone");
-        let sender = std::thread::spawn(move || {
-            let r = Pattern::new(DOWN).write(&mut w, total);
-            let _ = w.shutdown(Shutdown::Write);
-            r.map_err(|e| format!("backend send: {e}"))
-        });
-        let mut r = s;
-        let read = Pattern::new(UP).verify(&mut r);
+    serve_once(move |mut s| {
+        let sender = send_pattern(&s, DOWN, total);
+        let read = Pattern::new(UP).verify(&mut s);
         let sent = sender.join().unwrap_or(Err("sender panicked".into()));
-        let _ = tx.send(sent.and(read));
-    });
-    (listener, addr, rx)
+        sent.map_err(|e| format!("backend send: {e}")).and(read)
+    })
 }
 
 #[test]
@@ -49,15 +48,9 @@ fn bulk_both_ways_concurrently() {
         &config(port, "roundrobin", &[backend.to_string()], ""),
         &[port],
     );
-    let s = connect(port);
-    let mut w = s.try_clone().expect("clone");
-    let upload = std::thread::spawn(move || {
-        let r = Pattern::new(UP).write(&mut w, total);
-        let _ = w.shutdown(Shutdown::Write);
-        r.map_err(|e| e.to_string())
-    });
-    let mut r = s;
-    let down = Pattern::new(DOWN).verify(&mut r);
+    let mut s = connect(port);
+    let upload = send_pattern(&s, UP, total);
+    let down = Pattern::new(DOWN).verify(&mut s);
     assert_eq!(
         upload.join().expect("upload thread"),
         Ok(total),
@@ -125,22 +118,15 @@ fn backend_by_host_name() {
     }
 }
 
-/// A backend that reads until EOF or error and reports how it ended.
+/// A backend that greets "hi", reads until EOF or error, then reports.
 fn watching_backend() -> (TcpListener, SocketAddr, mpsc::Receiver<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let l = listener.try_clone().expect("clone");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let Ok((mut s, _)) = l.accept() else { return };
+    serve_once(|mut s| {
         s.set_read_timeout(Some(Duration::from_secs(30)))
             .expect("timeout");
         let _ = s.write_all(b"hi\n");
         let mut buf = [0u8; 4096];
         while let Ok(1..) = s.read(&mut buf) {}
-        let _ = tx.send(());
-    });
-    (listener, addr, rx)
+    })
 }
 
 #[test]
