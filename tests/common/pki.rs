@@ -17,7 +17,8 @@ pub struct Pki {
     pub rogue_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+/// Run openssl in `dir`; `Err` with its stderr when it is missing or fails.
+pub fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)

@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,25 +30,12 @@ const NEW_KEY: [&str; 5] = [
     "-nodes",
 ];
 
-/// Run openssl in `cwd`; `Err` with its stderr when it is missing or fails.
-fn try_openssl(args: &[&str], cwd: &Path) -> Result<(), String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .map_err(|e| format!("run openssl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
+#[path = "../common/pki.rs"]
+mod pki;
 
-fn openssl(args: &[&str], cwd: &Path) {
-    if let Err(e) = try_openssl(args, cwd) {
+/// Run openssl in `dir`; panics with its stderr when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    if let Err(e) = pki::openssl(dir, args) {
         panic!("{e}");
     }
 }
@@ -65,7 +51,7 @@ fn req_x509(dir: &Path, subject: &str, extra: &[&str], key: &str, pem: &str) -> 
         &["-keyout", key, "-out", pem],
     ]
     .concat();
-    try_openssl(&args, dir)
+    pki::openssl(dir, &args)
 }
 
 /// A self-signed certificate (CN `file`, the SANs e.g. "DNS:a.example,IP:127.0.0.1")
@@ -111,8 +97,9 @@ impl Pki {
             &NEW_KEY,
             &["-subj", &cn, "-keyout", &key, "-out", &csr],
         ];
-        openssl(&request.concat(), d);
+        openssl(d, &request.concat());
         openssl(
+            d,
             &[
                 "x509",
                 "-req",
@@ -130,7 +117,6 @@ impl Pki {
                 "-out",
                 &pem,
             ],
-            d,
         );
         Leaf {
             cert: d.join(pem),
