@@ -287,29 +287,13 @@ fn health_endpoints_metrics_and_state_file() {
     let bx = start(&cfg, api, &[port, metrics]);
 
     let key = format!("127.0.0.1:{down}");
+    let health_path = format!("/servers/web/backends/{key}/health");
+    let health = || json(&request(api, "GET", &health_path, AUTH, b"").1);
     assert!(wait_until(Duration::from_secs(5), || {
-        let h = json(
-            &request(
-                api,
-                "GET",
-                &format!("/servers/web/backends/{key}/health"),
-                AUTH,
-                b"",
-            )
-            .1,
-        );
+        let h = health();
         h["state"] == "down" && h["history"].as_array().is_some_and(|a| !a.is_empty())
     }));
-    let h = json(
-        &request(
-            api,
-            "GET",
-            &format!("/servers/web/backends/{key}/health"),
-            AUTH,
-            b"",
-        )
-        .1,
-    );
+    let h = health();
     assert_eq!(h["history"][0]["cause"], "refused", "{h}");
     assert!(h["since"].as_str().is_some(), "{h}");
 

@@ -7,6 +7,8 @@
 #![cfg_attr(not(feature = "tls"), allow(dead_code, clippy::clone_on_copy))]
 
 mod common;
+#[cfg(feature = "tls")]
+mod tls_util;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -398,44 +400,18 @@ fn webhook_get_sends_a_query() {
 #[cfg(feature = "tls")]
 mod tls {
     use super::*;
-    use std::process::Command;
 
     /// A self-signed certificate for `backend.test` and 127.0.0.1, made by
     /// openssl; `None` (the test skips) without openssl.
     fn self_signed(dir: &std::path::Path) -> Option<Arc<rustls::ServerConfig>> {
-        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-        let made = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=backend.test"])
-            .args(["-addext", "subjectAltName=DNS:backend.test,IP:127.0.0.1"])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output();
-        match made {
-            Ok(out) if out.status.success() => {}
-            other => {
-                eprintln!("SKIP: openssl could not make a certificate: {other:?}");
-                return None;
+        let sans = "DNS:backend.test,IP:127.0.0.1";
+        match tls_util::try_self_signed(dir, "backend.test", sans) {
+            Ok(leaf) => Some(tls_util::server_config(&leaf)),
+            Err(e) => {
+                eprintln!("SKIP: openssl could not make a certificate: {e}");
+                None
             }
         }
-        let certs = betwixt::tls::load_certs(&cert).expect("cert");
-        let key = betwixt::tls::load_key(&key).expect("key");
-        let config = rustls::ServerConfig::builder_with_provider(betwixt::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("server config");
-        Some(Arc::new(config))
     }
 
     #[test]

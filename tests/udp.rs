@@ -73,6 +73,18 @@ fn start(balance: &str, backends: &[&Echo], extra: &str) -> (Betwixt, u16) {
     (Betwixt::start_quiet(&cfg, &[port]), port)
 }
 
+/// betwixt (roundrobin) in front of one replying echo backend named `a`.
+fn start_one_echo(extra: &str) -> (Echo, Betwixt, u16) {
+    let a = Echo::start("a", true);
+    let (bx, port) = start("roundrobin", &[&a], extra);
+    (a, bx, port)
+}
+
+/// Whether betwixt logs `what` within 3 s.
+fn logged(bx: &Betwixt, what: &str) -> bool {
+    wait_until(Duration::from_secs(3), || bx.logs().contains(what))
+}
+
 fn client() -> UdpSocket {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -133,12 +145,8 @@ fn max_requests_one_balances_every_datagram_and_still_relays_replies() {
 
 #[test]
 fn max_requests_n_starts_a_new_session_after_n() {
-    let a = Echo::start("a", true);
-    let (_bx, port) = start(
-        "roundrobin",
-        &[&a],
-        "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_requests = 3\n",
-    );
+    let (a, _bx, port) =
+        start_one_echo("client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_requests = 3\n");
     let c = client();
     for i in 0..7 {
         ask(&c, port, &i.to_string()).expect("reply");
@@ -152,18 +160,12 @@ fn max_requests_n_starts_a_new_session_after_n() {
 
 #[test]
 fn max_responses_ends_the_session_after_that_many_replies() {
-    let a = Echo::start("a", true);
-    let (bx, port) = start(
-        "roundrobin",
-        &[&a],
-        "client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_responses = 2\n",
-    );
+    let (a, bx, port) =
+        start_one_echo("client_idle_timeout = \"5s\"\n[servers.test.udp]\nmax_responses = 2\n");
     let c = client();
     ask(&c, port, "1").expect("reply");
     ask(&c, port, "2").expect("reply");
-    assert!(wait_until(Duration::from_secs(3), || bx
-        .logs()
-        .contains("udp session ended (max_responses)")));
+    assert!(logged(&bx, "udp session ended (max_responses)"));
     ask(&c, port, "3").expect("reply");
     let src = a.sources();
     assert_eq!(src[0], src[1]);
@@ -172,25 +174,21 @@ fn max_responses_ends_the_session_after_that_many_replies() {
 
 #[test]
 fn idle_timeouts_end_sessions() {
-    let (a, mute) = (Echo::start("a", true), Echo::start("mute", false));
-    let (bx, port) = start("roundrobin", &[&a], "client_idle_timeout = \"300ms\"\n");
+    let (a, bx, port) = start_one_echo("client_idle_timeout = \"300ms\"\n");
     let c = client();
     ask(&c, port, "1").expect("reply");
-    assert!(wait_until(Duration::from_secs(3), || bx
-        .logs()
-        .contains("udp session ended (client_idle_timeout)")));
+    assert!(logged(&bx, "udp session ended (client_idle_timeout)"));
     ask(&c, port, "2").expect("reply");
     let src = a.sources();
     assert_ne!(src[0], src[1], "a new session after the idle timeout");
     drop(bx);
 
+    let mute = Echo::start("mute", false);
     let (bx, port) = start("roundrobin", &[&mute], "backend_idle_timeout = \"300ms\"\n");
     let c = client();
     c.send_to(b"hello?", ("127.0.0.1", port)).unwrap();
     assert!(
-        wait_until(Duration::from_secs(3), || bx
-            .logs()
-            .contains("udp session ended (backend_idle_timeout)")),
+        logged(&bx, "udp session ended (backend_idle_timeout)"),
         "{}",
         bx.logs()
     );
@@ -198,10 +196,7 @@ fn idle_timeouts_end_sessions() {
 
 #[test]
 fn access_rules_apply_to_every_datagram() {
-    let a = Echo::start("a", true);
-    let (_bx, port) = start(
-        "roundrobin",
-        &[&a],
+    let (a, _bx, port) = start_one_echo(
         "client_idle_timeout = \"5s\"\n[servers.test.access]\ndefault = \"deny\"\nrules = [\"allow 127.0.0.2\"]\n",
     );
     let denied = client();
@@ -219,12 +214,8 @@ fn access_rules_apply_to_every_datagram() {
 
 #[test]
 fn the_session_cap_refuses_new_clients_beyond_it() {
-    let a = Echo::start("a", true);
-    let (bx, port) = start(
-        "roundrobin",
-        &[&a],
-        "client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_sessions = 5\n",
-    );
+    let (_a, bx, port) =
+        start_one_echo("client_idle_timeout = \"10s\"\n[servers.test.udp]\nmax_sessions = 5\n");
     let clients: Vec<UdpSocket> = (0..8).map(|_| client()).collect();
     let mut answered = 0;
     for c in &clients {

@@ -60,6 +60,36 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> T {
         .expect("bounded")
 }
 
+/// `from` sends `msg` and then its FIN; `to` reads exactly `msg` up to that
+/// end of stream. Unbounded: callers wrap it in their `within`.
+pub(super) async fn send_then_fin(from: &mut TcpStream, to: &mut TcpStream, msg: &[u8]) {
+    from.write_all(msg).await.expect("send");
+    from.shutdown().await.expect("FIN");
+    let mut got = Vec::new();
+    to.read_to_end(&mut got).await.expect("read to the FIN");
+    let head = String::from_utf8_lossy(&got[..got.len().min(64)]);
+    assert!(
+        got == msg,
+        "sent {} bytes, got {}: {head:?}",
+        msg.len(),
+        got.len()
+    );
+}
+
+/// Send `data` and then a FIN on `s` while reading what arrives up to the
+/// peer's FIN.
+async fn send_while_receiving(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+    let (mut r, mut w) = s.split();
+    let send = async {
+        w.write_all(data).await.expect("write");
+        w.shutdown().await.expect("shutdown");
+    };
+    let mut got = Vec::new();
+    let (_, n) = tokio::join!(send, r.read_to_end(&mut got));
+    n.expect("read");
+    got
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_both_ways_arrives_intact_and_is_counted() {
     let Rig {
@@ -70,32 +100,13 @@ async fn bulk_both_ways_arrives_intact_and_is_counted() {
     } = rig(None, None).await;
     let up = pattern(8 << 20);
     let down = pattern(3 << 20);
-    let (up2, down2) = (up.clone(), down.clone());
-    let client_side = async move {
-        let (mut r, mut w) = client.split();
-        let send = async {
-            w.write_all(&up2).await.expect("client write");
-            w.shutdown().await.expect("client shutdown");
-        };
-        let mut got = Vec::new();
-        let recv = r.read_to_end(&mut got);
-        let (_, n) = tokio::join!(send, recv);
-        n.expect("client read");
-        got
-    };
-    let backend_side = async move {
-        let (mut r, mut w) = backend.split();
-        let send = async {
-            w.write_all(&down2).await.expect("backend write");
-            w.shutdown().await.expect("backend shutdown");
-        };
-        let mut got = Vec::new();
-        let recv = r.read_to_end(&mut got);
-        let (_, n) = tokio::join!(send, recv);
-        n.expect("backend read");
-        got
-    };
-    let (client_got, backend_got) = within(async { tokio::join!(client_side, backend_side) }).await;
+    let (client_got, backend_got) = within(async {
+        tokio::join!(
+            send_while_receiving(&mut client, &up),
+            send_while_receiving(&mut backend, &down)
+        )
+    })
+    .await;
     assert!(backend_got == up, "upload intact");
     assert!(client_got == down, "download intact");
     assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
@@ -108,56 +119,36 @@ async fn bulk_both_ways_arrives_intact_and_is_counted() {
 
 #[tokio::test]
 async fn client_half_close_reaches_backend_and_reply_still_arrives() {
-    let Rig {
-        mut client,
-        mut backend,
-        task,
-        ..
-    } = rig(None, None).await;
-    client.write_all(b"request").await.expect("write");
-    client.shutdown().await.expect("half-close");
-    let mut req = Vec::new();
-    within(backend.read_to_end(&mut req))
+    let mut r = rig(None, None).await;
+    within(send_then_fin(&mut r.client, &mut r.backend, b"request")).await;
+    // The backend replies and closes the socket (not just its write side).
+    r.backend
+        .write_all(b"reply after EOF")
         .await
-        .expect("backend sees EOF");
-    assert_eq!(req, b"request");
-    backend.write_all(b"reply after EOF").await.expect("reply");
-    drop(backend);
+        .expect("reply");
+    drop(r.backend);
     let mut reply = Vec::new();
-    within(client.read_to_end(&mut reply))
+    within(r.client.read_to_end(&mut reply))
         .await
         .expect("client read");
     assert_eq!(reply, b"reply after EOF");
-    assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
+    assert_eq!(
+        within(r.task).await.expect("join").expect("relay"),
+        End::Done
+    );
 }
 
 #[tokio::test]
 async fn backend_closing_its_write_side_early_keeps_the_upload_flowing() {
-    let Rig {
-        mut client,
-        mut backend,
-        task,
-        ..
-    } = rig(None, None).await;
-    backend.write_all(b"banner").await.expect("banner");
-    backend.shutdown().await.expect("backend half-close");
-    let mut banner = Vec::new();
-    within(client.read_to_end(&mut banner))
-        .await
-        .expect("client sees EOF");
-    assert_eq!(banner, b"banner");
+    let mut r = rig(None, None).await;
+    within(send_then_fin(&mut r.backend, &mut r.client, b"banner")).await;
+    // The upload goes on after the backend's FIN.
     let body = pattern(1 << 20);
-    client
-        .write_all(&body)
-        .await
-        .expect("upload after backend FIN");
-    client.shutdown().await.expect("client half-close");
-    let mut got = Vec::new();
-    within(backend.read_to_end(&mut got))
-        .await
-        .expect("backend read");
-    assert!(got == body);
-    assert_eq!(within(task).await.expect("join").expect("relay"), End::Done);
+    within(send_then_fin(&mut r.client, &mut r.backend, &body)).await;
+    assert_eq!(
+        within(r.task).await.expect("join").expect("relay"),
+        End::Done
+    );
 }
 
 #[tokio::test]

@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{MutexGuard, watch};
 
 use super::park::parked;
 use super::tcp;
+use super::tests::send_then_fin;
 use crate::discovery::static_list::parse_line;
 use crate::state::fixtures::test_server;
 use crate::state::{Plan, ServerRuntime};
@@ -18,15 +19,21 @@ use crate::state::{Plan, ServerRuntime};
 /// `parked()` counts only the current test's connection.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Tests keep the rig whole (`r.client`, ...) rather than destructure it
+/// with `..`, which would drop `_serial` and `_stop` at once.
 struct Rig {
     client: TcpStream,
     backend: TcpStream,
     server: Arc<ServerRuntime>,
     _stop: watch::Sender<bool>,
+    /// Dropped last: the test holds the lot until its sockets are gone.
+    _serial: MutexGuard<'static, ()>,
 }
 
-/// client -> [betwixt accept loop] -> backend, one connection, not yet parked.
+/// client -> [betwixt accept loop] -> backend, one connection, not yet
+/// parked; the rig holds `SERIAL` for as long as it lives.
 async fn rig(client_idle: Option<Duration>) -> Rig {
+    let serial = SERIAL.lock().await;
     let backends = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let line = format!("127.0.0.1:{}", backends.local_addr().expect("addr").port());
     let mut cfg = test_server("127.0.0.1:0");
@@ -45,7 +52,16 @@ async fn rig(client_idle: Option<Duration>) -> Rig {
         backend,
         server,
         _stop: stop,
+        _serial: serial,
     }
+}
+
+/// A rig (no idle timeout) whose connection is parked after one exchange.
+async fn parked_rig() -> Rig {
+    let mut r = rig(None).await;
+    exchange(&mut r.client, &mut r.backend, b"a", b"b").await;
+    parked_is(1).await;
+    r
 }
 
 async fn within<T>(f: impl Future<Output = T>) -> T {
@@ -64,19 +80,17 @@ async fn parked_is(n: usize) {
     .await;
 }
 
+/// `from` sends `msg` and `to` receives exactly it.
+async fn pass(from: &mut TcpStream, to: &mut TcpStream, msg: &[u8]) {
+    from.write_all(msg).await.expect("write");
+    let mut got = vec![0u8; msg.len()];
+    within(to.read_exact(&mut got)).await.expect("read");
+    assert_eq!(got, msg);
+}
+
 async fn exchange(client: &mut TcpStream, backend: &mut TcpStream, up: &[u8], down: &[u8]) {
-    client.write_all(up).await.expect("client write");
-    let mut got = vec![0u8; up.len()];
-    within(backend.read_exact(&mut got))
-        .await
-        .expect("backend read");
-    assert_eq!(got, up);
-    backend.write_all(down).await.expect("backend write");
-    let mut got = vec![0u8; down.len()];
-    within(client.read_exact(&mut got))
-        .await
-        .expect("client read");
-    assert_eq!(got, down);
+    pass(client, backend, up).await;
+    pass(backend, client, down).await;
 }
 
 async fn closed(s: &mut TcpStream) {
@@ -85,29 +99,35 @@ async fn closed(s: &mut TcpStream) {
     assert!(r.is_err() || rest.is_empty(), "unexpected bytes {rest:?}");
 }
 
+/// The connection was ended by betwixt: it is no longer open, both ends are
+/// closed without further bytes, and nothing is left parked.
+async fn ended(r: &mut Rig) {
+    within(r.server.tracker.idle()).await;
+    closed(&mut r.client).await;
+    closed(&mut r.backend).await;
+    assert_eq!(parked(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connection_resumes_both_ways_and_parks_again() {
-    let _serial = SERIAL.lock().await;
-    let Rig {
-        mut client,
-        mut backend,
-        server,
-        ..
-    } = rig(None).await;
-    exchange(&mut client, &mut backend, b"hello", b"world").await;
+    let mut r = rig(None).await;
+    exchange(&mut r.client, &mut r.backend, b"hello", b"world").await;
     parked_is(1).await;
-    assert_eq!(server.tracker.open(), 1, "parked is still open");
-    exchange(&mut client, &mut backend, b"from client", b"from backend").await;
+    assert_eq!(r.server.tracker.open(), 1, "parked is still open");
+    exchange(
+        &mut r.client,
+        &mut r.backend,
+        b"from client",
+        b"from backend",
+    )
+    .await;
     parked_is(1).await;
     // The backend speaks first this time.
-    backend.write_all(b"push").await.expect("push");
-    let mut got = [0u8; 4];
-    within(client.read_exact(&mut got)).await.expect("read");
-    assert_eq!(&got, b"push");
+    pass(&mut r.backend, &mut r.client, b"push").await;
     // Bytes are counted just after they are sent: wait for the last count.
     within(async {
         loop {
-            let s = server.counters.snapshot();
+            let s = r.server.counters.snapshot();
             if (s.tx_total, s.rx_total) == (16, 21) {
                 break;
             }
@@ -115,95 +135,56 @@ async fn parked_connection_resumes_both_ways_and_parks_again() {
         }
     })
     .await;
-    drop(client);
-    closed(&mut backend).await;
+    drop(r.client);
+    closed(&mut r.backend).await;
     parked_is(0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connection_is_closed_by_its_idle_timeout() {
-    let _serial = SERIAL.lock().await;
     let idle = Duration::from_millis(1500);
-    let Rig {
-        mut client,
-        mut backend,
-        server,
-        ..
-    } = rig(Some(idle)).await;
+    let mut r = rig(Some(idle)).await;
     let start = Instant::now();
-    exchange(&mut client, &mut backend, b"a", b"b").await;
+    exchange(&mut r.client, &mut r.backend, b"a", b"b").await;
     parked_is(1).await;
-    closed(&mut client).await;
-    closed(&mut backend).await;
+    closed(&mut r.client).await;
+    closed(&mut r.backend).await;
     assert!(
         start.elapsed() >= idle,
         "closed early: {:?}",
         start.elapsed()
     );
     parked_is(0).await;
-    within(server.tracker.idle()).await;
+    within(r.server.tracker.idle()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connection_is_closed_by_a_drain_kill() {
-    let _serial = SERIAL.lock().await;
-    let Rig {
-        mut client,
-        mut backend,
-        server,
-        ..
-    } = rig(None).await;
+    let mut r = rig(None).await;
     // No byte ever crossed: a fresh socket's first readiness can be spurious,
     // and such a connection must park too.
     parked_is(1).await;
-    server.tracker.kill_all();
-    within(server.tracker.idle()).await;
-    closed(&mut client).await;
-    closed(&mut backend).await;
-    assert_eq!(parked(), 0);
+    r.server.tracker.kill_all();
+    ended(&mut r).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connection_is_closed_when_its_backend_goes_down() {
-    let _serial = SERIAL.lock().await;
-    let Rig {
-        mut client,
-        mut backend,
-        server,
-        ..
-    } = rig(None).await;
-    exchange(&mut client, &mut backend, b"a", b"b").await;
-    parked_is(1).await;
-    server.plan().backends[0].state.close_connections();
-    within(server.tracker.idle()).await;
-    closed(&mut client).await;
-    closed(&mut backend).await;
-    assert_eq!(parked(), 0);
+    let mut r = parked_rig().await;
+    r.server.plan().backends[0].state.close_connections();
+    ended(&mut r).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_while_parked_is_passed_on() {
-    let _serial = SERIAL.lock().await;
-    let Rig {
-        mut client,
-        mut backend,
-        server,
-        ..
-    } = rig(None).await;
-    exchange(&mut client, &mut backend, b"a", b"b").await;
-    parked_is(1).await;
-    client.write_all(b"last words").await.expect("write");
-    client.shutdown().await.expect("half-close");
-    let mut got = Vec::new();
-    within(backend.read_to_end(&mut got))
-        .await
-        .expect("backend sees EOF");
-    assert_eq!(got, b"last words");
-    backend.write_all(b"reply after FIN").await.expect("reply");
-    backend.shutdown().await.expect("backend FIN");
-    let mut reply = Vec::new();
-    within(client.read_to_end(&mut reply)).await.expect("reply");
-    assert_eq!(reply, b"reply after FIN");
-    within(server.tracker.idle()).await;
+    let mut r = parked_rig().await;
+    within(send_then_fin(&mut r.client, &mut r.backend, b"last words")).await;
+    within(send_then_fin(
+        &mut r.backend,
+        &mut r.client,
+        b"reply after FIN",
+    ))
+    .await;
+    within(r.server.tracker.idle()).await;
     assert_eq!(parked(), 0);
 }

@@ -1,5 +1,12 @@
 use super::*;
 
+/// No limit set: each test names only the ones it exercises.
+const UNLIMITED: Limits = Limits {
+    client_idle: None,
+    backend_idle: None,
+    max_responses: 0,
+};
+
 fn seen(last_client: u64, last_backend: u64, responses: u64, detached: bool) -> Seen {
     Seen {
         last_client,
@@ -13,8 +20,7 @@ fn seen(last_client: u64, last_backend: u64, responses: u64, detached: bool) -> 
 fn client_idle_counts_from_the_last_client_datagram() {
     let l = Limits {
         client_idle: Some(100),
-        backend_idle: None,
-        max_responses: 0,
+        ..UNLIMITED
     };
     assert_eq!(l.end(&seen(50, 0, 0, false), 120), Verdict::WaitUntil(150));
     assert_eq!(
@@ -26,9 +32,8 @@ fn client_idle_counts_from_the_last_client_datagram() {
 #[test]
 fn backend_idle_counts_from_the_last_reply_or_the_start() {
     let l = Limits {
-        client_idle: None,
         backend_idle: Some(100),
-        max_responses: 0,
+        ..UNLIMITED
     };
     assert_eq!(l.end(&seen(90, 0, 0, false), 99), Verdict::WaitUntil(100));
     assert_eq!(
@@ -42,8 +47,8 @@ fn backend_idle_counts_from_the_last_reply_or_the_start() {
 fn max_responses_ends_at_once() {
     let l = Limits {
         client_idle: Some(100),
-        backend_idle: None,
         max_responses: 2,
+        ..UNLIMITED
     };
     assert_eq!(l.end(&seen(0, 0, 1, false), 1), Verdict::WaitUntil(100));
     assert_eq!(
@@ -57,18 +62,14 @@ fn the_earliest_deadline_is_the_next_look() {
     let l = Limits {
         client_idle: Some(100),
         backend_idle: Some(30),
-        max_responses: 0,
+        ..UNLIMITED
     };
     assert_eq!(l.end(&seen(0, 0, 0, false), 10), Verdict::WaitUntil(30));
 }
 
 #[test]
 fn a_detached_session_without_reply_limits_waits_a_bounded_time() {
-    let l = Limits {
-        client_idle: None,
-        backend_idle: None,
-        max_responses: 0,
-    };
+    let l = UNLIMITED;
     assert_eq!(
         l.end(&seen(0, 0, 0, false), 1_000_000),
         Verdict::WaitUntil(u64::MAX)

@@ -17,7 +17,8 @@ pub struct Pki {
     pub rogue_key: PathBuf,
 }
 
-fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
+/// Run openssl in `dir`; `Err` with its stderr when it is missing or fails.
+pub fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
     let out = Command::new("openssl")
         .current_dir(dir)
         .args(args)
@@ -35,53 +36,45 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// `openssl req` with a new P-256 key `NAME.key` for subject CN=NAME,
+/// writing `out`; `extra` adds arguments.
+fn req(dir: &Path, name: &str, out: &str, extra: &[&str]) -> Result<(), String> {
+    let (key, subject) = (format!("{name}.key"), format!("/CN={name}"));
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let args = [
+        &["req"][..],
+        &new_key,
+        &["-keyout", &key, "-out", out, "-subj", &subject],
+        extra,
+    ]
+    .concat();
+    openssl(dir, &args)
+}
+
+/// A self-signed CA `name` (`name`.pem, `name`.key).
 fn ca(dir: &Path, name: &str) -> Result<(), String> {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    )
+    let ca_ext = [
+        "-x509",
+        "-days",
+        "2",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ];
+    req(dir, name, &format!("{name}.pem"), &ca_ext)
 }
 
 /// A leaf `name` signed by CA `by` with extensions `ext` (one per line).
 fn leaf(dir: &Path, name: &str, by: &str, serial: &str, ext: &str) -> Result<(), String> {
     std::fs::write(dir.join(format!("{name}.ext")), ext).map_err(|e| e.to_string())?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    )?;
+    req(dir, name, &format!("{name}.csr"), &[])?;
     openssl(
         dir,
         &[

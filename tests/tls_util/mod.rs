@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,43 +21,58 @@ pub struct Leaf {
     pub key: PathBuf,
 }
 
-fn openssl(args: &[&str], cwd: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Every key here is a fresh, unencrypted P-256 key.
+const NEW_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+];
+
+#[path = "../common/pki.rs"]
+mod pki;
+
+/// Run openssl in `dir`; panics with its stderr when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    if let Err(e) = pki::openssl(dir, args) {
+        panic!("{e}");
+    }
+}
+
+/// `openssl req -x509`: a self-signed certificate `pem` and its new key
+/// `key` in `dir` for `subject`, valid 2 days; `extra` adds arguments.
+fn req_x509(dir: &Path, subject: &str, extra: &[&str], key: &str, pem: &str) -> Result<(), String> {
+    let args = [
+        &["req", "-x509"][..],
+        &NEW_KEY,
+        &["-days", "2", "-subj", subject],
+        extra,
+        &["-keyout", key, "-out", pem],
+    ]
+    .concat();
+    pki::openssl(dir, &args)
+}
+
+/// A self-signed certificate (CN `file`, the SANs e.g. "DNS:a.example,IP:127.0.0.1")
+/// as `file`.pem and `file`.key in `dir`; `Err` when openssl is missing or fails
+/// (callers that can do without it skip).
+pub fn try_self_signed(dir: &Path, file: &str, sans: &str) -> Result<Leaf, String> {
+    let (key, pem) = (format!("{file}.key"), format!("{file}.pem"));
+    let san = format!("subjectAltName={sans}");
+    req_x509(dir, &format!("/CN={file}"), &["-addext", &san], &key, &pem)?;
+    Ok(Leaf {
+        cert: dir.join(pem),
+        key: dir.join(key),
+    })
 }
 
 impl Pki {
     /// A fresh CA in a temp dir.
     pub fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=betwixt test CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-            dir.path(),
-        );
+        let made = req_x509(dir.path(), "/CN=betwixt test CA", &[], "ca.key", "ca.pem");
+        made.unwrap_or_else(|e| panic!("{e}"));
         let ca = dir.path().join("ca.pem");
         Self { dir, ca }
     }
@@ -77,25 +91,15 @@ impl Pki {
             format!("{file}.csr"),
             format!("{file}.pem"),
         );
+        let cn = format!("/CN={file}");
+        let request = [
+            &["req", "-new"][..],
+            &NEW_KEY,
+            &["-subj", &cn, "-keyout", &key, "-out", &csr],
+        ];
+        openssl(d, &request.concat());
         openssl(
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-subj",
-                &format!("/CN={file}"),
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-            ],
             d,
-        );
-        openssl(
             &[
                 "x509",
                 "-req",
@@ -113,7 +117,6 @@ impl Pki {
                 "-out",
                 &pem,
             ],
-            d,
         );
         Leaf {
             cert: d.join(pem),
@@ -123,34 +126,7 @@ impl Pki {
 
     /// A self-signed certificate (not from the CA).
     pub fn self_signed(&self, file: &str, sans: &str) -> Leaf {
-        let d = self.dir.path();
-        let (key, pem) = (format!("{file}.key"), format!("{file}.pem"));
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={file}"),
-                "-addext",
-                &format!("subjectAltName={sans}"),
-                "-keyout",
-                &key,
-                "-out",
-                &pem,
-            ],
-            d,
-        );
-        Leaf {
-            cert: d.join(pem),
-            key: d.join(key),
-        }
+        try_self_signed(self.dir.path(), file, sans).unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -227,17 +203,22 @@ pub fn leaf_der(leaf: &Leaf) -> Vec<u8> {
     certs(&leaf.cert)[0].to_vec()
 }
 
-/// A TLS echo backend: greets each connection with `NAME\n`, then echoes.
-pub fn tls_backend(name: &str, leaf: &Leaf) -> SocketAddr {
+/// A server config presenting `leaf`, no client authentication.
+pub fn server_config(leaf: &Leaf) -> Arc<rustls::ServerConfig> {
     let key = PrivateKeyDer::from_pem_file(&leaf.key).expect("key");
-    let config = Arc::new(
+    Arc::new(
         rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
             .with_single_cert(certs(&leaf.cert), key)
             .expect("server config"),
-    );
+    )
+}
+
+/// A TLS echo backend: greets each connection with `NAME\n`, then echoes.
+pub fn tls_backend(name: &str, leaf: &Leaf) -> SocketAddr {
+    let config = server_config(leaf);
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let name = name.to_string();
