@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use std::ffi::OsStr;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -75,6 +76,34 @@ pub fn certificates_or_skip<T>(
             None
         }
     }
+}
+
+/// Whether we are root and every path in `tools` exists; if not, prints
+/// why `test` skips (naming the Debian `packages` to install).
+pub fn root_with_tools(test: &str, tools: &[&str], packages: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP: {test} needs root");
+        return false;
+    }
+    for tool in tools {
+        if !Path::new(tool).exists() {
+            eprintln!("SKIP: {tool} missing (apt-get install {packages})");
+            return false;
+        }
+    }
+    true
+}
+
+/// Spawn `cmd` as the leader of a new process group, stdin from /dev/null,
+/// stdout and stderr to a new file `log`.
+pub fn spawn_in_group(cmd: &mut Command, log: &Path) -> std::io::Result<Child> {
+    let out = std::fs::File::create(log)?;
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
 }
 
 /// A Linux bridge of our own (a daemon's `--bridge`), deleted on drop: the
