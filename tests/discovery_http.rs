@@ -8,9 +8,7 @@ mod http_server;
 #[path = "common/pki.rs"]
 mod pki;
 
-use common::discovery::{
-    LIMIT, certificates_or_skip, discovery_config, logged, serves, serves_nothing,
-};
+use common::discovery::{discovery_config, logged, serves, serves_nothing};
 use common::*;
 use http_server::{Body, HttpServer};
 
@@ -35,18 +33,25 @@ fn json_of(backends: &[&Backend]) -> String {
 const JSON_KEYS: &str = "json_host_pattern = \"addr.ip\"\njson_port_pattern = \"ports[0]\"\n\
                          json_weight_pattern = \"w\"\n";
 
-#[test]
-fn json_changes_bad_answers_and_outage_with_keeplast() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+/// An HTTP server listing `a` as JSON and betwixt on it with the `extra`
+/// discovery keys, once it serves `a`.
+fn json_serving_a(a: &Backend, extra: &str) -> (HttpServer, u16, Betwixt) {
     let http = HttpServer::start();
-    http.set_text(&json_of(&[&a]));
+    http.set_text(&json_of(&[a]));
     let port = free_port();
     let disc = format!(
-        "kind = \"json\"\njson_endpoint = \"{}\"\n{JSON_KEYS}",
+        "kind = \"json\"\njson_endpoint = \"{}\"\n{extra}{JSON_KEYS}",
         http.url("/list")
     );
     let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
     assert!(serves(port, &["a"]), "{}", bx.logs());
+    (http, port, bx)
+}
+
+#[test]
+fn json_changes_bad_answers_and_outage_with_keeplast() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let (http, port, bx) = json_serving_a(&a, "");
     http.set_text(&json_of(&[&a, &b]));
     assert!(serves(port, &["a", "b"]), "{}", bx.logs());
     http.set_text(&json_of(&[&b]));
@@ -70,15 +75,7 @@ fn json_changes_bad_answers_and_outage_with_keeplast() {
 #[test]
 fn json_setempty_empties_on_error() {
     let a = Backend::start("a");
-    let http = HttpServer::start();
-    http.set_text(&json_of(&[&a]));
-    let port = free_port();
-    let disc = format!(
-        "kind = \"json\"\njson_endpoint = \"{}\"\nfailpolicy = \"setempty\"\n{JSON_KEYS}",
-        http.url("/list")
-    );
-    let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
-    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let (http, port, bx) = json_serving_a(&a, "failpolicy = \"setempty\"\n");
     http.set_text("not json");
     assert!(serves_nothing(port), "{}", bx.logs());
     http.set_text(&json_of(&[&a]));
@@ -170,7 +167,7 @@ fn consul_health_service_with_token_auth_tag_and_sni() {
 #[cfg(feature = "tls")]
 #[test]
 fn consul_over_tls_with_client_certificates() {
-    let Some((_dir, pki)) = certificates_or_skip(pki::Pki::make) else {
+    let Some((_dir, pki)) = common::discovery::certificates_or_skip(pki::Pki::make) else {
         return;
     };
     let a = Backend::start("a");
@@ -203,11 +200,7 @@ fn consul_over_tls_with_client_certificates() {
         "{}",
         https.last_request()
     );
-    let bad_failed = wait_until(LIMIT, || {
-        bx.logs()
-            .lines()
-            .any(|l| l.contains("(bad): discovery failed: GET https://127.0.0.1"))
-    });
+    let bad_failed = logged(&bx, "(bad): discovery failed: GET https://127.0.0.1");
     assert!(bad_failed, "{}", bx.logs());
     assert!(serves_nothing(bad), "{}", bx.logs());
 }
