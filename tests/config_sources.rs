@@ -137,13 +137,8 @@ fn from_consul_reads_the_kv_key() {
 #[cfg(feature = "tls")]
 #[test]
 fn from_consul_over_https_trusts_ssl_cert_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = match pki::Pki::make(dir.path()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("SKIP: cannot make test certificates: {e}");
-            return;
-        }
+    let Some((dir, pki)) = common::discovery::certificates_or_skip(pki::Pki::make) else {
+        return;
     };
     let a = Backend::start("a");
     let https = HttpServer::start_tls(&pki.server_cert, &pki.server_key, None);

@@ -10,17 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::discovery::{LIMIT, discovery_config, logged, serves, serves_nothing};
 use common::*;
-
-const LIMIT: Duration = Duration::from_secs(10);
-
-/// One server on `port` with the given `[servers.test.discovery]` body.
-fn dyn_config(port: u16, discovery: &str) -> String {
-    format!(
-        "[logging]\nlevel = \"debug\"\n\n[servers.test]\nbind = \"127.0.0.1:{port}\"\n\
-         balance = \"roundrobin\"\n\n[servers.test.discovery]\n{discovery}\n"
-    )
-}
 
 /// A script source: `list` holds the lines; a `down` file makes it fail.
 struct Script {
@@ -68,24 +59,18 @@ impl Script {
     }
 }
 
-/// Wait until new connections reach only `names` (all of them).
-fn serves(port: u16, names: &[&str]) -> bool {
-    wait_until(LIMIT, || {
-        let mut seen: Vec<String> = (0..names.len() * 4).map(|_| who(port)).collect();
-        seen.sort();
-        seen.dedup();
-        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        want.sort();
-        seen == want
-    })
-}
-
-/// Wait until connections are closed without a backend.
-fn serves_nothing(port: u16) -> bool {
-    wait_until(LIMIT, || {
-        let mut s = connect(port);
-        closed_without_data(&mut s, Duration::from_secs(2))
-    })
+/// Backend `a`, a script listing it and then `more`, and betwixt on that
+/// script with the `extra` discovery keys, once it serves `a`.
+fn exec_serving_a(extra: &str, more: &[&str]) -> (Backend, Script, u16, Betwixt) {
+    let a = Backend::start("a");
+    let src = Script::new();
+    let mut lines = vec![a.line()];
+    lines.extend(more.iter().map(|l| l.to_string()));
+    src.set(&lines);
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&discovery_config(port, &src.discovery(extra)), &[port]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    (a, src, port, bx)
 }
 
 #[test]
@@ -94,7 +79,7 @@ fn exec_backends_appear_and_disappear_under_traffic() {
     let src = Script::new();
     src.set(&[a.line()]);
     let port = free_port();
-    let bx = Betwixt::start_quiet(&dyn_config(port, &src.discovery("")), &[port]);
+    let bx = Betwixt::start_quiet(&discovery_config(port, &src.discovery("")), &[port]);
     assert!(serves(port, &["a"]), "{}", bx.logs());
 
     // An open connection to a, then a leaves and b arrives.
@@ -116,16 +101,9 @@ fn exec_backends_appear_and_disappear_under_traffic() {
 
 #[test]
 fn exec_keeplast_keeps_serving_when_the_source_fails() {
-    let a = Backend::start("a");
-    let src = Script::new();
-    src.set(&[a.line()]);
-    let port = free_port();
-    let bx = Betwixt::start_quiet(&dyn_config(port, &src.discovery("")), &[port]);
-    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let (_a, src, port, bx) = exec_serving_a("", &[]);
     src.flag("down", true);
-    assert!(wait_until(LIMIT, || bx
-        .logs()
-        .contains("keeping the last 1 backends")));
+    assert!(logged(&bx, "keeping the last 1 backends"), "{}", bx.logs());
     assert!(
         bx.logs().contains("source down"),
         "stderr is quoted: {}",
@@ -136,13 +114,7 @@ fn exec_keeplast_keeps_serving_when_the_source_fails() {
 
 #[test]
 fn exec_setempty_empties_and_recovers() {
-    let a = Backend::start("a");
-    let src = Script::new();
-    src.set(&[a.line()]);
-    let port = free_port();
-    let cfg = dyn_config(port, &src.discovery("failpolicy = \"setempty\"\n"));
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
-    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let (_a, src, port, bx) = exec_serving_a("failpolicy = \"setempty\"\n", &[]);
     src.flag("down", true);
     assert!(serves_nothing(port), "{}", bx.logs());
     assert!(bx.logs().contains("failpolicy setempty"), "{}", bx.logs());
@@ -152,33 +124,18 @@ fn exec_setempty_empties_and_recovers() {
 
 #[test]
 fn exec_timeout_applies_and_bad_lines_are_reported() {
-    let a = Backend::start("a");
-    let src = Script::new();
-    src.set(&[a.line(), "not a backend".into()]);
-    let port = free_port();
-    let cfg = dyn_config(port, &src.discovery("timeout = \"300ms\"\n"));
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
-    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let (_a, src, port, bx) = exec_serving_a("timeout = \"300ms\"\n", &["not a backend"]);
     assert!(bx.logs().contains("line 2:"), "{}", bx.logs());
     src.flag("slow", true);
-    assert!(
-        wait_until(LIMIT, || bx.logs().contains("timed out after 300ms")),
-        "{}",
-        bx.logs()
-    );
+    assert!(logged(&bx, "timed out after 300ms"), "{}", bx.logs());
     assert_eq!(who(port), "a");
 }
 
 #[test]
 fn exec_reload_with_other_settings_keeps_the_list() {
-    let a = Backend::start("a");
-    let src = Script::new();
-    src.set(&[a.line()]);
-    let port = free_port();
-    let bx = Betwixt::start_quiet(&dyn_config(port, &src.discovery("")), &[port]);
-    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let (_a, src, port, bx) = exec_serving_a("", &[]);
     src.flag("down", true);
-    let cfg = dyn_config(port, &src.discovery("timeout = \"1s\"\n"));
+    let cfg = discovery_config(port, &src.discovery("timeout = \"1s\"\n"));
     assert!(bx.reload(&cfg), "{}", bx.logs());
     assert_eq!(
         who(port),
@@ -290,14 +247,17 @@ fn srv_from_dnsmasq_with_a_and_aaaa_records_and_changes() {
     for proto in ["udp", "tcp"] {
         let port = free_port();
         let extra = format!("srv_dns_protocol = \"{proto}\"\n");
-        let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, &extra)), &[port]);
+        let bx = Betwixt::start_quiet(
+            &discovery_config(port, &srv_discovery(dns, &extra)),
+            &[port],
+        );
         assert!(serves(port, &["a", "b"]), "{proto}: {}", bx.logs());
     }
 
     // The records change: b leaves (dnsmasq restarts with fewer records;
     // meanwhile DNS fails and keeplast serves the last list).
     let port = free_port();
-    let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, "")), &[port]);
+    let bx = Betwixt::start_quiet(&discovery_config(port, &srv_discovery(dns, "")), &[port]);
     assert!(serves(port, &["a", "b"]), "{}", bx.logs());
     drop(server);
     let records = vec![
@@ -323,7 +283,7 @@ fn srv_priority_comes_from_the_record() {
         return;
     };
     let port = free_port();
-    let cfg = dyn_config(port, &srv_discovery(dns, "")).replace("roundrobin", "weight");
+    let cfg = discovery_config(port, &srv_discovery(dns, "")).replace("roundrobin", "weight");
     let bx = Betwixt::start_quiet(&cfg, &[port]);
     assert!(serves(port, &["a"]), "priority 1 only: {}", bx.logs());
 }
@@ -336,12 +296,12 @@ fn srv_dns_timeout_keeplast_and_setempty() {
     for (policy, empties) in [("keeplast", false), ("setempty", true)] {
         let port = free_port();
         let extra = format!("timeout = \"300ms\"\nfailpolicy = \"{policy}\"\n");
-        let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, &extra)), &[port]);
-        assert!(
-            wait_until(LIMIT, || bx.logs().contains("timed out after 300ms")),
-            "{policy}: {}",
-            bx.logs()
+        let bx = Betwixt::start_quiet(
+            &discovery_config(port, &srv_discovery(dns, &extra)),
+            &[port],
         );
+        let timed_out = logged(&bx, "timed out after 300ms");
+        assert!(timed_out, "{policy}: {}", bx.logs());
         assert_eq!(
             bx.logs().contains("setempty: no backends"),
             empties,
@@ -362,12 +322,8 @@ fn unknown_srv_name_is_an_empty_list() {
         return;
     };
     let port = free_port();
-    let bx = Betwixt::start_quiet(&dyn_config(port, &srv_discovery(dns, "")), &[port]);
-    assert!(
-        wait_until(LIMIT, || bx.logs().contains("discovery: 0 backends")),
-        "{}",
-        bx.logs()
-    );
+    let bx = Betwixt::start_quiet(&discovery_config(port, &srv_discovery(dns, "")), &[port]);
+    assert!(logged(&bx, "discovery: 0 backends"), "{}", bx.logs());
 }
 
 /// An `exec_command` argument with a newline reaches the program whole:
@@ -381,6 +337,6 @@ fn exec_argument_with_a_newline_stays_one_argument() {
     let disc = format!(
         "kind = \"exec\"\nexec_command = [\"/bin/sh\", \"-c\", \"{script}\"]\ninterval = \"100ms\"\n"
     );
-    let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
+    let bx = Betwixt::start_quiet(&discovery_config(port, &disc), &[port]);
     assert!(serves(port, &["a", "b"]), "{}", bx.logs());
 }

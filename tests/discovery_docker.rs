@@ -18,12 +18,16 @@ mod common;
 #[path = "common/pki.rs"]
 mod pki;
 
-use std::os::unix::process::CommandExt;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use common::discovery::{
+    Bridge, certificates_or_skip, containers_serve, detach_mounts_under, discovery_config,
+    kill_group_after, last_lines, root_with_tools, run_bounded, spawn_in_group,
+};
 use common::*;
 use pki::Pki;
 
@@ -36,42 +40,6 @@ const START: Duration = Duration::from_secs(30);
 
 /// One private dockerd at a time: two would only compete for 2 cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-/// A Linux bridge of our own, deleted on drop.
-struct Bridge(String);
-
-impl Bridge {
-    fn create(name: &str, cidr: &str) -> Result<Bridge, String> {
-        let _ = ip(&["link", "del", name]); // a leftover of a killed run
-        ip(&["link", "add", name, "type", "bridge"])?;
-        let b = Bridge(name.to_string());
-        ip(&["addr", "add", cidr, "dev", name])?;
-        ip(&["link", "set", name, "up"])?;
-        Ok(b)
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.0]);
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
 
 /// The API on TCP with client certificates required.
 struct TlsApi<'a> {
@@ -90,15 +58,9 @@ struct Dockerd {
 impl Dockerd {
     /// A running dockerd that can run containers, or `None` (reason printed).
     fn start(n: u8, tls: Option<TlsApi>) -> Option<Self> {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: docker discovery test needs root");
+        let tools = [DOCKERD, DOCKER, BUSYBOX, "/usr/bin/timeout"];
+        if !root_with_tools("docker discovery test", &tools, "docker.io busybox-static") {
             return None;
-        }
-        for tool in [DOCKERD, DOCKER, BUSYBOX, "/usr/bin/timeout"] {
-            if !Path::new(tool).exists() {
-                eprintln!("SKIP: {tool} missing (apt-get install docker.io busybox-static)");
-                return None;
-            }
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let bridge = match Bridge::create(&format!("btwx-dk{n}"), &format!("198.19.{n}.1/24")) {
@@ -138,8 +100,6 @@ impl Dockerd {
     fn attempt(&mut self, driver: &'static str, tls: Option<&TlsApi>) -> Result<(), String> {
         let p = self.dir.path().to_path_buf();
         let tag = if driver.is_empty() { "default" } else { driver };
-        let log = std::fs::File::create(p.join(format!("dockerd-{tag}.log")))
-            .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&self.sock);
         let mut cmd = Command::new(DOCKERD);
         cmd.arg("--data-root")
@@ -166,12 +126,7 @@ impl Dockerd {
                 .arg("--tlskey")
                 .arg(&t.pki.server_key);
         }
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
+        let child = spawn_in_group(&mut cmd, &p.join(format!("dockerd-{tag}.log")))
             .map_err(|e| format!("spawn dockerd: {e}"))?;
         self.child = Some(child);
         self.driver = driver;
@@ -207,30 +162,18 @@ impl Dockerd {
         };
         let text = std::fs::read_to_string(self.dir.path().join(format!("dockerd-{tag}.log")))
             .unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        last_lines(&text, 30)
     }
 
     /// The docker CLI on our socket, bounded to 60 s.
     fn docker(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("/usr/bin/timeout")
-            .args(["-s", "KILL", "60", DOCKER])
-            .args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
-            .env("DOCKER_CONFIG", self.dir.path().join("cli"))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(format!(
-                "docker {}: {} {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        let host = format!("unix://{}", self.sock.display());
+        let cli = self.dir.path().join("cli");
+        let envs = [
+            ("DOCKER_HOST", OsStr::new(&host)),
+            ("DOCKER_CONFIG", cli.as_os_str()),
+        ];
+        run_bounded(DOCKER, args, &envs)
     }
 
     /// Import a busybox-static root filesystem as [`IMAGE`].
@@ -274,15 +217,8 @@ impl Dockerd {
     /// detach whatever it left mounted under our directory.
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = child.id() as i32;
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            let stopped = wait_until(Duration::from_secs(15), || {
-                matches!(child.try_wait(), Ok(Some(_)))
-            });
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            if !stopped {
-                let _ = child.wait();
-            }
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            kill_group_after(&mut child, Duration::from_secs(15));
         }
         detach_mounts_under(self.dir.path());
     }
@@ -303,49 +239,27 @@ impl Drop for Dockerd {
     }
 }
 
-/// Lazily unmount every mount point below `dir` (deepest first).
-fn detach_mounts_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(String::from)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        if let Ok(c) = std::ffi::CString::new(p) {
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
-
-fn serves(port: u16, names: &[&str]) -> bool {
-    wait_until(Duration::from_secs(20), || {
-        let mut seen: Vec<String> = (0..names.len() * 4).map(|_| who(port)).collect();
-        // The containers serve one connection at a time (a `nc -l` loop):
-        // a connection that lands between two `nc`s gets nothing; skip it.
-        seen.retain(|s| !s.is_empty());
-        seen.sort();
-        seen.dedup();
-        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        want.sort();
-        seen == want
-    })
+/// betwixt on `d` with the docker discovery keys `discovery`, once it
+/// serves the container `first`.
+fn betwixt_serving(d: &Dockerd, discovery: &str, first: &str) -> (u16, Betwixt) {
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&config(port, discovery), &[port]);
+    let up = containers_serve(port, &[first]);
+    assert!(up, "{}\n{}", bx.logs(), d.log());
+    (port, bx)
 }
 
 fn lock() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// [`discovery_config`] of kind docker, for the containers' port 80.
 fn config(port: u16, discovery: &str) -> String {
-    format!(
-        "[logging]\nlevel = \"debug\"\n\n[servers.test]\nbind = \"127.0.0.1:{port}\"\n\
-         balance = \"roundrobin\"\n\n[servers.test.discovery]\nkind = \"docker\"\n\
-         docker_container_private_port = 80\ninterval = \"200ms\"\n{discovery}"
+    discovery_config(
+        port,
+        &format!(
+            "kind = \"docker\"\ndocker_container_private_port = 80\ninterval = \"200ms\"\n{discovery}"
+        ),
     )
 }
 
@@ -358,16 +272,11 @@ fn docker_containers_come_and_go() {
     d.run("c1", "lb=web", true);
     d.run("c2", "lb=web", false);
     d.run("c3", "lb=other", true);
-    let port = free_port();
-    let cfg = config(
-        port,
-        &format!(
-            "docker_endpoint = \"unix://{}\"\ndocker_container_label = \"lb=web\"\n",
-            d.sock.display()
-        ),
+    let disc = format!(
+        "docker_endpoint = \"unix://{}\"\ndocker_container_label = \"lb=web\"\n",
+        d.sock.display()
     );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
-    assert!(serves(port, &["c1"]), "{}\n{}", bx.logs(), d.log());
+    let (port, bx) = betwixt_serving(&d, &disc, "c1");
     assert!(
         bx.logs()
             .contains("container c2 publishes no host port for private port 80"),
@@ -375,21 +284,16 @@ fn docker_containers_come_and_go() {
         bx.logs()
     );
     d.run("c4", "lb=web", true);
-    assert!(serves(port, &["c1", "c4"]), "{}", bx.logs());
+    assert!(containers_serve(port, &["c1", "c4"]), "{}", bx.logs());
     d.docker(&["rm", "-f", "c1"]).expect("rm c1");
-    assert!(serves(port, &["c4"]), "{}", bx.logs());
+    assert!(containers_serve(port, &["c4"]), "{}", bx.logs());
 }
 
 #[test]
 fn docker_over_tls_with_client_certificates() {
     let _one = lock();
-    let certs = tempfile::tempdir().expect("tempdir");
-    let pki = match Pki::make(certs.path()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("SKIP: cannot make test certificates: {e}");
-            return;
-        }
+    let Some((certs, pki)) = certificates_or_skip(Pki::make) else {
+        return;
     };
     let api = free_port();
     let tls = TlsApi {
@@ -408,20 +312,15 @@ fn docker_over_tls_with_client_certificates() {
         std::fs::copy(k, &key).unwrap();
     };
     use_pair(&pki.client_cert, &pki.client_key);
-    let port = free_port();
-    let cfg = config(
-        port,
-        &format!(
-            "docker_endpoint = \"tcp://127.0.0.1:{api}\"\ndocker_tls_enabled = true\n\
-             docker_tls_cert_path = \"{}\"\ndocker_tls_key_path = \"{}\"\n\
-             docker_tls_cacert_path = \"{}\"\nfailpolicy = \"keeplast\"\n",
-            cert.display(),
-            key.display(),
-            pki.ca.display()
-        ),
+    let disc = format!(
+        "docker_endpoint = \"tcp://127.0.0.1:{api}\"\ndocker_tls_enabled = true\n\
+         docker_tls_cert_path = \"{}\"\ndocker_tls_key_path = \"{}\"\n\
+         docker_tls_cacert_path = \"{}\"\nfailpolicy = \"keeplast\"\n",
+        cert.display(),
+        key.display(),
+        pki.ca.display()
     );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
-    assert!(serves(port, &["t1"]), "{}\n{}", bx.logs(), d.log());
+    let (port, bx) = betwixt_serving(&d, &disc, "t1");
 
     // A client certificate from a CA dockerd does not trust: each fetch
     // fails (logged), and keeplast keeps the list.
@@ -443,9 +342,9 @@ fn docker_over_tls_with_client_certificates() {
     // (busybox nc between two connections does not answer: "" is no error.)
     let seen: Vec<String> = (0..8).map(|_| who(port)).collect();
     assert!(seen.iter().all(|s| s != "t2"), "{seen:?}\n{}", bx.logs());
-    assert!(serves(port, &["t1"]), "{}", bx.logs());
+    assert!(containers_serve(port, &["t1"]), "{}", bx.logs());
 
     // The right certificate again: the next fetch sees t2.
     use_pair(&pki.client_cert, &pki.client_key);
-    assert!(serves(port, &["t1", "t2"]), "{}", bx.logs());
+    assert!(containers_serve(port, &["t1", "t2"]), "{}", bx.logs());
 }

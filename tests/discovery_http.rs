@@ -8,36 +8,13 @@ mod http_server;
 #[path = "common/pki.rs"]
 mod pki;
 
-use std::time::Duration;
-
+use common::discovery::{discovery_config, logged, serves, serves_nothing};
 use common::*;
 use http_server::{Body, HttpServer};
 
-const LIMIT: Duration = Duration::from_secs(10);
-
+/// [`discovery_config`] polling every 100 ms.
 fn dyn_config(port: u16, discovery: &str) -> String {
-    format!(
-        "[logging]\nlevel = \"debug\"\n\n[servers.test]\nbind = \"127.0.0.1:{port}\"\n\
-         balance = \"roundrobin\"\n\n[servers.test.discovery]\ninterval = \"100ms\"\n{discovery}\n"
-    )
-}
-
-fn serves(port: u16, names: &[&str]) -> bool {
-    wait_until(LIMIT, || {
-        let mut seen: Vec<String> = (0..names.len() * 4).map(|_| who(port)).collect();
-        seen.sort();
-        seen.dedup();
-        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        want.sort();
-        seen == want
-    })
-}
-
-fn serves_nothing(port: u16) -> bool {
-    wait_until(LIMIT, || {
-        let mut s = connect(port);
-        closed_without_data(&mut s, Duration::from_secs(2))
-    })
+    discovery_config(port, &format!("interval = \"100ms\"\n{discovery}"))
 }
 
 fn json_of(backends: &[&Backend]) -> String {
@@ -56,18 +33,25 @@ fn json_of(backends: &[&Backend]) -> String {
 const JSON_KEYS: &str = "json_host_pattern = \"addr.ip\"\njson_port_pattern = \"ports[0]\"\n\
                          json_weight_pattern = \"w\"\n";
 
-#[test]
-fn json_changes_bad_answers_and_outage_with_keeplast() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+/// An HTTP server listing `a` as JSON and betwixt on it with the `extra`
+/// discovery keys, once it serves `a`.
+fn json_serving_a(a: &Backend, extra: &str) -> (HttpServer, u16, Betwixt) {
     let http = HttpServer::start();
-    http.set_text(&json_of(&[&a]));
+    http.set_text(&json_of(&[a]));
     let port = free_port();
     let disc = format!(
-        "kind = \"json\"\njson_endpoint = \"{}\"\n{JSON_KEYS}",
+        "kind = \"json\"\njson_endpoint = \"{}\"\n{extra}{JSON_KEYS}",
         http.url("/list")
     );
     let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
     assert!(serves(port, &["a"]), "{}", bx.logs());
+    (http, port, bx)
+}
+
+#[test]
+fn json_changes_bad_answers_and_outage_with_keeplast() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let (http, port, bx) = json_serving_a(&a, "");
     http.set_text(&json_of(&[&a, &b]));
     assert!(serves(port, &["a", "b"]), "{}", bx.logs());
     http.set_text(&json_of(&[&b]));
@@ -75,47 +59,23 @@ fn json_changes_bad_answers_and_outage_with_keeplast() {
 
     // Invalid JSON, a 50 MiB body, a 500: errors; the last list serves on.
     http.set_text("[{\"addr\": ");
-    assert!(
-        wait_until(LIMIT, || bx.logs().contains("invalid JSON")),
-        "{}",
-        bx.logs()
-    );
+    assert!(logged(&bx, "invalid JSON"), "{}", bx.logs());
     assert_eq!(who(port), "b");
     http.set(200, Body::Huge(50 << 20));
-    assert!(
-        wait_until(LIMIT, || bx.logs().contains("larger than")),
-        "{}",
-        bx.logs()
-    );
+    assert!(logged(&bx, "larger than"), "{}", bx.logs());
     assert_eq!(who(port), "b");
     http.set(500, Body::Bytes(b"oops".to_vec()));
-    assert!(
-        wait_until(LIMIT, || bx.logs().contains("status 500")),
-        "{}",
-        bx.logs()
-    );
+    assert!(logged(&bx, "status 500"), "{}", bx.logs());
     assert_eq!(who(port), "b");
     http.stop();
-    assert!(
-        wait_until(LIMIT, || bx.logs().contains("connect:")),
-        "{}",
-        bx.logs()
-    );
+    assert!(logged(&bx, "connect:"), "{}", bx.logs());
     assert_eq!(who(port), "b");
 }
 
 #[test]
 fn json_setempty_empties_on_error() {
     let a = Backend::start("a");
-    let http = HttpServer::start();
-    http.set_text(&json_of(&[&a]));
-    let port = free_port();
-    let disc = format!(
-        "kind = \"json\"\njson_endpoint = \"{}\"\nfailpolicy = \"setempty\"\n{JSON_KEYS}",
-        http.url("/list")
-    );
-    let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
-    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let (http, port, bx) = json_serving_a(&a, "failpolicy = \"setempty\"\n");
     http.set_text("not json");
     assert!(serves_nothing(port), "{}", bx.logs());
     http.set_text(&json_of(&[&a]));
@@ -196,11 +156,7 @@ fn consul_health_service_with_token_auth_tag_and_sni() {
     );
     // Consul down: keeplast serves on.
     http.stop();
-    assert!(
-        wait_until(LIMIT, || bx.logs().contains("discovery failed")),
-        "{}",
-        bx.logs()
-    );
+    assert!(logged(&bx, "discovery failed"), "{}", bx.logs());
     assert!(serves(port, &["a", "b"]));
 }
 
@@ -211,13 +167,8 @@ fn consul_health_service_with_token_auth_tag_and_sni() {
 #[cfg(feature = "tls")]
 #[test]
 fn consul_over_tls_with_client_certificates() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = match pki::Pki::make(dir.path()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("SKIP: cannot make test certificates: {e}");
-            return;
-        }
+    let Some((_dir, pki)) = common::discovery::certificates_or_skip(pki::Pki::make) else {
+        return;
     };
     let a = Backend::start("a");
     let https = HttpServer::start_tls(&pki.server_cert, &pki.server_key, Some(&pki.ca));
@@ -249,11 +200,7 @@ fn consul_over_tls_with_client_certificates() {
         "{}",
         https.last_request()
     );
-    let bad_failed = wait_until(LIMIT, || {
-        bx.logs()
-            .lines()
-            .any(|l| l.contains("(bad): discovery failed: GET https://127.0.0.1"))
-    });
+    let bad_failed = logged(&bx, "(bad): discovery failed: GET https://127.0.0.1");
     assert!(bad_failed, "{}", bx.logs());
     assert!(serves_nothing(bad), "{}", bx.logs());
 }

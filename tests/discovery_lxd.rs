@@ -8,8 +8,8 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use common::discovery::{discovery_config, logged, serves};
 use common::*;
 
 /// Serve `body` (shared, replaceable) to every request on `path`.
@@ -57,17 +57,6 @@ fn answer(containers: &[String]) -> String {
     )
 }
 
-fn serves(port: u16, names: &[&str]) -> bool {
-    wait_until(Duration::from_secs(10), || {
-        let mut seen: Vec<String> = (0..names.len() * 4).map(|_| who(port)).collect();
-        seen.sort();
-        seen.dedup();
-        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        want.sort();
-        seen == want
-    })
-}
-
 #[test]
 fn lxd_running_labelled_containers() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
@@ -81,15 +70,13 @@ fn lxd_running_labelled_containers() {
     let requests = Arc::new(Mutex::new(Vec::new()));
     lxd_server(&sock, body.clone(), requests.clone());
     let port = free_port();
-    let cfg = format!(
-        "[logging]\nlevel = \"debug\"\n\n[servers.test]\nbind = \"127.0.0.1:{port}\"\n\
-         balance = \"roundrobin\"\n\n[servers.test.discovery]\nkind = \"lxd\"\n\
-         lxd_server_address = \"unix:{}\"\nlxd_container_label_key = \"user.lb\"\n\
+    let disc = format!(
+        "kind = \"lxd\"\nlxd_server_address = \"unix:{}\"\nlxd_container_label_key = \"user.lb\"\n\
          lxd_container_label_value = \"web\"\nlxd_container_port_key = \"user.port\"\n\
          lxd_container_sni_key = \"user.sni\"\ninterval = \"100ms\"\n",
         sock.display()
     );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    let bx = Betwixt::start_quiet(&discovery_config(port, &disc), &[port]);
     assert!(serves(port, &["a"]), "{}", bx.logs());
     let first = requests.lock().unwrap()[0].clone();
     assert!(
@@ -102,12 +89,6 @@ fn lxd_running_labelled_containers() {
     ]);
     assert!(serves(port, &["a", "b"]), "{}", bx.logs());
     *body.lock().unwrap() = r#"{"type":"error","error":"not authorized","error_code":403}"#.into();
-    assert!(
-        wait_until(Duration::from_secs(10), || bx
-            .logs()
-            .contains("not authorized")),
-        "{}",
-        bx.logs()
-    );
+    assert!(logged(&bx, "not authorized"), "{}", bx.logs());
     assert!(serves(port, &["a", "b"]), "keeplast: {}", bx.logs());
 }

@@ -12,10 +12,14 @@
 mod common;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::discovery::{
+    containers_serve, detach_mounts_under, discovery_config, kill_group_after, last_lines,
+    root_with_tools, run_bounded,
+};
 use common::*;
 
 const LXD: &str = "/usr/bin/lxd";
@@ -35,15 +39,9 @@ struct Lxd {
 
 impl Lxd {
     fn start() -> Option<Lxd> {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("SKIP: real lxd test needs root");
+        let tools = [LXD, LXC, BUSYBOX, "/usr/bin/timeout"];
+        if !root_with_tools("real lxd test", &tools, "lxd busybox-static") {
             return None;
-        }
-        for tool in [LXD, LXC, BUSYBOX, "/usr/bin/timeout"] {
-            if !Path::new(tool).exists() {
-                eprintln!("SKIP: {tool} missing (apt-get install lxd busybox-static)");
-                return None;
-            }
         }
         let dir = tempfile::tempdir().expect("tempdir");
         let log = std::fs::File::create(dir.path().join("lxd.out")).expect("log");
@@ -80,31 +78,14 @@ impl Lxd {
 
     fn log(&self) -> String {
         let read = |f: &str| std::fs::read_to_string(self.dir.path().join(f)).unwrap_or_default();
-        let text = read("lxd.out") + &read("lxd.log");
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        last_lines(&(read("lxd.out") + &read("lxd.log")), 30)
     }
 
     /// The lxc CLI on our daemon, bounded to 60 s.
     fn lxc(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("/usr/bin/timeout")
-            .args(["-s", "KILL", "60", LXC])
-            .args(args)
-            .env("LXD_DIR", self.dir.path().join("d"))
-            .env("LXD_CONF", self.dir.path().join("conf"))
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(format!(
-                "lxc {}: {} {}",
-                args.join(" "),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
+        let (dir, conf) = (self.dir.path().join("d"), self.dir.path().join("conf"));
+        let envs = [("LXD_DIR", dir.as_os_str()), ("LXD_CONF", conf.as_os_str())];
+        run_bounded(LXC, args, &envs)
     }
 
     /// Wait for the daemon, then pool, bridge, image, and a probe container.
@@ -206,56 +187,15 @@ impl Drop for Lxd {
             }
             let _ = self.lxc(&["profile", "device", "remove", "default", "eth0"]);
             let _ = self.lxc(&["network", "delete", BRIDGE]);
-            let pid = child.id() as i32;
             let _ = Command::new("/usr/bin/timeout")
                 .args(["-s", "KILL", "30", LXD, "shutdown"])
                 .env("LXD_DIR", self.dir.path().join("d"))
                 .output();
-            let stopped = wait_until(Duration::from_secs(15), || {
-                matches!(child.try_wait(), Ok(Some(_)))
-            });
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            if !stopped {
-                let _ = child.wait();
-            }
+            kill_group_after(&mut child, Duration::from_secs(15));
         }
         let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
         detach_mounts_under(self.dir.path());
     }
-}
-
-/// Lazily unmount every mount point below `dir` (deepest first).
-fn detach_mounts_under(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let prefix = dir.to_string_lossy().into_owned();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(String::from)
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        if let Ok(c) = std::ffi::CString::new(p) {
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
-
-fn serves(port: u16, names: &[&str]) -> bool {
-    wait_until(Duration::from_secs(20), || {
-        let mut seen: Vec<String> = (0..names.len() * 4).map(|_| who(port)).collect();
-        // The containers serve one connection at a time (a `nc -l` loop):
-        // a connection that lands between two `nc`s gets nothing; skip it.
-        seen.retain(|s| !s.is_empty());
-        seen.sort();
-        seen.dedup();
-        let mut want: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        want.sort();
-        seen == want
-    })
 }
 
 #[test]
@@ -266,18 +206,21 @@ fn real_lxd_labelled_containers_come_and_go() {
     l.run("c1", "web", 11).expect("c1");
     l.run("c2", "other", 12).expect("c2");
     let port = free_port();
-    let cfg = format!(
-        "[logging]\nlevel = \"debug\"\n\n[servers.test]\nbind = \"127.0.0.1:{port}\"\n\
-         balance = \"roundrobin\"\n\n[servers.test.discovery]\nkind = \"lxd\"\n\
-         lxd_server_address = \"unix:{}\"\nlxd_container_label_key = \"user.lb\"\n\
+    let disc = format!(
+        "kind = \"lxd\"\nlxd_server_address = \"unix:{}\"\nlxd_container_label_key = \"user.lb\"\n\
          lxd_container_label_value = \"web\"\nlxd_container_port = 80\n\
          lxd_container_interface = \"eth0\"\ninterval = \"200ms\"\n",
         l.sock().display()
     );
-    let bx = Betwixt::start_quiet(&cfg, &[port]);
-    assert!(serves(port, &["c1"]), "{}\n{}", bx.logs(), l.log());
+    let bx = Betwixt::start_quiet(&discovery_config(port, &disc), &[port]);
+    assert!(
+        containers_serve(port, &["c1"]),
+        "{}\n{}",
+        bx.logs(),
+        l.log()
+    );
     l.run("c3", "web", 13).expect("c3");
-    assert!(serves(port, &["c1", "c3"]), "{}", bx.logs());
+    assert!(containers_serve(port, &["c1", "c3"]), "{}", bx.logs());
     l.lxc(&["stop", "-f", "c1"]).expect("stop c1");
-    assert!(serves(port, &["c3"]), "{}", bx.logs());
+    assert!(containers_serve(port, &["c3"]), "{}", bx.logs());
 }

@@ -13,11 +13,11 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::discovery::{Bridge, detach_mounts_under, spawn_in_group};
 use common::*;
 
 /// The docker part (engine start to `unhealthy`) must fit in this.
@@ -96,40 +96,6 @@ fn has_interpreter(elf: &[u8]) -> bool {
     (0..count).any(|i| u32_at(phoff + i * size) == 3)
 }
 
-/// A Linux bridge of our own (dockerd's `--bridge`), deleted on drop: the
-/// engine never touches docker0 or another engine's bridge.
-struct Bridge(&'static str);
-
-impl Bridge {
-    fn create(name: &'static str, cidr: &str) -> Result<Self, String> {
-        let _ = ip(&["link", "del", name]); // a leftover of a killed run
-        ip(&["link", "add", name, "type", "bridge"])?;
-        let b = Bridge(name);
-        ip(&["addr", "add", cidr, "dev", name])?;
-        ip(&["link", "set", name, "up"])?;
-        Ok(b)
-    }
-}
-
-impl Drop for Bridge {
-    fn drop(&mut self) {
-        let _ = ip(&["link", "del", self.0]);
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        Err(format!("ip {}: {}", args.join(" "), err.trim()))
-    }
-}
-
 /// A private dockerd; stopped, its mounts detached and its files removed
 /// on drop (then the bridge is deleted).
 struct Engine {
@@ -146,7 +112,6 @@ impl Engine {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let d = dir.path();
         let host = format!("unix://{}", d.join("d.sock").display());
-        let log = std::fs::File::create(d.join("dockerd.log")).map_err(|e| e.to_string())?;
         let mut cmd = Command::new("dockerd");
         cmd.arg("--data-root")
             .arg(d.join("data"))
@@ -154,17 +119,12 @@ impl Engine {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("dockerd.pid"))
-            .args(["-H", &host, "--bridge", bridge.0])
+            .args(["-H", &host, "--bridge", &bridge.0])
             .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"]);
         if !driver.is_empty() {
             cmd.args(["--storage-driver", driver]);
         }
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
+        let child = spawn_in_group(&mut cmd, &d.join("dockerd.log"))
             .map_err(|e| format!("dockerd: {e}"))?;
         let mut engine = Self {
             child,
@@ -240,20 +200,7 @@ impl Drop for Engine {
         }
         let _ = self.child.wait();
         // Whatever dockerd left mounted under our directory.
-        let root = self.dir.path().to_string_lossy().into_owned();
-        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut under: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(1))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        under.reverse();
-        for m in under {
-            if let Ok(c) = std::ffi::CString::new(m) {
-                // SAFETY: a valid C string; MNT_DETACH cannot hurt other mounts.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-        }
+        detach_mounts_under(self.dir.path());
     }
 }
 
