@@ -206,6 +206,21 @@ fn send_all(fd: i32, mut data: &[u8]) -> bool {
     true
 }
 
+/// Soft descriptor limit up to the hard one (the harness opens thousands).
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/set our own limits through a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
 fn main() {
     let mut routes = Vec::new();
     for arg in std::env::args().skip(1) {
@@ -218,6 +233,7 @@ fn main() {
         };
         routes.push((listen(lport), bport));
     }
+    raise_fd_limit();
     if routes.is_empty() {
         eprintln!("usage: floor-proxy LPORT:BPORT [LPORT:BPORT ...]");
         std::process::exit(2);
