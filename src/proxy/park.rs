@@ -8,27 +8,30 @@
 //!
 //! - a socket turns readable (data, FIN, error): the entry leaves the slab and
 //!   epoll and [`super::session::resume`] is spawned on its runtime;
-//! - every [`SWEEP`] the thread applies idle timeouts, drain kills and
-//!   `on_down = "close"` to the parked entries ([`verdict`]). So for a parked
-//!   connection these fire up to one sweep late.
+//! - the thread sweeps the entries ([`verdict`]) when the earliest idle
+//!   deadline among them comes ([`idle_left`]), and at least every [`SWEEP`]
+//!   for drain kills and `on_down = "close"`. So idle timeouts fire on time
+//!   (to the coarse clock's tick), kills up to one sweep late.
 //!
 //! Without parked entries the thread sleeps until the next park wakes it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
-use super::pump::{End, now_ms};
+use super::pump::{End, idle_ms_left, now_ms};
 use super::session::{self, Conn};
 use crate::warn;
 
-/// How often parked connections are checked for timeouts and kills.
+/// How often parked connections are checked for kills (idle timeouts are
+/// checked at their deadline).
 pub const SWEEP: Duration = Duration::from_millis(250);
+const SWEEP_MS: u64 = SWEEP.as_millis() as u64;
 /// Key of the lot's wake-up eventfd in its epoll set.
 const WAKE: u64 = u64::MAX;
 /// Parks after which a sweep gives freed task memory back to the OS
@@ -84,8 +87,7 @@ pub fn verdict(
     if killed {
         return Some(End::Killed);
     }
-    let over =
-        |i: usize| limits[i].is_some_and(|l| now.saturating_sub(seen[i]) >= l.as_millis() as u64);
+    let over = |i: usize| limits[i].is_some_and(|l| idle_ms_left(now, seen[i], l) == 0);
     if over(0) {
         Some(End::ClientIdle)
     } else if over(1) {
@@ -93,6 +95,14 @@ pub fn verdict(
     } else {
         None
     }
+}
+
+/// Milliseconds until the first of a connection's idle timeouts expires (0:
+/// expired); `None` without timeouts. Pure, like [`verdict`].
+pub fn idle_left(now: u64, seen: [u64; 2], limits: [Option<Duration>; 2]) -> Option<u64> {
+    (0..2)
+        .filter_map(|i| Some(idle_ms_left(now, seen[i], limits[i]?)))
+        .min()
 }
 
 /// Entries by key: slot index in the low 32 bits, the slot's generation in
@@ -141,6 +151,10 @@ impl<T> Slab<T> {
         Some(p)
     }
 
+    fn values(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().filter_map(|(_, v)| v.as_ref())
+    }
+
     /// Remove and return the entries `close` picks, with its verdict.
     fn sweep(&mut self, close: impl Fn(&T) -> Option<End>) -> Vec<(T, End)> {
         let mut out = Vec::new();
@@ -162,6 +176,9 @@ struct Lot {
     epoll: OwnedFd,
     wake: OwnedFd,
     slab: Mutex<Slab<Parked>>,
+    /// When the next sweep is due ([`now_ms`] time); changed only with the
+    /// slab locked, so a park and a sweep cannot undo each other's update.
+    due: AtomicU64,
     /// Parks since the last trim, and that count at the previous sweep.
     parks: AtomicUsize,
     parks_at_sweep: AtomicUsize,
@@ -173,8 +190,15 @@ pub fn park(p: Parked) -> Option<Parked> {
         return Some(p);
     };
     let (client, backend) = (p.client.as_raw_fd(), p.backend.as_raw_fd());
+    let now = now_ms();
+    let deadline = idle_left(now, p.seen, p.conn.idle_limits()).map(|left| now + left);
     let mut slab = lot.slab();
-    let was_empty = slab.len == 0;
+    // Wake the thread to sleep anew when this entry is due before the rest.
+    let mut wake = slab.len == 0;
+    if let Some(d) = deadline.filter(|d| *d < lot.due.load(Relaxed)) {
+        lot.due.store(d, Relaxed);
+        wake = true;
+    }
     let key = slab.insert(p);
     let added = ctl(&lot.epoll, libc::EPOLL_CTL_ADD, client, key)
         .and_then(|()| ctl(&lot.epoll, libc::EPOLL_CTL_ADD, backend, key));
@@ -185,7 +209,7 @@ pub fn park(p: Parked) -> Option<Parked> {
     }
     drop(slab);
     lot.parks.fetch_add(1, Relaxed);
-    if was_empty {
+    if wake {
         lot.wake_up();
     }
     None
@@ -244,6 +268,7 @@ impl Lot {
             epoll,
             wake,
             slab: Mutex::new(Slab::default()),
+            due: AtomicU64::new(0),
             parks: AtomicUsize::new(0),
             parks_at_sweep: AtomicUsize::new(0),
         })
@@ -261,12 +286,11 @@ impl Lot {
 
     fn run(&self) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-        let mut next_sweep = now_ms() + SWEEP.as_millis() as u64;
         loop {
             let timeout = if self.slab().len == 0 {
                 -1
             } else {
-                next_sweep.saturating_sub(now_ms()) as i32
+                self.due.load(Relaxed).saturating_sub(now_ms()) as i32
             };
             // SAFETY: the buffer holds `events.len()` entries for the kernel to fill.
             let n = unsafe {
@@ -281,9 +305,8 @@ impl Lot {
                 self.ready(ev.u64);
             }
             let now = now_ms();
-            if now >= next_sweep {
+            if now >= self.due.load(Relaxed) {
                 self.sweep(now);
-                next_sweep = now + SWEEP.as_millis() as u64;
             }
         }
     }
@@ -305,10 +328,20 @@ impl Lot {
         drop(runtime.spawn(session::resume(p)));
     }
 
+    /// Close the entries whose time has come; the next sweep is due at the
+    /// earliest idle deadline left, or one [`SWEEP`] from now.
     fn sweep(&self, now: u64) {
-        let closing = self
-            .slab()
-            .sweep(|p| verdict(now, p.seen, p.conn.idle_limits(), p.conn.killed()));
+        let closing = {
+            let mut slab = self.slab();
+            let closing =
+                slab.sweep(|p| verdict(now, p.seen, p.conn.idle_limits(), p.conn.killed()));
+            let next = slab
+                .values()
+                .filter_map(|p| idle_left(now, p.seen, p.conn.idle_limits()))
+                .fold(SWEEP_MS, u64::min);
+            self.due.store(now + next.max(1), Relaxed);
+            closing
+        };
         for (p, end) in closing {
             p.conn.log_end(&Ok(end), true);
             // Closing the descriptors also removes them from the epoll set.
@@ -352,25 +385,41 @@ fn ctl(epoll: &OwnedFd, op: libc::c_int, fd: RawFd, key: u64) -> io::Result<()> 
 
 #[cfg(test)]
 mod tests {
+    use super::super::pump::COARSE_SLACK_MS;
     use super::*;
 
     const S: Option<Duration> = Some(Duration::from_secs(1));
 
     #[test]
     fn verdict_kills_first_then_client_then_backend_timeout() {
+        let slack = COARSE_SLACK_MS;
         assert_eq!(verdict(5000, [5000, 5000], [S, S], true), Some(End::Killed));
         assert_eq!(
-            verdict(5000, [4000, 4000], [S, S], false),
+            verdict(5000 + slack, [4000, 4000], [S, S], false),
             Some(End::ClientIdle)
         );
         assert_eq!(
-            verdict(5000, [4500, 4000], [S, S], false),
+            verdict(5000 + slack, [4500, 4000], [S, S], false),
             Some(End::BackendIdle)
         );
-        assert_eq!(verdict(5000, [4001, 4001], [S, S], false), None);
+        // One coarse tick of slack: a limit is never reached early.
+        assert_eq!(verdict(5000, [4000, 4000], [S, S], false), None);
+        assert_eq!(verdict(5000 + slack, [4001, 4001], [S, S], false), None);
         assert_eq!(verdict(99_000, [0, 0], [None, None], false), None);
         // A stamp from the future (clock read earlier elsewhere) is not idle.
         assert_eq!(verdict(1000, [2000, 2000], [S, S], false), None);
+    }
+
+    #[test]
+    fn idle_left_is_the_nearer_deadline() {
+        let half = Some(Duration::from_millis(500));
+        let slack = COARSE_SLACK_MS;
+        assert_eq!(idle_left(5000, [4800, 4900], [S, S]), Some(800 + slack));
+        assert_eq!(idle_left(5000, [4800, 4900], [S, half]), Some(400 + slack));
+        assert_eq!(idle_left(5000, [4800, 3000], [None, S]), Some(0), "expired");
+        assert_eq!(idle_left(5000, [0, 0], [None, None]), None);
+        // A stamp from the future counts as fresh.
+        assert_eq!(idle_left(1000, [2000, 2000], [S, None]), Some(1000 + slack));
     }
 
     #[test]

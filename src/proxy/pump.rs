@@ -66,6 +66,19 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
+/// [`now_ms`] stamps trail the real clock by up to one tick of the coarse
+/// clock (4 ms at HZ=250, 10 ms at HZ=100), so the difference of two stamps
+/// can exceed the real time between them by that much. TCP idle timeouts
+/// wait this much longer, so that they never fire early.
+pub const COARSE_SLACK_MS: u64 = 10;
+
+/// Milliseconds before a side last active at `stamp` has been idle for
+/// `limit` at `now` (0: it has), slack included.
+pub fn idle_ms_left(now: u64, stamp: u64, limit: Duration) -> u64 {
+    let limit = (limit.as_millis() as u64).saturating_add(COARSE_SLACK_MS);
+    limit.saturating_sub(now.saturating_sub(stamp))
+}
+
 /// Why a relay ended.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 pub enum End {
@@ -253,12 +266,10 @@ pub(crate) async fn watch_idle(
         let mut wait = u64::MAX;
         for (limit, stamp, end) in &limits {
             let Some(limit) = limit else { continue };
-            let limit = limit.as_millis() as u64;
-            let idle = now.saturating_sub(stamp.load(Relaxed));
-            if idle >= limit {
-                return *end;
+            match idle_ms_left(now, stamp.load(Relaxed), *limit) {
+                0 => return *end,
+                left => wait = wait.min(left),
             }
-            wait = wait.min(limit - idle);
         }
         tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
     }

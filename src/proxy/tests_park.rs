@@ -142,10 +142,13 @@ async fn parked_connection_resumes_both_ways_and_parks_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connection_is_closed_by_its_idle_timeout() {
-    let idle = Duration::from_millis(1500);
+    // Parked 500 ms (PARK_AFTER) after the exchange, due 1,100 ms later:
+    // not a multiple of the 250 ms kill sweep, which starts at the park.
+    let idle = Duration::from_millis(1600);
     let mut r = rig(Some(idle)).await;
     let start = Instant::now();
     exchange(&mut r.client, &mut r.backend, b"a", b"b").await;
+    let quiet = Instant::now();
     parked_is(1).await;
     closed(&mut r.client).await;
     closed(&mut r.backend).await;
@@ -154,6 +157,10 @@ async fn parked_connection_is_closed_by_its_idle_timeout() {
         "closed early: {:?}",
         start.elapsed()
     );
+    // At its deadline, not at the next kill sweep (up to 250 ms later):
+    // 100 ms of slack for the coarse clock and a busy machine.
+    let late = quiet.elapsed().saturating_sub(idle);
+    assert!(late < Duration::from_millis(100), "closed {late:?} late");
     parked_is(0).await;
     within(r.server.tracker.idle()).await;
 }
