@@ -425,7 +425,11 @@ mod tls {
         let hc = http_hc(&srv, "tls = true\nhost = \"backend.test\"");
         let (b, port) = start(&a, &hc);
         wait_down(&b, port, "tls_error");
-        assert!(srv.shared.handshake_failures.load(Ordering::Relaxed) > 0);
+        // The server thread sees the client's alert a moment after the
+        // checker has given up on the certificate.
+        assert!(wait_until(Duration::from_secs(5), || {
+            srv.shared.handshake_failures.load(Ordering::Relaxed) > 0
+        }));
         drop(b);
         let extra = "tls = true\nhost = \"backend.test\"\ninsecure_skip_verify = true\n\
                      initial_status = \"unhealthy\"";

@@ -16,19 +16,26 @@ pub use process::*;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_betwixt");
 
-/// A loopback port free for both TCP and UDP, picked at random below the
-/// kernel's ephemeral range (32768+), so that client sockets (tests open
-/// thousands) can never be handed the port between this call and the bind
-/// by betwixt.
+/// A loopback port free for both TCP and UDP, below the kernel's ephemeral
+/// range (32768+), so that client sockets (tests open thousands) can never
+/// be handed the port between this call and the bind by betwixt.
+///
+/// Ports are handed out in turn from an offset that depends on the process
+/// id, so no two calls in one test binary (whose tests run in parallel)
+/// return the same port: a port a test keeps closed on purpose is not
+/// opened by another test. Test binaries run one after another.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     use std::net::UdpSocket;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    for _ in 0..10_000 {
+    static BASE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(NEXT.fetch_add(1, Ordering::Relaxed));
         h.write_u32(std::process::id());
-        let port = 20_000 + (h.finish() % 12_000) as u16;
+        h.finish() as usize
+    });
+    for _ in 0..12_000 {
+        let port = 20_000 + ((base + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
         let tcp = TcpListener::bind(("127.0.0.1", port));
         let udp = UdpSocket::bind(("127.0.0.1", port));
         if tcp.is_ok() && udp.is_ok() {
