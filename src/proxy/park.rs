@@ -151,15 +151,11 @@ impl<T> Slab<T> {
         Some(p)
     }
 
-    fn values(&self) -> impl Iterator<Item = &T> {
-        self.slots.iter().filter_map(|(_, v)| v.as_ref())
-    }
-
     /// Remove and return the entries `close` picks, with its verdict.
-    fn sweep(&mut self, close: impl Fn(&T) -> Option<End>) -> Vec<(T, End)> {
+    fn sweep(&mut self, mut close: impl FnMut(&T) -> Option<End>) -> Vec<(T, End)> {
         let mut out = Vec::new();
         for (index, slot) in self.slots.iter_mut().enumerate() {
-            let Some(end) = slot.1.as_ref().and_then(&close) else {
+            let Some(end) = slot.1.as_ref().and_then(&mut close) else {
                 continue;
             };
             if let Some(p) = slot.1.take() {
@@ -331,14 +327,17 @@ impl Lot {
     /// Close the entries whose time has come; the next sweep is due at the
     /// earliest idle deadline left, or one [`SWEEP`] from now.
     fn sweep(&self, now: u64) {
+        let mut next = SWEEP_MS;
         let closing = {
             let mut slab = self.slab();
-            let closing =
-                slab.sweep(|p| verdict(now, p.seen, p.conn.idle_limits(), p.conn.killed()));
-            let next = slab
-                .values()
-                .filter_map(|p| idle_left(now, p.seen, p.conn.idle_limits()))
-                .fold(SWEEP_MS, u64::min);
+            let closing = slab.sweep(|p| {
+                let limits = p.conn.idle_limits();
+                let end = verdict(now, p.seen, limits, p.conn.killed());
+                if end.is_none() {
+                    next = idle_left(now, p.seen, limits).map_or(next, |left| next.min(left));
+                }
+                end
+            });
             self.due.store(now + next.max(1), Relaxed);
             closing
         };

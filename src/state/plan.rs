@@ -279,6 +279,10 @@ impl Plan {
     /// [`STACK_CANDIDATES`] backends: no allocation per connection) and let
     /// the balancer pick one.
     fn choose(&self, client: IpAddr, skip: impl Fn(usize) -> bool) -> Option<usize> {
+        let pick = |ids: &[usize], cands: &[Candidate]| {
+            let pick = self.balancer.elect(cands, client, random_u64())?;
+            ids.get(pick).copied()
+        };
         if self.backends.len() <= STACK_CANDIDATES {
             let mut ids = heapless::Vec::<usize, STACK_CANDIDATES>::new();
             let mut cands = heapless::Vec::<Candidate, STACK_CANDIDATES>::new();
@@ -286,12 +290,10 @@ impl Plan {
                 // Cannot fail: at most `backends.len()` candidates.
                 let _ = (ids.push(i), cands.push(c));
             }
-            let pick = self.balancer.elect(&cands, client, random_u64())?;
-            return ids.get(pick).copied();
+            return pick(&ids, &cands);
         }
         let (ids, cands): (Vec<usize>, Vec<Candidate>) = self.candidates(skip).unzip();
-        let pick = self.balancer.elect(&cands, client, random_u64())?;
-        ids.get(pick).copied()
+        pick(&ids, &cands)
     }
 
     fn candidates(
