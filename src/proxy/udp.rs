@@ -48,7 +48,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{Notify, watch};
 
 use super::on_wake::OnWake;
-use super::pump::now_ms;
+use super::pump::{COARSE_SLACK_MS, now_ms};
 use super::udp_pktinfo::{self as pktinfo, Local};
 use crate::config::{Server, Udp};
 use crate::state::{ConnGuard, Elected, ServerRuntime, Target};
@@ -154,10 +154,9 @@ pub enum Verdict {
 
 impl Limits {
     pub fn of(cfg: &Server, udp: &Udp) -> Self {
-        let ms = |d: Option<Duration>| d.map(|d| d.as_millis() as u64);
         Self {
-            client_idle: ms(cfg.client_idle_timeout),
-            backend_idle: ms(cfg.backend_idle_timeout),
+            client_idle: idle_limit_ms(cfg.client_idle_timeout),
+            backend_idle: idle_limit_ms(cfg.backend_idle_timeout),
             max_responses: udp.max_responses,
         }
     }
@@ -189,6 +188,17 @@ impl Limits {
         }
         Verdict::WaitUntil(next)
     }
+}
+
+/// An idle timeout in milliseconds, with one coarse-clock tick of slack:
+/// activity stamps come from [`now_ms`], so without it a session could end
+/// up to a tick early (the same rule as TCP's [`super::pump::idle_ms_left`]).
+fn idle_limit_ms(limit: Option<Duration>) -> Option<u64> {
+    limit.map(|d| {
+        u64::try_from(d.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(COARSE_SLACK_MS)
+    })
 }
 
 /// One client's session.

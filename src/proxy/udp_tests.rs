@@ -92,3 +92,15 @@ fn the_cap_fits_the_descriptor_limit() {
     assert_eq!(session_cap(100, None), 100);
     assert_eq!(session_cap(100, Some(10)), 1);
 }
+
+#[test]
+fn idle_limits_get_one_coarse_tick_of_slack() {
+    assert_eq!(idle_limit_ms(None), None);
+    assert_eq!(
+        idle_limit_ms(Some(Duration::from_millis(1500))),
+        Some(1500 + COARSE_SLACK_MS)
+    );
+    assert_eq!(idle_limit_ms(Some(Duration::MAX)), Some(u64::MAX));
+    let days = Duration::from_secs(u64::MAX / 1000 + 1);
+    assert_eq!(idle_limit_ms(Some(days)), Some(u64::MAX));
+}
