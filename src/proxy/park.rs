@@ -9,9 +9,10 @@
 //! - a socket turns readable (data, FIN, error): the entry leaves the slab and
 //!   epoll and [`super::session::resume`] is spawned on its runtime;
 //! - the thread sweeps the entries ([`verdict`]) when the earliest idle
-//!   deadline among them comes ([`idle_left`]), and at least every [`SWEEP`]
-//!   for drain kills and `on_down = "close"`. So idle timeouts fire on time
-//!   (to the coarse clock's tick), kills up to one sweep late.
+//!   deadline among them comes ([`idle_left`]), when a drain kill or a
+//!   backend close (`on_down = "close"`, API disable) asks for one
+//!   ([`sweep_now`]), and at least every [`SWEEP`] as a backstop. So idle
+//!   timeouts and kills take effect on time (to the coarse clock's tick).
 //!
 //! Without parked entries the thread sleeps until the next park wakes it.
 
@@ -28,8 +29,8 @@ use super::pump::{End, idle_ms_left, now_ms};
 use super::session::{self, Conn};
 use crate::warn;
 
-/// How often parked connections are checked for kills (idle timeouts are
-/// checked at their deadline).
+/// The longest time between two sweeps of parked connections (idle
+/// timeouts are checked at their deadline, kills when requested).
 pub const SWEEP: Duration = Duration::from_millis(250);
 const SWEEP_MS: u64 = SWEEP.as_millis() as u64;
 /// Key of the lot's wake-up eventfd in its epoll set.
@@ -216,8 +217,11 @@ pub fn parked() -> usize {
     lot().map_or(0, |l| l.slab().len)
 }
 
+static LOT: OnceLock<Option<Lot>> = OnceLock::new();
+static STARTED: OnceLock<bool> = OnceLock::new();
+
+/// The lot, made and its thread started on first use.
 fn lot() -> Option<&'static Lot> {
-    static LOT: OnceLock<Option<Lot>> = OnceLock::new();
     let lot = LOT.get_or_init(|| match Lot::new() {
         Ok(lot) => Some(lot),
         Err(e) => {
@@ -229,7 +233,6 @@ fn lot() -> Option<&'static Lot> {
         }
     });
     let lot = lot.as_ref()?;
-    static STARTED: OnceLock<bool> = OnceLock::new();
     let started = STARTED.get_or_init(|| {
         let spawned = std::thread::Builder::new()
             .name("betwixt-park".into())
@@ -240,6 +243,23 @@ fn lot() -> Option<&'static Lot> {
             .is_ok()
     });
     started.then_some(lot)
+}
+
+/// Sweep the parked connections now instead of at the next [`SWEEP`]: a
+/// drain kill or a backend close has just been requested. Does nothing when
+/// nothing is parked (and never starts the lot).
+pub fn sweep_now() {
+    let (Some(Some(lot)), Some(true)) = (LOT.get(), STARTED.get()) else {
+        return;
+    };
+    let slab = lot.slab();
+    if slab.len == 0 {
+        return;
+    }
+    // Under the slab lock, like every change of `due` (see `Lot::due`).
+    lot.due.store(0, Relaxed);
+    drop(slab);
+    lot.wake_up();
 }
 
 impl Lot {

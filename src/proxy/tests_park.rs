@@ -143,7 +143,7 @@ async fn parked_connection_resumes_both_ways_and_parks_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connection_is_closed_by_its_idle_timeout() {
     // Parked 500 ms (PARK_AFTER) after the exchange, due 1,100 ms later:
-    // not a multiple of the 250 ms kill sweep, which starts at the park.
+    // not a multiple of the 250 ms backstop sweep, which starts at the park.
     let idle = Duration::from_millis(1600);
     let mut r = rig(Some(idle)).await;
     let start = Instant::now();
@@ -157,7 +157,7 @@ async fn parked_connection_is_closed_by_its_idle_timeout() {
         "closed early: {:?}",
         start.elapsed()
     );
-    // At its deadline, not at the next kill sweep (up to 250 ms later):
+    // At its deadline, not at the next backstop sweep (up to 250 ms later):
     // 100 ms of slack for the coarse clock and a busy machine.
     let late = quiet.elapsed().saturating_sub(idle);
     assert!(late < Duration::from_millis(100), "closed {late:?} late");
@@ -171,15 +171,28 @@ async fn parked_connection_is_closed_by_a_drain_kill() {
     // No byte ever crossed: a fresh socket's first readiness can be spurious,
     // and such a connection must park too.
     parked_is(1).await;
+    let t = Instant::now();
     r.server.tracker.kill_all();
     ended(&mut r).await;
+    // At once, not at the next backstop sweep (up to 250 ms later).
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parked_connection_is_closed_when_its_backend_goes_down() {
     let mut r = parked_rig().await;
+    let t = Instant::now();
     r.server.plan().backends[0].state.close_connections();
     ended(&mut r).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

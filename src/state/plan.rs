@@ -69,6 +69,8 @@ impl BackendState {
     /// admin disable).
     pub fn close_connections(&self) {
         self.closer.send_modify(|g| *g = g.wrapping_add(1));
+        // Parked connections see the signal at the lot's next sweep.
+        crate::proxy::park::sweep_now();
     }
 
     /// The checker's record, even if a panicking thread poisoned the lock.

@@ -68,6 +68,7 @@ impl Tracker {
     /// Close every open connection now.
     pub fn kill_all(&self) {
         self.kill.send_replace(true);
+        crate::proxy::park::sweep_now();
     }
 }
 
