@@ -2,6 +2,7 @@
 //! a self-signed certificate made by openssl.
 
 mod common;
+mod tls_util;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,31 +16,16 @@ fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok()
 }
 
-/// A self-signed certificate for IP 127.0.0.1 (cert.pem, key.pem in `dir`).
+/// A self-signed certificate for IP 127.0.0.1 (cert.pem, cert.key in `dir`).
 fn self_signed(dir: &Path) {
-    let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=betwixt-test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tls_util::try_self_signed(dir, "cert", "IP:127.0.0.1").unwrap_or_else(|e| panic!("{e}"));
 }
 
 fn tls_config(api: u16, dir: &Path) -> String {
     format!(
         "[api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\n\n[api.basic_auth]\nlogin = \"admin\"\npassword = \"hunter2\"\n\n[api.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
         dir.join("cert.pem").display(),
-        dir.join("key.pem").display()
+        dir.join("cert.key").display()
     )
 }
 
@@ -200,13 +186,13 @@ fn sighup_re_reads_the_api_certificate_and_keeps_it_when_broken() {
     );
 
     // A broken key: logged, and the certificate in use stays.
-    std::fs::write(certs.path().join("key.pem"), "not a key").unwrap();
+    std::fs::write(certs.path().join("cert.key"), "not a key").unwrap();
     bx.reload(&config);
     let logs = bx.logs();
     assert!(
         logs.contains("still serving the previous certificate"),
         "{logs}"
     );
-    assert!(logs.contains("key.pem"), "{logs}");
+    assert!(logs.contains("cert.key"), "{logs}");
     assert_eq!(curl(&["--cacert", new], &url), (200, "OK".into()));
 }
