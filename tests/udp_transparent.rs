@@ -2,7 +2,9 @@
 //! the capability (betwixt run as an unprivileged user), and the transparent
 //! path itself as root across three network namespaces (client, betwixt,
 //! backend; 198.18.0.0/15): the backend sees the client's address as the
-//! source, and its reply still reaches the client through betwixt. Needs
+//! source, and its reply still reaches the client through betwixt, also on
+//! a wildcard bind with two addresses (the reply leaves from the one the
+//! client contacted). Needs
 //! root, `ip` and `setpriv`; skips otherwise.
 
 mod common;
@@ -11,6 +13,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
@@ -80,7 +83,10 @@ struct Netns(String);
 
 impl Netns {
     fn new(tag: &str) -> Self {
-        let name = format!("bxtp-{}-{tag}", std::process::id());
+        // Unique per test too: tests in this binary run in parallel.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let name = format!("bxtp-{}-{n}-{tag}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output();
         run("ip", &["netns", "add", &name]);
         let ns = Netns(name);
@@ -165,20 +171,39 @@ fn topology() -> (Netns, Netns, Netns) {
 #[test]
 fn with_transparent_the_backend_sees_the_client_address_and_replies_flow_back() {
     need_root!();
+    round_trips("198.18.0.2", &[[198, 18, 0, 2]]);
+}
+
+#[test]
+fn on_a_wildcard_bind_replies_leave_from_each_contacted_address() {
+    need_root!();
+    round_trips("0.0.0.0", &[[198, 18, 0, 2], [198, 18, 0, 3]]);
+}
+
+/// betwixt (transparent, bound to `bind`) relays one datagram from a fresh
+/// client socket to each of `contacted`: the backend must see the client's
+/// own address, and the reply must come back from the contacted address.
+fn round_trips(bind: &str, contacted: &[[u8; 4]]) {
     let (cl, bx, be) = topology();
-    let backend = be.thread(|| {
+    bx.ip(&["addr", "add", "198.18.0.3/24", "dev", "vcl"]);
+    let count = contacted.len();
+    let backend = be.thread(move || {
         let s = UdpSocket::bind("198.18.1.1:7000").expect("backend bind");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut buf = [0u8; 64];
-        let (n, from) = s.recv_from(&mut buf).expect("a datagram at the backend");
-        let mut out = b"b:".to_vec();
-        out.extend(&buf[..n]);
-        s.send_to(&out, from).unwrap();
-        from
+        let mut seen = Vec::new();
+        for _ in 0..count {
+            let mut buf = [0u8; 64];
+            let (n, from) = s.recv_from(&mut buf).expect("a datagram at the backend");
+            let mut out = b"b:".to_vec();
+            out.extend(&buf[..n]);
+            s.send_to(&out, from).unwrap();
+            seen.push(from);
+        }
+        seen
     });
     let port = 7100;
     let (_dir, cfg) = public_config(&transparent_config(
-        &format!("198.18.0.2:{port}"),
+        &format!("{bind}:{port}"),
         "198.18.1.1:7000",
     ));
     let log = _dir.path().join("log");
@@ -198,27 +223,35 @@ fn with_transparent_the_backend_sees_the_client_address_and_replies_flow_back() 
     let logs = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         wait_until(Duration::from_secs(10), || logs()
-            .contains(&format!("listening on 198.18.0.2:{port}"))),
+            .contains(&format!("listening on {bind}:{port}"))),
         "{}",
         logs()
     );
+    let targets = contacted.to_vec();
     let client = cl.thread(move || {
-        let s = UdpSocket::bind("198.18.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.send_to(b"hi", ("198.18.0.2", port)).unwrap();
-        let mut buf = [0u8; 64];
-        let got = s
-            .recv_from(&mut buf)
-            .map(|(n, src)| (buf[..n].to_vec(), src));
-        (s.local_addr().unwrap(), got)
+        let mut results = Vec::new();
+        for ip in targets {
+            let s = UdpSocket::bind("198.18.0.1:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let to = SocketAddr::from((ip, port));
+            s.send_to(b"hi", to).unwrap();
+            let mut buf = [0u8; 64];
+            let got = s
+                .recv_from(&mut buf)
+                .map(|(n, src)| (buf[..n].to_vec(), src));
+            results.push((to, s.local_addr().unwrap(), got));
+        }
+        results
     });
-    let (me, got) = client.join().unwrap();
+    let results = client.join().unwrap();
     let seen = backend
         .join()
         .unwrap_or_else(|_| panic!("backend: {}", logs()));
-    assert_eq!(seen, me, "the backend saw the client's own address");
-    let (reply, src) = got.unwrap_or_else(|e| panic!("no reply: {e}\n{}", logs()));
-    assert_eq!(reply, b"b:hi");
-    assert_eq!(src, SocketAddr::from(([198, 18, 0, 2], port)));
+    for ((to, me, got), seen) in results.into_iter().zip(seen) {
+        assert_eq!(seen, me, "the backend saw the client's own address");
+        let (reply, src) = got.unwrap_or_else(|e| panic!("no reply via {to}: {e}\n{}", logs()));
+        assert_eq!(reply, b"b:hi");
+        assert_eq!(src, to, "the reply left from the contacted address");
+    }
     drop(daemon);
 }
