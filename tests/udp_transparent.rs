@@ -4,8 +4,7 @@
 //! backend; 198.18.0.0/15): the backend sees the client's address as the
 //! source, and its reply still reaches the client through betwixt, also on
 //! a wildcard bind with two addresses (the reply leaves from the one the
-//! client contacted). Needs
-//! root, `ip` and `setpriv`; skips otherwise.
+//! client contacted). Needs root, `ip` and `setpriv`; skips otherwise.
 
 mod common;
 
