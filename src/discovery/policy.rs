@@ -51,9 +51,11 @@ pub fn step(
     }
 }
 
-/// Drop repeated `host:port` entries (the first one wins); returns the
-/// list and one message per dropped entry.
-pub fn dedupe(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
+/// The list in one canonical form: repeated `host:port` entries dropped
+/// (the first one wins), then sorted by key, so that a source answering
+/// the same backends in another order (dnsmasq rotates SRV records) is no
+/// change. Returns the list and one message per dropped entry.
+pub fn canonical(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
     let mut seen = HashSet::new();
     let mut dropped = Vec::new();
     let mut out = Vec::with_capacity(list.len());
@@ -64,6 +66,7 @@ pub fn dedupe(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
             dropped.push(format!("duplicate backend {} ignored", spec.key()));
         }
     }
+    out.sort_by_cached_key(BackendSpec::key);
     (out, dropped)
 }
 
@@ -140,10 +143,20 @@ mod tests {
     }
 
     #[test]
-    fn dedupe_keeps_first() {
-        let (out, dropped) = dedupe(list(&["a:1 weight=3", "b:1", "a:1"]));
+    fn canonical_keeps_first() {
+        let (out, dropped) = canonical(list(&["a:1 weight=3", "b:1", "a:1"]));
         assert_eq!(out, list(&["a:1 weight=3", "b:1"]));
         assert_eq!(dropped.len(), 1);
+    }
+
+    /// Sources that shuffle their answers (dnsmasq rotates SRV records)
+    /// must not count as a change at every fetch.
+    #[test]
+    fn reordered_list_is_no_change() {
+        let (first, _) = canonical(list(&["b:1", "a:1 weight=2", "c:1"]));
+        let (again, _) = canonical(list(&["c:1", "b:1", "a:1 weight=2"]));
+        let s = step(FailPolicy::KeepLast, MIN, Ok(again), Some(&first));
+        assert_eq!(s.send, None, "the same backends in another order");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use super::policy::{dedupe, step};
+use super::policy::{canonical, step};
 use super::{BackendSpec, Fetcher, Listing};
 use crate::config::{Discovery, FailPolicy};
 use crate::{info, warn};
@@ -125,7 +125,7 @@ impl Worker {
         let mut last_warnings: Vec<String> = Vec::new();
         loop {
             let result = self.fetch().await.map(|listing| {
-                let (specs, mut warnings) = dedupe(listing.specs);
+                let (specs, mut warnings) = canonical(listing.specs);
                 warnings.splice(0..0, listing.warnings);
                 if warnings != last_warnings {
                     for w in &warnings {
