@@ -314,6 +314,49 @@ fn srv_dns_timeout_keeplast_and_setempty() {
     drop(silent);
 }
 
+/// An SRV record with port 0 is skipped with a warning (it used to become a
+/// backend HOST:0), and an answer in another order (dnsmasq rotates its
+/// records) is not a new list at every fetch.
+#[test]
+fn srv_port_zero_is_skipped_and_a_reordered_answer_is_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dns = free_port();
+    let records = vec![
+        srv_record("a.betwixt.test", a.addr.port(), 1, 1),
+        srv_record("b.betwixt.test", b.addr.port(), 1, 1),
+        srv_record("z.betwixt.test", 0, 1, 1),
+        "--host-record=a.betwixt.test,127.0.0.1".to_string(),
+        "--host-record=b.betwixt.test,127.0.0.1".to_string(),
+        "--host-record=z.betwixt.test,127.0.0.1".to_string(),
+    ];
+    let Some(server) = Dnsmasq::start(dns, &records, dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&discovery_config(port, &srv_discovery(dns, "")), &[port]);
+    assert!(logged(&bx, "discovery: 2 backends"), "{}", bx.logs());
+    assert!(serves(port, &["a", "b"]), "{}", bx.logs());
+    assert!(
+        bx.logs().contains("z.betwixt.test: port 0; skipped"),
+        "{}",
+        bx.logs()
+    );
+    // Ten more SRV answers (interval 200ms), each in dnsmasq's order.
+    let queries = || {
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        log.matches("query[SRV]").count()
+    };
+    let seen = queries();
+    assert!(wait_until(LIMIT, || queries() >= seen + 10));
+    assert_eq!(
+        bx.logs().matches("discovery: 2 backends").count(),
+        1,
+        "{}",
+        bx.logs()
+    );
+}
+
 #[test]
 fn unknown_srv_name_is_an_empty_list() {
     let dir = tempfile::tempdir().unwrap();

@@ -3,8 +3,8 @@
 //! port, weight and priority from the record, sni = the target name, host =
 //! the target's address from the additional section (A first, then AAAA in
 //! brackets), else from a follow-up A query, then AAAA. A target without
-//! an address is skipped with a warning; NXDOMAIN or no records = empty
-//! list. Messages are built and parsed with `simple-dns`.
+//! an address, or a record with port 0, is skipped with a warning;
+//! NXDOMAIN or no records = empty list. Messages are built and parsed with `simple-dns`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -135,6 +135,11 @@ impl Srv {
         let answer = self.ask(server, &self.pattern, TYPE::SRV).await?;
         let mut listing = Listing::default();
         for record in &answer.srv {
+            if record.port == 0 {
+                let warning = format!("{}: port 0; skipped", record.target);
+                listing.warnings.push(warning);
+                continue;
+            }
             let ip = match answer.addrs.get(&record.target).and_then(|a| pick(a)) {
                 Some(ip) => Some(ip),
                 None => self.lookup(server, &record.target).await?,
