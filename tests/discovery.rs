@@ -99,6 +99,38 @@ fn exec_backends_appear_and_disappear_under_traffic() {
     assert!(bx.logs().contains("discovery: 0 backends"), "{}", bx.logs());
 }
 
+/// A backend gone from the list but still carrying a connection is shown
+/// with `discovered: false` and counts as electable nowhere (API stats,
+/// /health, the electable gauge), as in gobetween's stats.
+#[test]
+fn removed_busy_backend_is_shown_undiscovered_and_not_electable() {
+    let a = Backend::start("a");
+    let src = Script::new();
+    src.set(&[a.line()]);
+    let (port, api) = (free_port(), free_port());
+    let cfg = format!(
+        "[api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\n\n{}",
+        discovery_config(port, &src.discovery(""))
+    );
+    let bx = Betwixt::start(&cfg, &[port, api]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let mut held = connect(port);
+    assert_eq!(read_line(&mut held), "a");
+    src.set(&[]);
+    assert!(logged(&bx, "discovery: 0 backends"), "{}", bx.logs());
+
+    let (_, body) = common::http::request(api, "GET", "/servers/test/stats", None, b"");
+    let stats = common::http::json(&body);
+    let b = &stats["backends"][0];
+    assert_eq!(b["port"], a.addr.port().to_string(), "{stats}");
+    assert_eq!(b["stats"]["active_connections"], 1, "{stats}");
+    assert_eq!(b["stats"]["discovered"], false, "{stats}");
+    let (status, body) = common::http::request(api, "GET", "/health", None, b"");
+    assert_eq!(status, 503, "no backend takes new connections: {body}");
+    assert!(body.contains("no electable backend"), "{body}");
+    assert_eq!(exchange(&mut held, b"still here"), b"still here");
+}
+
 #[test]
 fn exec_keeplast_keeps_serving_when_the_source_fails() {
     let (_a, src, port, bx) = exec_serving_a("", &[]);

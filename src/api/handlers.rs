@@ -177,7 +177,7 @@ pub fn stats_json(v: &ServerView) -> Value {
                 "weight": b.weight,
                 "stats": {
                     "live": b.live,
-                    "discovered": true,
+                    "discovered": b.discovered,
                     "total_connections": b.counters.total_connections,
                     "active_connections": b.counters.active_connections,
                     "refused_connections": b.counters.refused_connections,

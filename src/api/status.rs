@@ -125,12 +125,13 @@ fn backend_row(h: &mut String, server: &str, b: &BackendView) {
     let _ = write!(
         h,
         "<tr class=\"{class}\" id=\"backend-{}-{}\" data-health=\"{health}\" data-admin=\"{admin}\">\
-<td class=\"l\">{}</td><td class=\"l health\">{health}</td><td>{since}</td><td>{}</td>\
+<td class=\"l\">{}{}</td><td class=\"l health\">{health}</td><td>{since}</td><td>{}</td>\
 <td class=\"l admin\">{admin}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"l\">{}</td></tr>",
         esc(server),
         esc(&b.key),
         esc(&b.key),
+        if b.discovered { "" } else { " (removed)" },
         b.score,
         b.weight,
         b.priority,
@@ -161,6 +162,7 @@ mod tests {
             max_connections: 0,
             sni: String::new(),
             live,
+            discovered: true,
             admin,
             score: 100,
             counters: Snapshot::default(),

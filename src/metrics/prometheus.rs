@@ -412,6 +412,7 @@ mod tests {
             max_connections: 0,
             sni: String::new(),
             live: false,
+            discovered: true,
             admin: crate::state::ADMIN_DRAIN,
             score: 50,
             counters: Snapshot {

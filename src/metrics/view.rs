@@ -27,6 +27,9 @@ pub struct BackendView {
     pub max_connections: u32,
     pub sni: String,
     pub live: bool,
+    /// In the current discovered list; `false` for a removed backend that
+    /// stays (unelectable) until its connections end.
+    pub discovered: bool,
     /// One of `ADMIN_*`.
     pub admin: u8,
     pub score: u32,
@@ -35,9 +38,9 @@ pub struct BackendView {
 }
 
 impl BackendView {
-    /// Live and enabled: new connections may go there.
+    /// Discovered, live and enabled: new connections may go there.
     pub fn electable(&self) -> bool {
-        self.live && self.admin == crate::state::ADMIN_ENABLED
+        self.discovered && self.live && self.admin == crate::state::ADMIN_ENABLED
     }
 }
 
@@ -68,6 +71,7 @@ impl ServerView {
                 max_connections: b.spec.max_connections,
                 sni: b.spec.sni.clone(),
                 live: b.state.live.load(Relaxed),
+                discovered: !b.removed,
                 admin: b.state.admin.load(Relaxed),
                 score: b.state.score.load(Relaxed),
                 counters: b.state.counters.snapshot(),
