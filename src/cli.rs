@@ -166,11 +166,14 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         if key.is_empty() {
             return Err("from-consul: the key (-k) is empty".into());
         }
-        let https = match scheme.as_str() {
+        let tls = match scheme.as_str() {
             "http" => false,
             "https" => true,
             other => return Err(format!("unknown scheme {other:?} (use http or https)")),
         };
+        let (https, host) = crate::discovery::consul::split_host(&host, tls)
+            .map_err(|e| format!("from-consul: {e}"))?;
+        let host = host.to_string();
         run.remote = Some(Remote::Consul { host, key, https });
     }
     if let Some(r) = &run.remote {
@@ -451,6 +454,13 @@ mod tests {
         assert!(
             matches!(r.remote, Some(Remote::Consul { key, https: false, .. }) if key == "gobetween")
         );
+        let Ok(Command::Run(r)) = parse(&args("from-consul https://127.0.0.1:8500")) else {
+            panic!("run")
+        };
+        assert!(
+            matches!(r.remote, Some(Remote::Consul { host, https: true, .. }) if host == "127.0.0.1:8500")
+        );
+        assert!(parse(&args("from-consul http://h:1 -s https")).is_err());
         assert!(parse(&args("from-consul h:1 -s ftp")).is_err());
         assert!(parse(&args("from-consul h:1 --key=")).is_err());
         assert!(parse(&args("from-url")).is_err());

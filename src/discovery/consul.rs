@@ -49,6 +49,24 @@ impl Consul {
     }
 }
 
+/// Split `consul_host` into (https, `host:port`). As with Consul's Go
+/// client (which gobetween uses), the host may start with `http://` or
+/// `https://`; without a scheme, `tls` (`consul_tls_enabled`, `-s https`)
+/// decides. `http://` while TLS is asked for is an error.
+pub fn split_host(host: &str, tls: bool) -> Result<(bool, &str), String> {
+    match host.split_once("://") {
+        None => Ok((tls, host)),
+        Some(("https", rest)) => Ok((true, rest)),
+        Some(("http", rest)) if !tls => Ok((false, rest)),
+        Some(("http", _)) => Err(format!(
+            "\"{host}\": http:// but TLS is enabled (write https:// or no scheme)"
+        )),
+        Some((scheme, _)) => Err(format!(
+            "\"{host}\": unknown scheme {scheme}:// (use host:port, http:// or https://)"
+        )),
+    }
+}
+
 /// Consul's request headers: ACL token and basic auth.
 pub fn headers(
     token: &Option<String>,
@@ -155,6 +173,16 @@ mod tests {
         assert_eq!(l.warnings.len(), 1);
         assert!(parse(b"{}").is_err());
         assert!(parse(b"[").is_err());
+    }
+
+    #[test]
+    fn host_with_or_without_scheme() {
+        assert_eq!(split_host("c:8500", false), Ok((false, "c:8500")));
+        assert_eq!(split_host("c:8500", true), Ok((true, "c:8500")));
+        assert_eq!(split_host("http://c:8500", false), Ok((false, "c:8500")));
+        assert_eq!(split_host("https://c:8500", false), Ok((true, "c:8500")));
+        assert!(split_host("http://c:8500", true).is_err());
+        assert!(split_host("unix:///run/consul.sock", false).is_err());
     }
 
     #[test]

@@ -152,12 +152,9 @@ fn consul_of(params: &BTreeMap<String, String>) -> Result<consul::Consul, String
             .map(|(c, k)| (c.into(), k.into())),
         insecure: false,
     };
+    let (https, host) = consul::split_host(param(params, "consul_host")?, tls)?;
     Ok(consul::Consul {
-        base: format!(
-            "{}://{}",
-            if tls { "https" } else { "http" },
-            param(params, "consul_host")?
-        ),
+        base: format!("{}://{host}", if https { "https" } else { "http" }),
         service: param(params, "consul_service_name")?.to_string(),
         tag: opt("consul_service_tag"),
         passing_only: opt("consul_service_passing_only").as_deref() == Some("true"),

@@ -250,6 +250,40 @@ fn consul_datacenter_alias() {
     );
 }
 
+/// gobetween hands `consul_host` to Consul's Go client, which also takes
+/// `http://HOST:PORT` and `https://HOST:PORT`.
+#[test]
+fn consul_host_may_carry_a_scheme() {
+    let base = |host: &str, extra: &str| {
+        disc(&format!(
+            "kind = \"consul\"\nconsul_host = \"{host}\"\nconsul_service_name = \"web\"\n{extra}"
+        ))
+    };
+    let url = |text: &str| {
+        let (_, _, d) = other(text);
+        match crate::discovery::Fetcher::of(&d) {
+            Ok(Some(crate::discovery::Fetcher::Consul(c))) => c.url(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let tls = "consul_tls_enabled = true";
+    let cases = [
+        ("127.0.0.1:8500", "", "http://127.0.0.1:8500/"),
+        ("127.0.0.1:8500", tls, "https://127.0.0.1:8500/"),
+        ("http://127.0.0.1:8500", "", "http://127.0.0.1:8500/"),
+        ("https://127.0.0.1:8500", "", "https://127.0.0.1:8500/"),
+        ("https://[::1]:8500", tls, "https://[::1]:8500/"),
+    ];
+    for (host, extra, want) in cases {
+        let got = url(&base(host, extra));
+        assert!(got.starts_with(want), "{host} {extra}: {got}");
+    }
+    let path = "servers.web.discovery.consul_host: ";
+    assert_has(&errors(&base("http://127.0.0.1:8500", tls)), path);
+    assert_has(&errors(&base("ftp://127.0.0.1:8500", "")), path);
+    assert_has(&errors(&base("http://127.0.0.1", "")), path);
+}
+
 #[test]
 fn lxd_keys() {
     let e = errors(&disc(

@@ -2,7 +2,7 @@
 
 use super::discovery::{require, require_host_port, require_url};
 use super::globals::cert_pair;
-use super::values::choice;
+use super::values::{choice, host_port};
 use super::{Ctx, join};
 use crate::config::raw::RawDiscovery;
 
@@ -110,7 +110,14 @@ pub fn exec_discovery(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
 }
 
 pub fn consul(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
-    require_host_port(ctx, base, "consul_host", "consul", raw.consul_host.as_ref());
+    let tls = raw.consul_tls_enabled == Some(true);
+    if let Some(host) = require(ctx, base, "consul_host", "consul", raw.consul_host.as_ref())
+        && let Err(e) = crate::discovery::consul::split_host(host, tls).and_then(|(_, rest)| {
+            host_port(rest).map_err(|_| format!("\"{host}\": expected \"host:port\""))
+        })
+    {
+        ctx.error(&join(base, "consul_host"), e);
+    }
     require(
         ctx,
         base,
