@@ -1,10 +1,10 @@
 //! `exec`: run `exec_command` (an argument array, no shell) in its own
 //! process group; its stdout lines are backends in the line format. A
-//! non-zero exit is a fetch error. When the fetch is dropped (timeout) the
-//! whole group is killed.
+//! non-zero exit, or output in which no line is a backend, is a fetch
+//! error. When the fetch is dropped (timeout) the whole group is killed.
 
 use super::Listing;
-use super::policy::parse_lines;
+use super::policy::{lines_result, parse_lines};
 use crate::health::process::{self, Invocation};
 
 /// Most stdout read from the command; more is an error.
@@ -48,7 +48,7 @@ impl Exec {
         let text = String::from_utf8(done.stdout)
             .map_err(|_| format!("{program}: output is not UTF-8"))?;
         let (specs, warnings) = parse_lines(&text);
-        Ok(Listing { specs, warnings })
+        lines_result(Listing { specs, warnings })
     }
 }
 
@@ -72,6 +72,22 @@ mod tests {
         assert_eq!(keys, ["a:1", "b:2"]);
         assert_eq!(l.specs[1].weight, 3);
         assert_eq!(l.warnings.len(), 1);
+    }
+
+    /// Output with lines but not one backend is malformed: a failed fetch,
+    /// so keeplast keeps the last good list. No output is an empty list.
+    #[tokio::test]
+    async fn output_without_one_backend_line_is_an_error() {
+        let e = exec(&["/bin/sh", "-c", "echo '<html>oops</html>'; echo"])
+            .fetch()
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("no line is a backend") && e.contains("oops"),
+            "{e}"
+        );
+        let l = exec(&["/bin/true"]).fetch().await.unwrap();
+        assert!(l.specs.is_empty());
     }
 
     #[tokio::test]

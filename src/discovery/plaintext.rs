@@ -1,11 +1,12 @@
 //! `plaintext`: GET `plaintext_endpoint`; each non-empty line is a backend,
 //! in the line format, or matched by `plaintext_regex_pattern` with named
 //! groups host, port (required), weight, priority, max_connections, sni.
-//! Lines that do not match are skipped with a warning.
+//! Lines that do not match are skipped with a warning; a body in which no
+//! line matches (an error page served with status 200) fails the fetch.
 
 use regex::Regex;
 
-use super::policy::parse_lines;
+use super::policy::{lines_result, parse_lines};
 use super::web::{TlsFiles, get};
 use super::{BackendSpec, Listing};
 
@@ -29,7 +30,13 @@ impl Plaintext {
     pub async fn fetch(&self) -> Result<Listing, String> {
         let body = get(&self.endpoint, &[], &TlsFiles::default()).await?;
         let text = String::from_utf8(body).map_err(|_| "the body is not UTF-8".to_string())?;
-        Ok(self.parse(&text))
+        self.listing(&text)
+    }
+
+    /// The result of a fetch that got `text`: an error when no line is a
+    /// backend but some were not blank (see [`lines_result`]).
+    pub fn listing(&self, text: &str) -> Result<Listing, String> {
+        lines_result(self.parse(text))
     }
 
     /// Parse a body (pure).
@@ -111,5 +118,20 @@ mod tests {
         assert_eq!(keys, ["10.0.0.1:80", "10.0.0.2:81"]);
         assert_eq!((l.specs[0].weight, l.specs[0].sni.as_str()), (5, "web"));
         assert_eq!(l.warnings.len(), 2);
+    }
+
+    /// An error page served with status 200 must not empty the list.
+    #[test]
+    fn body_without_one_backend_line_is_an_error() {
+        let p = Plaintext {
+            endpoint: String::new(),
+            pattern: None,
+        };
+        let e = p
+            .listing("<html>\n<body>Service Unavailable</body>\n")
+            .unwrap_err();
+        assert!(e.contains("no line is a backend"), "{e}");
+        assert_eq!(p.listing("\n\n"), Ok(Listing::default()));
+        assert_eq!(p.listing("a:1\nbad\n").map(|l| l.specs.len()), Ok(1));
     }
 }

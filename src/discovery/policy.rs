@@ -10,7 +10,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::BackendSpec;
+use super::{BackendSpec, Listing};
 use crate::config::FailPolicy;
 
 /// gobetween's fixed wait before retrying a failed fetch.
@@ -68,6 +68,21 @@ pub fn canonical(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
     }
     out.sort_by_cached_key(BackendSpec::key);
     (out, dropped)
+}
+
+/// A line-format answer as the result of a fetch. When no line is a
+/// backend but some were not blank, the answer is malformed (an error page
+/// served with status 200, a message printed by a script): the fetch
+/// fails, so `keeplast` keeps the last good list. No lines at all is an
+/// empty list.
+pub fn lines_result(listing: Listing) -> Result<Listing, String> {
+    match listing.warnings.first() {
+        Some(first) if listing.specs.is_empty() => Err(format!(
+            "no line is a backend ({} skipped; {first})",
+            listing.warnings.len()
+        )),
+        _ => Ok(listing),
+    }
 }
 
 /// Parse text in the backend line format, one backend per line; blank
