@@ -6,6 +6,7 @@
 
 use serde_json::Value;
 
+use super::policy::cut;
 use super::web::{TlsFiles, get};
 use super::{BackendSpec, Listing};
 
@@ -47,7 +48,7 @@ impl Json {
     fn element(&self, item: &Value) -> Result<BackendSpec, String> {
         let host = match lookup(item, &self.host)? {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(other) => return Err(format!("{}: not a host: {other}", self.host)),
+            Some(other) => return Err(format!("{}: not a host: {}", self.host, show(other))),
             None => return Err(format!("no {}", self.host)),
         };
         let port = match lookup(item, &self.port)? {
@@ -100,9 +101,14 @@ fn number(v: &Value, path: &str) -> Result<u64, String> {
             .ok_or_else(|| format!("{path}: {n} is not a non-negative number")),
         Value::String(s) => s
             .parse()
-            .map_err(|_| format!("{path}: \"{s}\" is not a non-negative number")),
-        other => Err(format!("{path}: {other} is not a number")),
+            .map_err(|_| format!("{path}: \"{}\" is not a non-negative number", cut(s))),
+        other => Err(format!("{path}: {} is not a number", show(other))),
     }
+}
+
+/// A JSON value for a message, cut short (it may be a huge object).
+fn show(v: &Value) -> String {
+    cut(&v.to_string())
 }
 
 /// Follow `a.b[1].c` from `root`; `None` when a step is missing.
@@ -199,6 +205,9 @@ mod tests {
         assert!(j.parse(br#"[{"host":"a","port":70000}]"#).is_err());
         assert!(j.parse(br#"[{"host":"a","port":1,"weight":-1}]"#).is_err());
         assert!(j.parse(br#"[{"host":1,"port":1}]"#).is_err());
+        let huge = format!(r#"[{{"host":["{}"],"port":1}}]"#, "x".repeat(1 << 20));
+        let e = j.parse(huge.as_bytes()).unwrap_err();
+        assert!(e.len() < 1000, "a huge value is cut in the message");
         assert_eq!(j.parse(b"[]").unwrap(), vec![]);
         let mut bad = json();
         bad.port = "ports[x]".into();

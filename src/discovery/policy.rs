@@ -78,10 +78,34 @@ pub fn canonical(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
 pub fn lines_result(listing: Listing) -> Result<Listing, String> {
     match listing.warnings.first() {
         Some(first) if listing.specs.is_empty() => Err(format!(
-            "no line is a backend ({} skipped; {first})",
-            listing.warnings.len()
+            "no line is a backend ({} skipped; {})",
+            listing.warnings.len(),
+            cut(first)
         )),
         _ => Ok(listing),
+    }
+}
+
+/// Most warnings of one fetch written to the log.
+pub const MAX_LOGGED: usize = 10;
+/// Most characters of one logged warning.
+pub const MAX_CHARS: usize = 240;
+
+/// The log lines for a fetch's warnings: the first [`MAX_LOGGED`], each
+/// cut to [`MAX_CHARS`], then how many more there were.
+pub fn to_log(warnings: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = warnings.iter().take(MAX_LOGGED).map(|w| cut(w)).collect();
+    if warnings.len() > MAX_LOGGED {
+        out.push(format!("and {} more skipped", warnings.len() - MAX_LOGGED));
+    }
+    out
+}
+
+/// `text` cut to [`MAX_CHARS`] characters (and a `…`).
+pub fn cut(text: &str) -> String {
+    match text.char_indices().nth(MAX_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
     }
 }
 
@@ -172,6 +196,30 @@ mod tests {
         let (again, _) = canonical(list(&["c:1", "b:1", "a:1 weight=2"]));
         let s = step(FailPolicy::KeepLast, MIN, Ok(again), Some(&first));
         assert_eq!(s.send, None, "the same backends in another order");
+    }
+
+    /// A source printing megabytes of bad lines (or one huge line) must not
+    /// flood the log: ten messages at most, each cut short, then a count.
+    #[test]
+    fn logged_warnings_are_bounded() {
+        let many: Vec<String> = (0..20_000).map(|i| format!("line {i}: bad")).collect();
+        let shown = to_log(&many);
+        assert_eq!(shown.len(), MAX_LOGGED + 1);
+        assert_eq!(shown[0], "line 0: bad");
+        assert_eq!(shown[MAX_LOGGED], "and 19990 more skipped");
+        let huge = vec![format!(
+            "line 1: `{}`: expected host:port",
+            "é".repeat(1 << 20)
+        )];
+        let shown = to_log(&huge);
+        assert_eq!(shown.len(), 1);
+        assert!(
+            shown[0].chars().count() <= MAX_CHARS + 1,
+            "{}",
+            shown[0].len()
+        );
+        assert!(shown[0].ends_with('…'));
+        assert_eq!(to_log(&many[..2]), many[..2].to_vec());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use super::policy::{canonical, step};
+use super::policy::{canonical, step, to_log};
 use super::{BackendSpec, Fetcher, Listing};
 use crate::config::{Discovery, FailPolicy};
 use crate::{info, warn};
@@ -128,7 +128,7 @@ impl Worker {
                 let (specs, mut warnings) = canonical(listing.specs);
                 warnings.splice(0..0, listing.warnings);
                 if warnings != last_warnings {
-                    for w in &warnings {
+                    for w in to_log(&warnings) {
                         warn!(name, "discovery: {w}");
                     }
                     last_warnings = warnings;
