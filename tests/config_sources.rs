@@ -7,8 +7,12 @@ mod http_server;
 #[path = "common/pki.rs"]
 mod pki;
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
 use http_server::{Body, HttpServer};
@@ -95,6 +99,61 @@ fn from_url_starts_and_reloads_on_sighup() {
     );
     assert!(run.logs().contains("reload rejected"), "{}", run.logs());
     assert_eq!(who(port), "b");
+}
+
+/// A config server that answers `text` until `hang` is set, then accepts
+/// and never answers.
+fn config_server(text: String, hang: Arc<AtomicBool>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/betwixt.toml", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            if hang.load(Ordering::Relaxed) {
+                held.push(stream);
+                continue;
+            }
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    url
+}
+
+/// While a SIGHUP's fetch waits for a config server that does not answer
+/// (up to 10 s), betwixt still handles signals: SIGTERM ends it at once.
+#[test]
+fn a_hanging_reload_fetch_does_not_hold_up_the_daemon() {
+    let a = Backend::start("a");
+    let port = free_port();
+    let hang = Arc::new(AtomicBool::new(false));
+    let url = config_server(cfg(port, &a), hang.clone());
+    let mut run = Run::spawn(&["from-url", &url]);
+    run.wait_port(port);
+    assert!(wait_until(LIMIT, || who(port) == "a"), "{}", run.logs());
+    hang.store(true, Ordering::Relaxed);
+    run.hup();
+    let fetching = || run.logs().contains("SIGHUP: reloading");
+    assert!(wait_until(LIMIT, fetching), "{}", run.logs());
+    assert_eq!(who(port), "a", "the running config serves on");
+    let sent = Instant::now();
+    unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) };
+    let exited = wait_until(LIMIT, || matches!(run.child.try_wait(), Ok(Some(_))));
+    assert!(exited, "{}", run.logs());
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "SIGTERM took {:?}: {}",
+        sent.elapsed(),
+        run.logs()
+    );
 }
 
 #[test]

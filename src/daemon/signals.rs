@@ -2,6 +2,7 @@
 
 use super::*;
 use tokio::signal::unix::Signal;
+use tokio::task::JoinHandle;
 
 /// SIGHUP, SIGTERM and SIGINT streams. Installed before the first listener
 /// opens: a signal sent as soon as a port accepts is then handled, not fatal
@@ -36,10 +37,24 @@ pub(super) async fn signals(
     let mut ticker = tokio::time::interval(RATE_WINDOW);
     let mut last = Instant::now();
     let mut updates = daemon.discovery.take_updates();
+    // A reload reads its source in a task of its own (a config server may
+    // take up to 10 s): signals, API commands and discovery go on meanwhile.
+    // A SIGHUP during a read reads again after it.
+    let mut reading: Option<JoinHandle<Reloaded>> = None;
+    let mut again = false;
     loop {
         tokio::select! {
             Some(u) = recv(&mut updates) => daemon.discovered(u),
-            _ = hup.recv() => reload(daemon, source).await,
+            _ = hup.recv() => match reading {
+                Some(_) => again = true,
+                None => reading = Some(read(source)),
+            },
+            loaded = finished(&mut reading) => {
+                reload(daemon, loaded);
+                if std::mem::take(&mut again) {
+                    reading = Some(read(source));
+                }
+            }
             _ = term.recv() => return Ok(Exit::Graceful),
             _ = int.recv() => return Ok(Exit::Now),
             Some(cmd) = commands.recv() => {
@@ -61,7 +76,11 @@ pub(super) async fn recv(updates: &mut Option<UnboundedReceiver<Update>>) -> Opt
     }
 }
 
-pub(super) async fn reload(daemon: &mut Daemon, source: &Source) {
+/// What a reload read: the new config, or every problem.
+type Reloaded = Result<Loaded, Vec<String>>;
+
+/// SIGHUP: re-read the API certificate, and start reading the config.
+fn read(source: &Source) -> JoinHandle<Reloaded> {
     info!("main", "SIGHUP: reloading {}", source.path.display());
     #[cfg(feature = "tls")]
     match api::tls::reload() {
@@ -69,7 +88,25 @@ pub(super) async fn reload(daemon: &mut Daemon, source: &Source) {
         Some(Err(e)) => error!("api", "tls: {e}; still serving the previous certificate"),
         None => {}
     }
-    match source.load_async().await {
+    let source = source.clone();
+    tokio::spawn(async move { source.load_async().await })
+}
+
+/// The result of the running read, if any (cancel-safe).
+async fn finished(reading: &mut Option<JoinHandle<Reloaded>>) -> Reloaded {
+    let Some(task) = reading else {
+        return std::future::pending().await;
+    };
+    let result = task
+        .await
+        .unwrap_or_else(|e| Err(vec![format!("reading the config failed: {e}")]));
+    *reading = None;
+    result
+}
+
+/// Apply what a reload read.
+pub(super) fn reload(daemon: &mut Daemon, loaded: Reloaded) {
+    match loaded {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 warn!("config", "{w}");
