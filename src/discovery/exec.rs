@@ -39,11 +39,11 @@ impl Exec {
         if !done.status.success() {
             let cut = &done.stderr[..done.stderr.len().min(MAX_STDERR)];
             let err = String::from_utf8_lossy(cut);
-            return Err(format!(
-                "{program} failed ({}): {}",
-                done.status.describe(),
-                err.trim()
-            ));
+            let mut e = format!("{program} failed ({})", done.status.describe());
+            if !err.trim().is_empty() {
+                e.push_str(&format!(": {}", err.trim()));
+            }
+            return Err(e);
         }
         let text = String::from_utf8(done.stdout)
             .map_err(|_| format!("{program}: output is not UTF-8"))?;
@@ -97,6 +97,11 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.contains("boom") && e.contains('3'), "{e}");
+        let e = exec(&["/bin/sh", "-c", "exit 4"])
+            .fetch()
+            .await
+            .unwrap_err();
+        assert_eq!(e, "/bin/sh failed (exit 4)");
         let e = exec(&["/nonexistent/x"]).fetch().await.unwrap_err();
         assert!(e.contains("cannot run"), "{e}");
         let e = exec(&["/bin/sh", "-c", "head -c 5000000 /dev/zero"])

@@ -74,20 +74,65 @@ pub async fn get_at(
 
 fn check(what: &str, resp: http::Response) -> Result<Vec<u8>, String> {
     if (200..300).contains(&resp.status) {
-        Ok(resp.body)
-    } else {
-        let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned();
-        Err(format!(
-            "GET {}: status {} {}: {}",
-            redact(what),
-            resp.status,
-            resp.reason,
-            body.trim()
-        ))
+        return Ok(resp.body);
     }
+    let mut e = format!(
+        "GET {}: status {} {}",
+        redact(what),
+        resp.status,
+        resp.reason
+    );
+    if let Some(to) = resp.header("location").filter(|_| resp.status / 100 == 3) {
+        e.push_str(&format!(
+            " (redirects are not followed; Location: {})",
+            redact(to)
+        ));
+    }
+    let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned();
+    if !body.trim().is_empty() {
+        e.push_str(&format!(": {}", body.trim()));
+    }
+    Err(e)
 }
 
 /// A URL without its query (which may carry tokens), for logs.
 pub fn redact(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, reason: &str, headers: &[(&str, &str)], body: &str) -> http::Response {
+        http::Response {
+            status,
+            reason: reason.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            body: body.as_bytes().to_vec(),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn non_2xx_says_why() {
+        let e = check(
+            "http://h/x?token=1",
+            resp(500, "Internal Server Error", &[], " oops\n"),
+        );
+        assert_eq!(
+            e,
+            Err("GET http://h/x: status 500 Internal Server Error: oops".into())
+        );
+        let r = resp(302, "Found", &[("Location", "https://h/y?k=s")], "");
+        let e = check("http://h/x", r).unwrap_err();
+        assert_eq!(
+            e,
+            "GET http://h/x: status 302 Found (redirects are not followed; Location: https://h/y)"
+        );
+        assert_eq!(check("u", resp(204, "No Content", &[], "")), Ok(Vec::new()));
+    }
 }
