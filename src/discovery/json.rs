@@ -111,36 +111,55 @@ fn show(v: &Value) -> String {
     cut(&v.to_string())
 }
 
-/// Follow `a.b[1].c` from `root`; `None` when a step is missing.
-pub fn lookup<'a>(root: &'a Value, path: &str) -> Result<Option<&'a Value>, String> {
-    let mut cur = root;
+/// One step of a path: a member name or an array index.
+#[derive(Debug, PartialEq, Eq)]
+enum Step<'a> {
+    Name(&'a str),
+    Index(usize),
+}
+
+/// The steps of `a.b[1].c` (a leading `.` is allowed).
+fn steps(path: &str) -> Result<Vec<Step<'_>>, String> {
+    let bad = |why: &str| format!("bad path {path:?}: {why}");
+    let mut out = Vec::new();
     for part in path.trim_start_matches('.').split('.') {
-        let (name, indexes) = match part.find('[') {
-            Some(i) => part.split_at(i),
-            None => (part, ""),
-        };
+        let (name, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
         if !name.is_empty() {
-            match cur.get(name) {
-                Some(v) => cur = v,
-                None => return Ok(None),
-            }
+            out.push(Step::Name(name));
+        } else if rest.is_empty() {
+            return Err(bad("an empty name"));
         }
-        let mut rest = indexes;
         while let Some(r) = rest.strip_prefix('[') {
-            let Some((index, after)) = r.split_once(']') else {
-                return Err(format!("bad path {path:?}: missing ]"));
-            };
-            let index: usize = index
+            let (index, after) = r.split_once(']').ok_or_else(|| bad("missing ]"))?;
+            let index = index
                 .parse()
-                .map_err(|_| format!("bad path {path:?}: [{index}] is not an index"))?;
-            match cur.get(index) {
-                Some(v) => cur = v,
-                None => return Ok(None),
-            }
+                .map_err(|_| bad(&format!("[{index}] is not an index")))?;
+            out.push(Step::Index(index));
             rest = after;
         }
         if !rest.is_empty() {
-            return Err(format!("bad path {path:?}"));
+            return Err(bad(&format!("{rest:?} after ]")));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `path` can be followed (for config validation).
+pub fn check_path(path: &str) -> Result<(), String> {
+    steps(path).map(drop)
+}
+
+/// Follow `a.b[1].c` from `root`; `None` when a step is missing.
+pub fn lookup<'a>(root: &'a Value, path: &str) -> Result<Option<&'a Value>, String> {
+    let mut cur = root;
+    for step in steps(path)? {
+        let next = match step {
+            Step::Name(name) => cur.get(name),
+            Step::Index(i) => cur.get(i),
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return Ok(None),
         }
     }
     Ok(Some(cur))
@@ -212,5 +231,11 @@ mod tests {
         let mut bad = json();
         bad.port = "ports[x]".into();
         assert!(bad.parse(br#"[{"host":"a","ports":[1]}]"#).is_err());
+        for path in ["a..b", "a.", "p[0", "p[0]x", "p[-1]", ""] {
+            assert!(check_path(path).is_err(), "{path:?}");
+        }
+        for path in ["a", ".a", "a.b[1].c", "[0]", "a[0][1]", "a.[0]"] {
+            assert_eq!(check_path(path), Ok(()), "{path:?}");
+        }
     }
 }

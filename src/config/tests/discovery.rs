@@ -205,6 +205,28 @@ fn json_and_plaintext_keys() {
     ));
     assert_eq!(params["json_host_pattern"], "addr.ip");
     assert_eq!(params["json_port_pattern"], "port");
+    // An empty pattern is the default, as in gobetween (it used to select
+    // the whole element, and every fetch failed).
+    let (_, params, _) = other(&disc(
+        "kind = \"json\"\njson_endpoint = \"http://x\"\njson_weight_pattern = \"\"\njson_sni_pattern = \"\"",
+    ));
+    assert_eq!(params["json_weight_pattern"], "weight");
+    assert_eq!(params["json_sni_pattern"], "sni");
+    // A path that cannot be followed is an error at load, not at each fetch.
+    for (key, bad) in [
+        ("json_port_pattern", "ports[0"),
+        ("json_host_pattern", "a..b"),
+        ("json_weight_pattern", "w[x]"),
+        ("json_sni_pattern", "s[0]x"),
+    ] {
+        let e = errors(&disc(&format!(
+            "kind = \"json\"\njson_endpoint = \"http://x\"\n{key} = \"{bad}\""
+        )));
+        assert_has(
+            &e,
+            &format!("servers.web.discovery.{key}: bad path \"{bad}\""),
+        );
+    }
     let e = errors(&disc(
         "kind = \"plaintext\"\nplaintext_endpoint = \"http://x\"\nplaintext_regex_pattern = \"(\"",
     ));

@@ -214,9 +214,13 @@ fn params(kind: &str, set: &Map<String, Value>) -> BTreeMap<String, String> {
     if let Some(dc) = params.remove("consul_service_datacenter") {
         params.entry("consul_datacenter".into()).or_insert(dc);
     }
+    // Unset or empty: the default (gobetween's `if x == "" { x = default }`).
     for (key, value) in PARAM_DEFAULTS {
         if owner(key) == Some(kind) {
-            params.entry(key.into()).or_insert_with(|| value.into());
+            let slot = params.entry(key.into()).or_default();
+            if slot.is_empty() {
+                *slot = value.into();
+            }
         }
     }
     params

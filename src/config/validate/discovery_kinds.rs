@@ -66,6 +66,24 @@ pub fn json(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
         "json",
         raw.json_endpoint.as_ref(),
     );
+    let patterns = [
+        ("json_host_pattern", &raw.json_host_pattern),
+        ("json_port_pattern", &raw.json_port_pattern),
+        ("json_weight_pattern", &raw.json_weight_pattern),
+        ("json_priority_pattern", &raw.json_priority_pattern),
+        ("json_sni_pattern", &raw.json_sni_pattern),
+        (
+            "json_max_connections_pattern",
+            &raw.json_max_connections_pattern,
+        ),
+    ];
+    for (key, pattern) in patterns {
+        if let Some(p) = pattern.as_deref().filter(|p| !p.is_empty())
+            && let Err(e) = crate::discovery::json::check_path(p)
+        {
+            ctx.error(&join(base, key), e);
+        }
+    }
 }
 
 pub fn plaintext(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
