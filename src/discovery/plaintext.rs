@@ -77,7 +77,7 @@ fn by_regex(re: &Regex, line: &str) -> Result<BackendSpec, String> {
                 .map_err(|_| format!("{name} `{v}` is not a number"))
         })
     };
-    let host = group("host").ok_or("no host")?.to_string();
+    let host = group("host").ok_or("no host")?;
     let port = group("port").ok_or("no port")?;
     let port = port
         .parse::<u16>()
@@ -85,12 +85,10 @@ fn by_regex(re: &Regex, line: &str) -> Result<BackendSpec, String> {
         .filter(|p| *p > 0)
         .ok_or_else(|| format!("port `{port}` is not 1-65535"))?;
     Ok(BackendSpec {
-        host,
-        port,
         weight: num("weight", 1)?,
         priority: num("priority", 1)?,
         max_connections: num("max_connections", 0)?,
-        sni: group("sni").unwrap_or_default().to_string(),
+        ..BackendSpec::new(&host, port, group("sni").unwrap_or_default())
     })
 }
 
@@ -118,6 +116,20 @@ mod tests {
         assert_eq!(keys, ["10.0.0.1:80", "10.0.0.2:81"]);
         assert_eq!((l.specs[0].weight, l.specs[0].sni.as_str()), (5, "web"));
         assert_eq!(l.warnings.len(), 2);
+    }
+
+    /// A bare IPv6 host from a custom pattern gets brackets, as json and
+    /// consul hosts do (the key `::1:80` was ambiguous in the API).
+    #[test]
+    fn regex_ipv6_host_gets_brackets() {
+        let re = Regex::new(r"^(?P<host>\S+) (?P<port>\d+)$").unwrap();
+        let p = Plaintext {
+            endpoint: String::new(),
+            pattern: Some(re),
+        };
+        let l = p.parse("::1 80\n[::2] 81\n127.0.0.1 82\n");
+        let keys: Vec<String> = l.specs.iter().map(|s| s.key()).collect();
+        assert_eq!(keys, ["[::1]:80", "[::2]:81", "127.0.0.1:82"]);
     }
 
     /// An error page served with status 200 must not empty the list.
