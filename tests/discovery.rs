@@ -174,6 +174,12 @@ fn exec_reload_with_other_settings_keeps_the_list() {
         "a",
         "the restarted task has not found a list yet"
     );
+    // The restarted task's failures say what is really kept.
+    let after = bx.logs().len();
+    let failed = || bx.logs()[after..].contains("discovery failed");
+    assert!(wait_until(LIMIT, failed), "{}", bx.logs());
+    let tail = bx.logs()[after..].to_string();
+    assert!(tail.contains("keeping the last 1 backends"), "{tail}");
 }
 
 // ---------------------------------------------------------------- srv

@@ -93,7 +93,7 @@ impl Daemon {
         restore(&plan);
         self.health.sync(name, &plan);
         restore(&plan);
-        self.discovery.sync(name, &cfg.discovery);
+        self.discovery.sync(name, &cfg.discovery, None);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
         let edge = match bound {
@@ -155,7 +155,7 @@ impl Daemon {
             };
             let plan = Plan::new(Arc::new(cfg.clone()), &specs, Some(&old));
             self.health.sync(name, &plan);
-            self.discovery.sync(name, &cfg.discovery);
+            self.discovery.sync(name, &cfg.discovery, Some(&specs));
             r.runtime.set_plan(plan);
             info!(name, "updated in place");
         }

@@ -63,8 +63,10 @@ impl Supervisor {
     }
 
     /// Start the task of `server`, or restart it when its discovery settings
-    /// changed; stop it for a static kind.
-    pub fn sync(&mut self, server: &str, discovery: &Discovery) {
+    /// changed; stop it for a static kind. `serving` is the list the server
+    /// keeps until the task sends one (a reload): the task starts from it,
+    /// as if it had sent it.
+    pub fn sync(&mut self, server: &str, discovery: &Discovery, serving: Option<&[BackendSpec]>) {
         if self
             .tasks
             .get(server)
@@ -89,6 +91,7 @@ impl Supervisor {
             discovery: discovery.clone(),
             fetcher,
             tx: self.tx.clone(),
+            serving: serving.map(<[BackendSpec]>::to_vec),
         };
         let task = Task {
             discovery: discovery.clone(),
@@ -116,12 +119,14 @@ struct Worker {
     discovery: Discovery,
     fetcher: Fetcher,
     tx: UnboundedSender<Update>,
+    /// The list the server serves when the task starts, if any.
+    serving: Option<Vec<BackendSpec>>,
 }
 
 impl Worker {
-    async fn run(self) {
+    async fn run(mut self) {
+        let mut last: Option<Vec<BackendSpec>> = self.serving.take();
         let name = self.server.as_str();
-        let mut last: Option<Vec<BackendSpec>> = None;
         let mut last_warnings: Vec<String> = Vec::new();
         loop {
             let result = self.fetch().await.map(|listing| {
