@@ -395,6 +395,23 @@ fn srv_port_zero_is_skipped_and_a_reordered_answer_is_no_change() {
     );
 }
 
+/// An SRV record with target "." says the service is not available here
+/// (RFC 2782): an empty list, not a follow-up query for "." whose refusal
+/// failed the fetch.
+#[test]
+fn srv_target_dot_is_an_empty_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let dns = free_port();
+    let records = ["--srv-host=_web._tcp.betwixt.test".to_string()];
+    let Some(_server) = Dnsmasq::start(dns, &records, dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&discovery_config(port, &srv_discovery(dns, "")), &[port]);
+    assert!(logged(&bx, "discovery: 0 backends"), "{}", bx.logs());
+    assert!(!bx.logs().contains("discovery failed"), "{}", bx.logs());
+}
+
 #[test]
 fn unknown_srv_name_is_an_empty_list() {
     let dir = tempfile::tempdir().unwrap();

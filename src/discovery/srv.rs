@@ -3,8 +3,9 @@
 //! port, weight and priority from the record, sni = the target name, host =
 //! the target's address from the additional section (A first, then AAAA in
 //! brackets), else from a follow-up A query, then AAAA. A target without
-//! an address, or a record with port 0, is skipped with a warning;
-//! NXDOMAIN or no records = empty list. Messages are built and parsed with `simple-dns`.
+//! an address, a record with port 0 or target "." (RFC 2782: not
+//! available), is skipped with a warning; NXDOMAIN or no records = empty
+//! list. Messages are built and parsed with `simple-dns`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -135,6 +136,12 @@ impl Srv {
         let answer = self.ask(server, &self.pattern, TYPE::SRV).await?;
         let mut listing = Listing::default();
         for record in &answer.srv {
+            if record.target.is_empty() {
+                // RFC 2782: target "." = the service is not available here.
+                let warning = "a record with target \".\" (service not available); skipped";
+                listing.warnings.push(warning.to_string());
+                continue;
+            }
             if record.port == 0 {
                 let warning = format!("{}: port 0; skipped", record.target);
                 listing.warnings.push(warning);
