@@ -88,7 +88,7 @@ fn by_regex(re: &Regex, line: &str) -> Result<BackendSpec, String> {
         weight: num("weight", 1)?,
         priority: num("priority", 1)?,
         max_connections: num("max_connections", 0)?,
-        ..BackendSpec::new(&host, port, group("sni").unwrap_or_default())
+        ..BackendSpec::new(host, port, group("sni").unwrap_or_default())
     })
 }
 
