@@ -131,6 +131,48 @@ fn removed_busy_backend_is_shown_undiscovered_and_not_electable() {
     assert_eq!(exchange(&mut held, b"still here"), b"still here");
 }
 
+/// A discovered backend disabled through the API is still disabled after a
+/// restart (the state file is applied to the first discovered list; it used
+/// to be applied only to the empty list a dynamic server starts with).
+#[test]
+fn admin_state_of_a_discovered_backend_survives_a_restart() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let src = Script::new();
+    src.set(&[a.line(), b.line()]);
+    let state = src.path("state");
+    let (port, api) = (free_port(), free_port());
+    let cfg = format!(
+        "[api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\nstate_file = \"{}\"\n\n{}",
+        state.display(),
+        discovery_config(port, &src.discovery(""))
+    );
+    let bx = Betwixt::start(&cfg, &[port, api]);
+    assert!(serves(port, &["a", "b"]), "{}", bx.logs());
+    let path = format!("/servers/test/backends/{}/disable", a.line());
+    let (status, body) = common::http::request(api, "POST", &path, None, b"");
+    assert_eq!(status, 200, "{body}");
+    let saved_disabled = || {
+        betwixt::state::saved::read(&state)
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.backends.iter().any(|b| b.admin != 0))
+    };
+    assert!(wait_until(LIMIT, saved_disabled), "{}", bx.logs());
+    drop(bx);
+
+    let bx = Betwixt::start(&cfg, &[port, api]);
+    assert!(serves(port, &["b"]), "a stays disabled: {}", bx.logs());
+    let (_, body) = common::http::request(api, "GET", "/servers/test/stats", None, b"");
+    let stats = common::http::json(&body);
+    let admin: Vec<&str> = stats["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["stats"]["admin"].as_str().unwrap())
+        .collect();
+    assert!(admin.contains(&"disabled"), "{stats}");
+}
+
 #[test]
 fn exec_keeplast_keeps_serving_when_the_source_fails() {
     let (_a, src, port, bx) = exec_serving_a("", &[]);

@@ -33,7 +33,7 @@ use crate::metrics::RATE_WINDOW;
 use crate::proxy::tls::{Contexts, Edge};
 use crate::proxy::{tcp, udp};
 use crate::state::diff::{Op, diff};
-use crate::state::saved::{self, Saved};
+use crate::state::saved::{self, Saved, SavedBackend};
 use crate::state::{Plan, ServerRuntime};
 use crate::{error, info, warn};
 
@@ -67,8 +67,9 @@ struct Daemon {
     shared: Arc<Shared>,
     /// Configured servers that could not listen.
     failed: BTreeMap<String, String>,
-    /// The state file's content at start (applied as servers start), and
-    /// what was last written.
+    /// The state file's content at start (applied as servers start; after
+    /// the start, the backends of dynamic servers not discovered yet, applied
+    /// as they appear), and what was last written.
     restore: Option<Saved>,
     written: Saved,
 }
@@ -130,6 +131,9 @@ impl Daemon {
     fn stop(&mut self, name: &str) {
         self.health.stop(name);
         self.discovery.stop(name);
+        if let Some(saved) = &mut self.restore {
+            saved.backends.retain(|b| b.server != name);
+        }
         if let Some(r) = self.servers.remove(name) {
             r.stop.send_replace(true);
             let timeout = r.runtime.plan().config.drain_timeout;
@@ -225,8 +229,25 @@ impl Daemon {
             let old = r.runtime.plan();
             let specs = sni_usable(&update.server, &old.config, &update.specs);
             let plan = Plan::new(Arc::clone(&old.config), &specs, Some(&old));
+            self.restore_discovered(&update.server, &plan);
             self.health.sync(&update.server, &plan);
+            self.restore_discovered(&update.server, &plan);
+            if let Some(saved) = &mut self.restore {
+                let found = |b: &SavedBackend| plan.backends.iter().any(|p| p.key == b.key);
+                saved
+                    .backends
+                    .retain(|b| b.server != update.server || !found(b));
+            }
             r.runtime.set_plan(plan);
+        }
+    }
+
+    /// Saved admin state and health for backends of `server` that its
+    /// first discovered lists bring (the state file, read at start).
+    fn restore_discovered(&self, server: &str, plan: &Plan) {
+        if let Some(saved) = &self.restore {
+            let max_age = self.config.api.state_max_age.as_millis() as u64;
+            control::restore(saved, server, plan, max_age);
         }
     }
 
@@ -370,7 +391,19 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
             return 1;
         }
     }
-    daemon.restore = None;
+    // Saved backends of dynamic servers wait for their discovered lists.
+    let dynamic = |server: &str| {
+        daemon
+            .config
+            .servers
+            .get(server)
+            .is_some_and(|c| !matches!(c.discovery.kind, DiscoveryKind::Static { .. }))
+    };
+    let pending = daemon.restore.take().map(|mut saved| {
+        saved.backends.retain(|b| dynamic(&b.server));
+        saved
+    });
+    daemon.restore = pending;
     daemon.publish(effective.raw);
     tokio::spawn(crate::proxy::session::anchor_timers());
     let (tx, mut commands) = mpsc::channel(16);

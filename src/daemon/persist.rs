@@ -22,7 +22,11 @@ impl Daemon {
             .values()
             .map(|r| Arc::clone(&r.runtime))
             .collect();
-        let now = control::snapshot(&self.overlay, &runtimes);
+        let mut now = control::snapshot(&self.overlay, &runtimes);
+        // Saved backends not discovered again yet stay in the file.
+        if let Some(pending) = &self.restore {
+            now.backends.extend(pending.backends.iter().cloned());
+        }
         if now.same(&self.written) {
             return;
         }
