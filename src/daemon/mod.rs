@@ -282,14 +282,19 @@ impl Daemon {
     }
 }
 
-/// A discovered list without the backends whose `sni=` regexp does not
-/// compile (each skipped one is logged).
+/// A discovered list without the backends this server cannot use (each
+/// skipped one is logged): an `sni=` regexp that does not compile, a host
+/// name on a udp server.
 fn sni_usable(name: &str, cfg: &Server, specs: &[BackendSpec]) -> Vec<BackendSpec> {
-    let Some(sni) = &cfg.sni else {
-        return specs.to_vec();
+    let (mut kept, mut warnings) = match &cfg.sni {
+        Some(sni) => crate::proxy::sni::usable_backends(sni.hostname_matching_strategy, specs),
+        None => (specs.to_vec(), Vec::new()),
     };
-    let (kept, warnings) =
-        crate::proxy::sni::usable_backends(sni.hostname_matching_strategy, specs);
+    if cfg.protocol == Protocol::Udp {
+        let (ips, names) = crate::discovery::udp_usable(&kept);
+        kept = ips;
+        warnings.extend(names);
+    }
     for w in warnings {
         warn!(name, "discovery: {w}");
     }

@@ -60,6 +60,12 @@ impl BackendSpec {
         }
     }
 
+    /// The host as an IP address (brackets removed), if it is one.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.parse().ok()
+    }
+
     /// The identity key, `"host:port"`, as gobetween prints it.
     pub fn key(&self) -> String {
         format!("{}:{}", self.host, self.port)
@@ -212,11 +218,46 @@ fn param<'a>(params: &'a BTreeMap<String, String>, key: &str) -> Result<&'a str,
         .ok_or_else(|| format!("{key} is missing"))
 }
 
+/// A discovered list for a udp server without the backends named by a
+/// host name (betwixt does not resolve names for udp); one message each.
+pub fn udp_usable(specs: &[BackendSpec]) -> (Vec<BackendSpec>, Vec<String>) {
+    let (kept, dropped): (Vec<BackendSpec>, Vec<BackendSpec>) =
+        specs.iter().cloned().partition(|s| s.ip().is_some());
+    let warnings = dropped
+        .iter()
+        .map(|s| {
+            format!(
+                "backend {} skipped: a udp backend needs an IP address",
+                s.key()
+            )
+        })
+        .collect();
+    (kept, warnings)
+}
+
 /// The backends a server starts with: its static list, or none until the
 /// first fetch of a dynamic kind.
 pub fn initial_specs(d: &Discovery) -> &[BackendSpec] {
     match &d.kind {
         DiscoveryKind::Static { backends } => backends,
         DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => &[],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_keeps_ip_backends_only() {
+        let specs: Vec<BackendSpec> = ["127.0.0.1:53", "localhost:53", "[::1]:53"]
+            .iter()
+            .map(|l| static_list::parse_line(l).unwrap())
+            .collect();
+        let (kept, warnings) = udp_usable(&specs);
+        let keys: Vec<String> = kept.iter().map(BackendSpec::key).collect();
+        assert_eq!(keys, ["127.0.0.1:53", "[::1]:53"]);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("localhost:53"), "{warnings:?}");
     }
 }

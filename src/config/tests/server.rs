@@ -293,6 +293,25 @@ fn backends_tls_rules() {
     assert!(b.client_cert.is_some() && b.root_ca_cert_path.is_some());
 }
 
+/// betwixt does not resolve host names for udp backends: a name in a
+/// static list is an error at load (every datagram used to fail with a
+/// warning).
+#[test]
+fn udp_static_backends_need_ip_addresses() {
+    let text = server("protocol = \"udp\"\nclient_idle_timeout = \"10s\"").replace(
+        "[\"10.0.0.1:80\"]",
+        "[\"10.0.0.1:53\", \"localhost:53\", \"[::1]:53\"]",
+    );
+    let e = errors(&text);
+    assert_has(
+        &e,
+        "servers.web.discovery.static_list[1]: localhost: a udp backend needs an IP address",
+    );
+    assert_eq!(e.len(), 1, "{e:#?}");
+    ok(&text.replace("localhost:53", "127.0.0.1:53"));
+    ok(&server("").replace("10.0.0.1:80", "localhost:80"));
+}
+
 #[test]
 fn udp_needs_a_way_to_end_sessions() {
     let e = errors(&server("protocol = \"udp\""));

@@ -36,6 +36,11 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
     if let (Some(sni), Some(d)) = (&sections.sni, &discovery) {
         sni_patterns(ctx, &at("discovery.static_list"), sni, d, raw);
     }
+    if let (Protocol::Udp, Some(DiscoveryKind::Static { .. })) =
+        (protocol, discovery.as_ref().map(|d| &d.kind))
+    {
+        udp_addresses(ctx, &at("discovery.static_list"), raw);
+    }
     let limits = limits(ctx, &base, raw, defaults);
     if ctx.errors.len() > before {
         return None;
@@ -74,6 +79,25 @@ fn sni_patterns(ctx: &mut Ctx, path: &str, sni: &Sni, discovery: &Discovery, raw
         let Ok(spec) = parse_line(line) else { continue };
         if let Err(e) = HostMatcher::compile(sni.hostname_matching_strategy, &spec.sni) {
             ctx.error(&format!("{path}[{i}]"), e);
+        }
+    }
+}
+
+/// Every static backend of a udp server must be an IP address: betwixt
+/// does not resolve host names for udp backends.
+fn udp_addresses(ctx: &mut Ctx, path: &str, raw: &RawServer) {
+    let lines = raw.discovery.as_ref().and_then(|d| d.static_list.as_ref());
+    for (i, line) in lines.into_iter().flatten().enumerate() {
+        // Lines that do not parse were reported already.
+        let Ok(spec) = parse_line(line) else { continue };
+        if spec.ip().is_none() {
+            let host = &spec.host;
+            ctx.error(
+                &format!("{path}[{i}]"),
+                format!(
+                    "{host}: a udp backend needs an IP address (names are not resolved for udp)"
+                ),
+            );
         }
     }
 }
