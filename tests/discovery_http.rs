@@ -72,6 +72,26 @@ fn json_changes_bad_answers_and_outage_with_keeplast() {
     assert_eq!(who(port), "b");
 }
 
+/// `http://user:pass@host/...` sends basic auth, as gobetween's Go client
+/// does (it was refused at every fetch, password and all in the log).
+#[test]
+fn endpoint_user_info_is_basic_auth_and_never_logged() {
+    let a = Backend::start("a");
+    let http = HttpServer::start();
+    http.set_text(&json_of(&[&a]));
+    let port = free_port();
+    let url = http.url("/list").replace("http://", "http://lb:s3cr%40t@");
+    let disc = format!("kind = \"json\"\njson_endpoint = \"{url}\"\n{JSON_KEYS}");
+    let bx = Betwixt::start_quiet(&dyn_config(port, &disc), &[port]);
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    // base64("lb:s3cr@t")
+    let req = http.last_request();
+    assert!(req.contains("Authorization: Basic bGI6czNjckB0"), "{req}");
+    http.set(500, Body::Bytes(b"down".to_vec()));
+    assert!(logged(&bx, "status 500"), "{}", bx.logs());
+    assert!(!bx.logs().contains("s3cr"), "{}", bx.logs());
+}
+
 #[test]
 fn json_setempty_empties_on_error() {
     let a = Backend::start("a");

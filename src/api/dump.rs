@@ -56,6 +56,11 @@ fn redact_server(s: &mut RawServer, hide: impl Fn(&mut Option<String>)) {
         hide(&mut d.consul_auth_password);
         hide(&mut d.consul_acl_token);
         hide(&mut d.lxd_server_remote_password);
+        for url in [&mut d.json_endpoint, &mut d.plaintext_endpoint] {
+            if let Some(u) = url.as_mut() {
+                *u = crate::discovery::web::mask_password(u, REDACTED);
+            }
+        }
     }
     if let Some(headers) = s.healthcheck.as_mut().and_then(|h| h.headers.as_mut()) {
         for (name, value) in headers.iter_mut() {
@@ -205,6 +210,14 @@ timeout = "1s"
             dump(&loaded.raw, Some("xml".into())),
             Answer::Json(500, _)
         ));
+        let text = CONFIG.to_string()
+            + "[servers.j]\nbind = \"127.0.0.1:3001\"\n[servers.j.discovery]\nkind = \"json\"\n\
+               json_endpoint = \"http://lb:hunter3@127.0.0.1:9/x\"\n";
+        let loaded = parse(&text, Format::Toml).unwrap();
+        let Answer::Text(200, _, t) = dump(&loaded.raw, None) else {
+            panic!()
+        };
+        assert!(!t.contains("hunter3") && t.contains("lb:"), "{t}");
     }
 
     #[test]

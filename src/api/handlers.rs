@@ -6,6 +6,7 @@ use tiny_http::Method;
 
 use super::http::Answer;
 use super::{Commands, Op, Reply, Shared, dump, status, submit};
+use crate::http::url::percent_decode;
 use crate::metrics::view::{ServerView, admin_label};
 use crate::state::{ADMIN_DISABLED, ADMIN_DRAIN, ADMIN_ENABLED};
 
@@ -63,27 +64,6 @@ fn param<'a>(query: &'a str, key: &str) -> Option<String> {
         .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
         .find(|(k, _)| *k == key)
         .map(|(_, v): (&'a str, &'a str)| percent_decode(v))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(h), Some(l)) if hex(*h).is_some() && hex(*l).is_some() => {
-                let (h, l) = (hex(*h).unwrap_or(0), hex(*l).unwrap_or(0));
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn info(shared: &Shared) -> Answer {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::consul::escape;
-use super::web::{TlsFiles, get};
+use super::web::{TlsFiles, get, redact};
 
 /// How long one config fetch may take.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,10 +37,11 @@ impl Remote {
     /// Fetch the config text.
     pub async fn fetch(&self) -> Result<String, String> {
         let url = self.url();
+        let shown = redact(&url);
         let body = tokio::time::timeout(FETCH_TIMEOUT, get(&url, &[], &TlsFiles::default()))
             .await
-            .map_err(|_| format!("{url}: no answer within {FETCH_TIMEOUT:?}"))??;
-        String::from_utf8(body).map_err(|_| format!("{url}: the config is not UTF-8"))
+            .map_err(|_| format!("{shown}: no answer within {FETCH_TIMEOUT:?}"))??;
+        String::from_utf8(body).map_err(|_| format!("{shown}: the config is not UTF-8"))
     }
 
     /// Fetch from outside any runtime (at startup).

@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::http::url::percent_decode;
 use crate::http::{self, Dial, Limit, Request, TlsConfig, Url};
 
 /// Most bytes of a discovery response body.
@@ -44,10 +45,20 @@ impl TlsFiles {
     }
 }
 
-/// GET `url` with extra `headers`; the body of a 2xx answer.
+/// GET `url` with extra `headers`; the body of a 2xx answer. User info
+/// in the URL (`http://user:pass@host/`) is sent as basic auth, as Go's
+/// client (gobetween) does, unless `headers` has an `Authorization`.
 pub async fn get(url: &str, headers: &[(&str, String)], tls: &TlsFiles) -> Result<Vec<u8>, String> {
-    let parsed = Url::parse(url)?;
+    let (plain, user) = user_info(url);
+    let parsed = Url::parse(&plain)?;
     let mut req = Request::new("GET", &parsed.target, &parsed.host_header());
+    let has_auth = headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+    if let Some((name, password)) = user.filter(|_| !has_auth) {
+        let token = http::base64::encode(format!("{name}:{password}").as_bytes());
+        req = req.header("Authorization", &format!("Basic {token}"));
+    }
     for (name, value) in headers {
         req = req.header(name, value);
     }
@@ -95,9 +106,41 @@ fn check(what: &str, resp: http::Response) -> Result<Vec<u8>, String> {
     Err(e)
 }
 
-/// A URL without its query (which may carry tokens), for logs.
-pub fn redact(url: &str) -> &str {
-    url.split('?').next().unwrap_or(url)
+/// A URL without its user info and its query (which may carry
+/// passwords and tokens), for logs.
+pub fn redact(url: &str) -> String {
+    let (plain, _) = user_info(url);
+    plain.split('?').next().unwrap_or_default().to_string()
+}
+
+/// `url` with the password of its user info, if any, replaced by `mask`
+/// (for dumps of the config).
+pub fn mask_password(url: &str, mask: &str) -> String {
+    match user_info(url) {
+        (plain, Some((name, password))) if !password.is_empty() => {
+            let start = plain.find("://").map_or(0, |i| i + 3);
+            format!("{}{name}:{mask}@{}", &plain[..start], &plain[start..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `url` without `user:password@`, and the (percent-decoded) user and
+/// password if it had them.
+pub fn user_info(url: &str) -> (String, Option<(String, String)>) {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let Some((info, _)) = url[start..end].rsplit_once('@') else {
+        return (url.to_string(), None);
+    };
+    let (name, password) = info.split_once(':').unwrap_or((info, ""));
+    let plain = format!("{}{}", &url[..start], &url[start + info.len() + 1..]);
+    (
+        plain,
+        Some((percent_decode(name), percent_decode(password))),
+    )
 }
 
 #[cfg(test)]
@@ -115,6 +158,27 @@ mod tests {
             body: body.as_bytes().to_vec(),
             truncated: false,
         }
+    }
+
+    #[test]
+    fn user_info_is_split_off_and_redacted() {
+        let (plain, user) = user_info("http://lb:p%40ss@h:80/x?k=1");
+        assert_eq!(plain, "http://h:80/x?k=1");
+        assert_eq!(user, Some(("lb".into(), "p@ss".into())));
+        let (plain, user) = user_info("https://token@h/x");
+        assert_eq!(
+            (plain.as_str(), user),
+            ("https://h/x", Some(("token".into(), String::new())))
+        );
+        assert_eq!(
+            user_info("http://h/a@b").1,
+            None,
+            "an @ in the path is not user info"
+        );
+        assert_eq!(user_info("http://h:1").0, "http://h:1");
+        assert_eq!(redact("http://lb:secret@h/x?token=t"), "http://h/x");
+        assert_eq!(mask_password("http://lb:s@h/x", "***"), "http://lb:***@h/x");
+        assert_eq!(mask_password("http://h/x", "***"), "http://h/x");
     }
 
     #[test]
