@@ -396,7 +396,7 @@ fn srv_dns_timeout_keeplast_and_setempty() {
 
 /// An SRV record with port 0 is skipped with a warning (it used to become a
 /// backend HOST:0), and an answer in another order (dnsmasq rotates its
-/// records) is not a new list at every fetch.
+/// records) is not a new list, nor new warnings, at every fetch.
 #[test]
 fn srv_port_zero_is_skipped_and_a_reordered_answer_is_no_change() {
     let dir = tempfile::tempdir().unwrap();
@@ -406,6 +406,8 @@ fn srv_port_zero_is_skipped_and_a_reordered_answer_is_no_change() {
         srv_record("a.betwixt.test", a.addr.port(), 1, 1),
         srv_record("b.betwixt.test", b.addr.port(), 1, 1),
         srv_record("z.betwixt.test", 0, 1, 1),
+        srv_record("x.betwixt.test", 9, 1, 1),
+        srv_record("y.betwixt.test", 9, 1, 1),
         "--host-record=a.betwixt.test,127.0.0.1".to_string(),
         "--host-record=b.betwixt.test,127.0.0.1".to_string(),
         "--host-record=z.betwixt.test,127.0.0.1".to_string(),
@@ -429,12 +431,11 @@ fn srv_port_zero_is_skipped_and_a_reordered_answer_is_no_change() {
     };
     let seen = queries();
     assert!(wait_until(LIMIT, || queries() >= seen + 10));
-    assert_eq!(
-        bx.logs().matches("discovery: 2 backends").count(),
-        1,
-        "{}",
-        bx.logs()
-    );
+    let logs = bx.logs();
+    assert_eq!(logs.matches("discovery: 2 backends").count(), 1, "{logs}");
+    // The warnings, in the records' order too, are logged once.
+    assert_eq!(logs.matches("port 0; skipped").count(), 1, "{logs}");
+    assert_eq!(logs.matches("has no A or AAAA").count(), 2, "{logs}");
 }
 
 /// An SRV record with target "." says the service is not available here

@@ -132,11 +132,15 @@ impl Worker {
             let result = self.fetch().await.map(|listing| {
                 let (specs, mut warnings) = canonical(listing.specs);
                 warnings.splice(0..0, listing.warnings);
-                if warnings != last_warnings {
+                // Compared in order-free form: srv warnings follow the
+                // order of the records, which DNS servers rotate.
+                let mut seen = warnings.clone();
+                seen.sort_unstable();
+                if seen != last_warnings {
                     for w in to_log(&warnings) {
                         warn!(name, "discovery: {w}");
                     }
-                    last_warnings = warnings;
+                    last_warnings = seen;
                 }
                 specs
             });
