@@ -219,9 +219,10 @@ fn json_error(path: String, e: &serde_json::Error) -> ConfigError {
     ConfigError { path, message }
 }
 
+/// The known part of an error's path (a syntax error inside a map ends in
+/// an unknown segment, which serde_path_to_error renders as `?`).
 fn path_string(path: &serde_path_to_error::Path) -> String {
-    let s = path.to_string();
-    if s == "." { String::new() } else { s }
+    render(&segs(path))
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -274,6 +275,14 @@ mod tests {
         assert!(d.errors.is_empty());
         let paths: Vec<String> = d.ignored.iter().map(|p| render(p)).collect();
         assert_eq!(paths, ["servers.web.balanse", "globals"]);
+    }
+
+    #[test]
+    fn a_json_syntax_error_names_no_unknown_key() {
+        let text = r#"{"servers": {"a": {"bind": ":80"},}}"#;
+        let e = decode(text, Format::Json).errors.remove(0);
+        assert_eq!(e.path, "servers");
+        assert!(e.message.contains("trailing comma"), "{}", e.message);
     }
 
     #[test]
