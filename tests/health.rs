@@ -378,3 +378,21 @@ fn udp_probe_brings_a_backend_up_and_down() {
     wait_log(&bx, &down_line(&b.line()), 1, Duration::from_secs(5));
     assert!(bx.logs().contains("(refused") || bx.logs().contains("(timeout"));
 }
+
+#[test]
+fn a_check_without_timeout_is_bounded_by_the_interval() {
+    // Accepts (the kernel completes the handshake) but never answers.
+    let mute = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let key = mute.local_addr().expect("addr").to_string();
+    let port = free_port();
+    // No `timeout`: a probe that never gets its reply must still end.
+    let hc = "kind = \"probe\"\nprobe_protocol = \"tcp\"\nprobe_send = 'PING\\n'\nprobe_recv = 'OK'\ninterval = \"200ms\"\n";
+    let cfg = hc_config(port, "roundrobin", &[key.clone()], "", hc);
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    wait_log(&bx, &down_line(&key), 1, Duration::from_secs(5));
+    assert!(
+        bx.logs().contains("(timeout: no result within 200ms)"),
+        "{}",
+        bx.logs()
+    );
+}
