@@ -387,7 +387,7 @@ fn a_check_without_timeout_is_bounded_by_the_interval() {
     let port = free_port();
     // No `timeout`: a probe that never gets its reply must still end.
     let hc = "kind = \"probe\"\nprobe_protocol = \"tcp\"\nprobe_send = 'PING\\n'\nprobe_recv = 'OK'\ninterval = \"200ms\"\n";
-    let cfg = hc_config(port, "roundrobin", &[key.clone()], "", hc);
+    let cfg = hc_config(port, "roundrobin", std::slice::from_ref(&key), "", hc);
     let bx = Betwixt::start_quiet(&cfg, &[port]);
     wait_log(&bx, &down_line(&key), 1, Duration::from_secs(5));
     assert!(
