@@ -74,7 +74,16 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(&mut self, name: &str, cfg: &Server, contexts: Option<Contexts>) -> io::Result<()> {
+    /// Bind and serve `name`. `previous`: its plan before a stop for a new
+    /// listener, whose backends keep their state (health, counters) and, for
+    /// dynamic discovery, whose list is kept until the next fetch.
+    fn start(
+        &mut self,
+        name: &str,
+        cfg: &Server,
+        contexts: Option<Contexts>,
+        previous: Option<&Plan>,
+    ) -> io::Result<()> {
         enum Bound {
             Tcp(tokio::net::TcpListener),
             Udp(tokio::net::UdpSocket),
@@ -83,10 +92,18 @@ impl Daemon {
             Some(u) => Bound::Udp(udp::bind(cfg.bind, u.transparent)?),
             None => Bound::Tcp(tcp::bind(cfg.bind)?),
         };
-        let plan = Plan::new(Arc::new(cfg.clone()), initial_specs(&cfg.discovery), None);
+        let specs = match (previous, &cfg.discovery.kind) {
+            (Some(old), DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. }) => {
+                sni_usable(name, cfg, &old.specs())
+            }
+            _ => initial_specs(&cfg.discovery).to_vec(),
+        };
+        let plan = Plan::new(Arc::new(cfg.clone()), &specs, previous);
         let max_age = self.config.api.state_max_age.as_millis() as u64;
+        // The state file is for backends without a live state.
+        let saved = self.restore.as_ref().filter(|_| previous.is_none());
         let restore = |plan: &Plan| {
-            if let Some(saved) = &self.restore {
+            if let Some(saved) = saved {
                 control::restore(saved, name, plan, max_age);
             }
         };
@@ -127,19 +144,20 @@ impl Daemon {
     }
 
     /// Close the listener; open connections drain in the background.
-    fn stop(&mut self, name: &str) {
+    /// Returns the server's last plan.
+    fn stop(&mut self, name: &str) -> Option<Arc<Plan>> {
         self.health.stop(name);
         self.discovery.stop(name);
-        if let Some(r) = self.servers.remove(name) {
-            r.stop.send_replace(true);
-            let timeout = r.runtime.plan().config.drain_timeout;
-            info!(
-                name,
-                "stopped; draining {} connections",
-                r.runtime.tracker.open()
-            );
-            tokio::spawn(drain(r.runtime, timeout));
-        }
+        let r = self.servers.remove(name)?;
+        let plan = r.runtime.plan();
+        r.stop.send_replace(true);
+        info!(
+            name,
+            "stopped; draining {} connections",
+            r.runtime.tracker.open()
+        );
+        tokio::spawn(drain(r.runtime, plan.config.drain_timeout));
+        Some(plan)
     }
 
     fn update(&mut self, name: &str, cfg: &Server) {
@@ -190,13 +208,20 @@ impl Daemon {
                 new.max_exec_checks
             );
         }
+        // Servers stopped for a new listener start again from their plan.
+        let mut stopped = BTreeMap::new();
         for op in diff(&self.config.servers, &new.servers) {
             match op {
-                Op::Stop(name) => self.stop(&name),
+                Op::Stop(name) => {
+                    if let Some(plan) = self.stop(&name) {
+                        stopped.insert(name, plan);
+                    }
+                }
                 Op::Update(name) => self.update(&name, &new.servers[&name]),
                 Op::Start(name) => {
                     let contexts = edges.remove(&name);
-                    if let Err(e) = self.start(&name, &new.servers[&name], contexts) {
+                    let previous = stopped.get(&name).map(|p| &**p);
+                    if let Err(e) = self.start(&name, &new.servers[&name], contexts, previous) {
                         error!(&name, "cannot listen on {}: {e}", new.servers[&name].bind);
                         self.failed.insert(name.clone(), e.to_string());
                     } else {
@@ -365,7 +390,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
                 return 1;
             }
         };
-        if let Err(e) = daemon.start(name, cfg, Some(contexts)) {
+        if let Err(e) = daemon.start(name, cfg, Some(contexts), None) {
             error!(name, "cannot listen on {}: {e}", cfg.bind);
             return 1;
         }
