@@ -1,0 +1,97 @@
+//! Requests the API must refuse without leaving anything behind, against
+//! the real binary.
+
+mod common;
+
+use std::net::UdpSocket;
+
+use common::http::{json, request};
+use common::*;
+
+const AUTH: Option<&str> = Some("admin:pw");
+
+fn start_api(backend: &str) -> (Betwixt, u16) {
+    let (api, port) = (free_port(), free_port());
+    let cfg = format!(
+        "[api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\n[api.basic_auth]\nlogin = \"admin\"\npassword = \"pw\"\n\n\
+         [servers.web]\nbind = \"127.0.0.1:{port}\"\n[servers.web.discovery]\nkind = \"static\"\nstatic_list = [\"{backend}\"]\n"
+    );
+    (Betwixt::start(&cfg, &[api, port]), api)
+}
+
+fn body(bind: &str, extra: &str, backend: &str) -> String {
+    format!(
+        r#"{{"bind":"{bind}",{extra}"discovery":{{"kind":"static","static_list":["{backend}"]}}}}"#
+    )
+}
+
+fn names(api: u16) -> Vec<String> {
+    let (status, text) = request(api, "GET", "/servers", AUTH, b"");
+    assert_eq!(status, 200, "{text}");
+    json(&text)
+        .as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_server_that_cannot_start_leaves_nothing_behind() {
+    let b = Backend::start("one");
+    let (bx, api) = start_api(&b.line());
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let busy = udp.local_addr().unwrap().to_string();
+    let udp_body = body(
+        &busy,
+        r#""protocol":"udp","client_idle_timeout":"10s","#,
+        &b.line(),
+    );
+
+    // A busy UDP port: refused, and no trace of the server is left.
+    let (status, text) = request(api, "POST", "/servers/u", AUTH, udp_body.as_bytes());
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("servers.u.bind"), "{text}");
+    assert_eq!(names(api), ["web"]);
+    let (_, dump) = request(api, "GET", "/dump", AUTH, b"");
+    assert!(!dump.contains("servers.u"), "{dump}");
+    let (status, health) = request(api, "GET", "/health", AUTH, b"");
+    assert_eq!(status, 200, "{health}");
+
+    // Once the port is free, the same request works (not "already exists").
+    drop(udp);
+    let (status, text) = request(api, "POST", "/servers/u", AUTH, udp_body.as_bytes());
+    assert_eq!(status, 200, "{text}\n{}", bx.logs());
+    assert_eq!(names(api), ["u", "web"]);
+
+    // A UDP server may take a port whose TCP side is busy.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_busy = tcp.local_addr().unwrap().to_string();
+    let other = body(
+        &tcp_busy,
+        r#""protocol":"udp","client_idle_timeout":"10s","#,
+        &b.line(),
+    );
+    let (status, text) = request(api, "POST", "/servers/u2", AUTH, other.as_bytes());
+    assert_eq!(status, 200, "{text}");
+}
+
+#[test]
+fn a_tls_server_whose_files_are_missing_does_not_block_later_changes() {
+    let b = Backend::start("one");
+    let (bx, api) = start_api(&b.line());
+    let tls = body(
+        &format!("127.0.0.1:{}", free_port()),
+        r#""protocol":"tls","tls":{"cert_path":"/nonexistent/c.pem","key_path":"/nonexistent/k.pem"},"#,
+        &b.line(),
+    );
+    let (status, text) = request(api, "POST", "/servers/t", AUTH, tls.as_bytes());
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("/nonexistent/c.pem"), "{text}");
+
+    // The next change is applied and really listening.
+    let port = free_port();
+    let plain = body(&format!("127.0.0.1:{port}"), "", &b.line());
+    let (status, text) = request(api, "POST", "/servers/p", AUTH, plain.as_bytes());
+    assert_eq!(status, 200, "{text}\n{}", bx.logs());
+    assert_eq!(names(api), ["p", "web"]);
+    assert_eq!(who(port), "one");
+}
