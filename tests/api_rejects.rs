@@ -1,9 +1,11 @@
-//! Requests the API must refuse without leaving anything behind, against
-//! the real binary.
+//! Requests the API must refuse without leaving anything behind, and
+//! clients that must not stall it, against the real binary.
 
 mod common;
 
-use std::net::UdpSocket;
+use std::io::Write;
+use std::net::{TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
 
 use common::http::{json, request};
 use common::*;
@@ -11,12 +13,18 @@ use common::*;
 const AUTH: Option<&str> = Some("admin:pw");
 
 fn start_api(backend: &str) -> (Betwixt, u16) {
-    let (api, port) = (free_port(), free_port());
+    let (bx, api, _) = start_with_metrics(backend);
+    (bx, api)
+}
+
+fn start_with_metrics(backend: &str) -> (Betwixt, u16, u16) {
+    let (api, metrics, port) = (free_port(), free_port(), free_port());
     let cfg = format!(
-        "[api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\n[api.basic_auth]\nlogin = \"admin\"\npassword = \"pw\"\n\n\
+        "[metrics]\nenabled = true\nbind = \"127.0.0.1:{metrics}\"\n\
+         [api]\nenabled = true\nbind = \"127.0.0.1:{api}\"\n[api.basic_auth]\nlogin = \"admin\"\npassword = \"pw\"\n\n\
          [servers.web]\nbind = \"127.0.0.1:{port}\"\n[servers.web.discovery]\nkind = \"static\"\nstatic_list = [\"{backend}\"]\n"
     );
-    (Betwixt::start(&cfg, &[api, port]), api)
+    (Betwixt::start(&cfg, &[api, metrics, port]), api, metrics)
 }
 
 fn body(bind: &str, extra: &str, backend: &str) -> String {
@@ -94,4 +102,34 @@ fn a_tls_server_whose_files_are_missing_does_not_block_later_changes() {
     assert_eq!(status, 200, "{text}\n{}", bx.logs());
     assert_eq!(names(api), ["p", "web"]);
     assert_eq!(who(port), "one");
+}
+
+#[test]
+fn clients_that_stall_their_body_do_not_block_the_api() {
+    let b = Backend::start("one");
+    let (_bx, api, metrics) = start_with_metrics(&b.line());
+    // Each announces a body and never sends it; without credentials too.
+    let stalled: Vec<TcpStream> = (0..6)
+        .map(|i| {
+            let port = if i < 4 { api } else { metrics };
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let auth = if i % 2 == 0 {
+                "Authorization: Basic YWRtaW46cHc=\r\n"
+            } else {
+                ""
+            };
+            let head = format!(
+                "POST /servers/x HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 100000\r\n\r\n{{"
+            );
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    assert_eq!(request(api, "GET", "/ping", None, b""), (200, "OK".into()));
+    assert_eq!(request(api, "GET", "/health", AUTH, b"").0, 200);
+    assert_eq!(request(metrics, "GET", "/metrics", None, b"").0, 200);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(stalled);
 }
