@@ -80,6 +80,24 @@ fn a_server_that_cannot_start_leaves_nothing_behind() {
     );
     let (status, text) = request(api, "POST", "/servers/u2", AUTH, other.as_bytes());
     assert_eq!(status, 200, "{text}");
+
+    // What a config file would warn about is logged for an API change too
+    // (here: a plain TCP server, not the TLS one the client may think).
+    let ignored = body(
+        &format!("127.0.0.1:{}", free_port()),
+        r#""tls":{"cert_path":"/c.pem","key_path":"/k.pem"},"#,
+        &b.line(),
+    );
+    let (status, text) = request(api, "POST", "/servers/t", AUTH, ignored.as_bytes());
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        bx.wait_log(
+            "servers.t.tls: ignored unless protocol",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        bx.logs()
+    );
 }
 
 #[test]

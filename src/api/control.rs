@@ -75,6 +75,12 @@ fn change(ctl: &mut impl Control, name: &str, entry: Option<Value>) -> Reply {
         }
     };
     let wanted = loaded.config.servers.get(name).cloned();
+    let warnings: Vec<String> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with(&format!("servers.{name}.")))
+        .cloned()
+        .collect();
     if let Some(new) = &wanted {
         let old_bind = ctl.config().servers.get(name).map(|s| s.bind);
         if old_bind != Some(new.bind)
@@ -95,6 +101,9 @@ fn change(ctl: &mut impl Control, name: &str, entry: Option<Value>) -> Reply {
     let why = match failed.get(name) {
         None if applied => {
             info!("api", "server {name} changed through the API");
+            for w in &warnings {
+                warn!("api", "{w}");
+            }
             return Reply::ok(Value::Null);
         }
         Some(e) if e.starts_with("servers.") => e.clone(),
