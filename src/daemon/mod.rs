@@ -53,6 +53,10 @@ struct Running {
     stop: watch::Sender<bool>,
     /// TLS configurations (tcp and tls servers), rebuilt on every reload.
     edge: Option<Arc<Edge>>,
+    /// A duplicate of the TCP listening socket, to take it out of LISTEN at
+    /// once on stop: its task drops the listener only when next polled, and
+    /// a server started in the same reload may want the port.
+    listener: Option<std::os::fd::OwnedFd>,
 }
 
 struct Daemon {
@@ -96,6 +100,10 @@ impl Daemon {
         self.discovery.sync(name, &cfg.discovery);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
+        let listener = match &bound {
+            Bound::Tcp(l) => Some(std::os::fd::AsFd::as_fd(l).try_clone_to_owned()?),
+            Bound::Udp(_) => None,
+        };
         let edge = match bound {
             Bound::Tcp(listener) => {
                 let edge = Arc::new(Edge::new(contexts.unwrap_or_default()));
@@ -121,6 +129,7 @@ impl Daemon {
                 runtime,
                 stop,
                 edge,
+                listener,
             },
         );
         Ok(())
@@ -131,6 +140,11 @@ impl Daemon {
         self.health.stop(name);
         self.discovery.stop(name);
         if let Some(r) = self.servers.remove(name) {
+            if let Some(fd) = &r.listener {
+                // Out of LISTEN now (pending connections are reset, as a
+                // close would); the port is free for a start that follows.
+                let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
+            }
             r.stop.send_replace(true);
             let timeout = r.runtime.plan().config.drain_timeout;
             info!(
