@@ -151,3 +151,30 @@ fn clients_that_stall_their_body_do_not_block_the_api() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     drop(stalled);
 }
+
+#[test]
+fn changes_during_a_sigterm_drain_are_refused_at_once() {
+    let b = Backend::start("one");
+    let (bx, api) = start_api(&b.line());
+    let port: u16 = bx
+        .logs()
+        .split("(web): listening on 127.0.0.1:")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .expect("web's port in the log");
+    // An open connection keeps the drain going (drain_timeout 30 s).
+    let held = connect(port);
+    bx.signal(libc::SIGTERM);
+    assert!(
+        bx.wait_log("draining", Duration::from_secs(5)),
+        "{}",
+        bx.logs()
+    );
+    let t = Instant::now();
+    let new = body(&format!("127.0.0.1:{}", free_port()), "", &b.line());
+    let (status, text) = request(api, "POST", "/servers/late", AUTH, new.as_bytes());
+    assert_eq!(status, 503, "{text}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    drop(held);
+}

@@ -236,7 +236,11 @@ fn reload_can_give_a_port_to_another_server_at_once() {
     for round in 0..6 {
         let (cfg, want) = if round % 2 == 0 { (&y, "B") } else { (&x, "A") };
         assert!(bx.reload(&format!("{LOGGING}{cfg}")), "{}", bx.logs());
-        assert!(!bx.logs().contains("cannot listen"), "round {round}:\n{}", bx.logs());
+        assert!(
+            !bx.logs().contains("cannot listen"),
+            "round {round}:\n{}",
+            bx.logs()
+        );
         assert_eq!(who(port), want, "round {round}");
     }
 }

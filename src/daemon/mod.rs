@@ -407,6 +407,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     match signals::signals(&mut daemon, &source, &mut commands, sigs).await {
         Ok(Exit::Graceful) => {
             info!("main", "SIGTERM: draining");
+            refuse_commands(&mut commands);
             daemon.shutdown().await;
             info!("main", "exit");
             0
@@ -416,6 +417,17 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
             error!("main", "signals: {e}");
             1
         }
+    }
+}
+
+/// While draining, API changes get `503` at once instead of waiting for
+/// the drain to end.
+fn refuse_commands(commands: &mut mpsc::Receiver<api::Command>) {
+    commands.close();
+    while let Ok(c) = commands.try_recv() {
+        let _ = c
+            .reply
+            .send(api::Reply::error(503, "the daemon is shutting down"));
     }
 }
 
