@@ -164,7 +164,8 @@ fn changes_during_a_sigterm_drain_are_refused_at_once() {
         .and_then(|p| p.parse().ok())
         .expect("web's port in the log");
     // An open connection keeps the drain going (drain_timeout 30 s).
-    let held = connect(port);
+    let mut held = connect(port);
+    assert_eq!(read_line(&mut held), "one", "proxied before SIGTERM");
     bx.signal(libc::SIGTERM);
     assert!(
         bx.wait_log("draining", Duration::from_secs(5)),
