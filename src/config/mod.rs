@@ -45,6 +45,14 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// A `bind` that overlaps another listener's: a conflict with what runs
+    /// (the API answers 409 for it, like a port in use), not a bad value.
+    pub fn is_bind_conflict(&self) -> bool {
+        self.path.ends_with(".bind") && self.message.ends_with(validate::binds::OVERLAP)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {

@@ -53,6 +53,10 @@ struct Running {
     stop: watch::Sender<bool>,
     /// TLS configurations (tcp and tls servers), rebuilt on every reload.
     edge: Option<Arc<Edge>>,
+    /// A duplicate of the TCP listening socket, to take it out of LISTEN at
+    /// once on stop: its task drops the listener only when next polled, and
+    /// a server started in the same reload may want the port.
+    listener: Option<std::os::fd::OwnedFd>,
 }
 
 struct Daemon {
@@ -113,6 +117,10 @@ impl Daemon {
         self.discovery.sync(name, &cfg.discovery);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
+        let listener = match &bound {
+            Bound::Tcp(l) => Some(std::os::fd::AsFd::as_fd(l).try_clone_to_owned()?),
+            Bound::Udp(_) => None,
+        };
         let edge = match bound {
             Bound::Tcp(listener) => {
                 let edge = Arc::new(Edge::new(contexts.unwrap_or_default()));
@@ -138,6 +146,7 @@ impl Daemon {
                 runtime,
                 stop,
                 edge,
+                listener,
             },
         );
         Ok(())
@@ -149,6 +158,11 @@ impl Daemon {
         self.health.stop(name);
         self.discovery.stop(name);
         let r = self.servers.remove(name)?;
+        if let Some(fd) = &r.listener {
+            // Out of LISTEN now (pending connections are reset, as a close
+            // would); the port is free for a start that follows.
+            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
+        }
         let plan = r.runtime.plan();
         r.stop.send_replace(true);
         info!(
@@ -418,6 +432,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     match signals::signals(&mut daemon, &source, &mut commands, sigs).await {
         Ok(Exit::Graceful) => {
             info!("main", "SIGTERM: draining");
+            refuse_commands(&mut commands);
             daemon.shutdown().await;
             info!("main", "exit");
             0
@@ -427,6 +442,17 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
             error!("main", "signals: {e}");
             1
         }
+    }
+}
+
+/// While draining, API changes get `503` at once instead of waiting for
+/// the drain to end.
+fn refuse_commands(commands: &mut mpsc::Receiver<api::Command>) {
+    commands.close();
+    while let Ok(c) = commands.try_recv() {
+        let _ = c
+            .reply
+            .send(api::Reply::error(503, "the daemon is shutting down"));
     }
 }
 

@@ -9,6 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 use super::Ctx;
 use crate::config::types::{Api, Metrics, Protocol, Server};
 
+/// How every overlap error ends ([`super::super::ConfigError::is_bind_conflict`]).
+pub const OVERLAP: &str = "both cannot listen";
+
 /// One listener: the key that sets it, its transport and address.
 struct Listener {
     key: String,
@@ -51,7 +54,7 @@ pub(super) fn check(
             ctx.error(
                 &l.key,
                 format!(
-                    "{} overlaps {} ({}, {proto}): both cannot listen",
+                    "{} overlaps {} ({}, {proto}): {OVERLAP}",
                     l.addr, first.key, first.addr
                 ),
             );

@@ -1,7 +1,7 @@
 //! Raw structs -> runtime [`Config`]. Every problem is recorded in a [`Ctx`]
 //! with its key path and checking goes on, so one run reports them all.
 
-mod binds;
+pub mod binds;
 mod discovery;
 mod discovery_kinds;
 pub mod globals;
