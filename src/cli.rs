@@ -330,7 +330,8 @@ pub fn main() -> i32 {
             2
         }
         Err(e) => {
-            eprintln!("betwixt: {e}\n\n{USAGE}");
+            // One line, not the whole help: the error stays on screen.
+            eprintln!("betwixt: {e} (see betwixt --help)");
             2
         }
     }

@@ -37,6 +37,9 @@ use crate::{debug, info};
 const LOG: &str = "healthd";
 
 const PORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound of a `[healthd.checks.NAME]` check without `timeout` (there is no
+/// interval to fall back on: checks run per request).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests answered at once; more get 503 at once (each holds a thread).
 pub const MAX_REQUESTS: usize = 256;
 /// Scripts and exec checks running at once, across requests; a run waits
@@ -207,7 +210,12 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         tasks.push(tokio::spawn(async move {
             let hc = &c.healthcheck;
             let t = Target::new(&c.host, hc.port.unwrap_or(c.port));
-            let o = health::run(&hc.check, &t, hc.timeout, &ctx).await;
+            // The outer bound also covers the wait for an exec slot.
+            let limit = hc.timeout.unwrap_or(CHECK_TIMEOUT);
+            let run = health::run(&hc.check, &t, Some(limit), &ctx);
+            let o = tokio::time::timeout(limit, run)
+                .await
+                .unwrap_or_else(|_| timed_out(limit));
             (format!("{} ({} {}:{})", c.name, hc.kind, t.host, t.port), o)
         }));
     }
@@ -248,11 +256,15 @@ async fn script(words: &[String], limit: Duration, ctx: &Context) -> Outcome {
         Ok(Ok(done)) if done.status.success() => Outcome::pass("exit 0"),
         Ok(Ok(done)) => Outcome::fail(health::Cause::Exit, done.status.describe()),
         Ok(Err(e)) => Outcome::fail(health::Cause::Spawn, format!("{}: {e}", words[0])),
-        Err(_) => Outcome::fail(
-            health::Cause::Timeout,
-            format!("no result within {}", health::fmt_duration(limit)),
-        ),
+        Err(_) => timed_out(limit),
     }
+}
+
+fn timed_out(limit: Duration) -> Outcome {
+    Outcome::fail(
+        health::Cause::Timeout,
+        format!("no result within {}", health::fmt_duration(limit)),
+    )
 }
 
 /// A shared evaluation: the first request runs it, later ones wait.

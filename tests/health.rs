@@ -378,3 +378,41 @@ fn udp_probe_brings_a_backend_up_and_down() {
     wait_log(&bx, &down_line(&b.line()), 1, Duration::from_secs(5));
     assert!(bx.logs().contains("(refused") || bx.logs().contains("(timeout"));
 }
+
+#[test]
+fn a_check_without_timeout_is_bounded_by_the_interval() {
+    // Accepts (the kernel completes the handshake) but never answers.
+    let mute = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let key = mute.local_addr().expect("addr").to_string();
+    let port = free_port();
+    // No `timeout`: a probe that never gets its reply must still end.
+    let hc = "kind = \"probe\"\nprobe_protocol = \"tcp\"\nprobe_send = 'PING\\n'\nprobe_recv = 'OK'\ninterval = \"200ms\"\n";
+    let cfg = hc_config(port, "roundrobin", std::slice::from_ref(&key), "", hc);
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    wait_log(&bx, &down_line(&key), 1, Duration::from_secs(5));
+    assert!(
+        bx.logs().contains("(timeout: no result within 200ms)"),
+        "{}",
+        bx.logs()
+    );
+}
+
+#[test]
+fn health_survives_a_reload_that_moves_the_listener() {
+    let b = Backend::start("b");
+    let (p1, p2) = (free_port(), free_port());
+    // Coming up takes 3 passes 300 ms apart: a reset would be seen.
+    let hc = "kind = \"ping\"\ninterval = \"300ms\"\ntimeout = \"100ms\"\npasses = 3\ninitial_status = \"unhealthy\"\n";
+    let bx = Betwixt::start_quiet(&hc_config(p1, "roundrobin", &[b.line()], "", hc), &[p1]);
+    wait_log(&bx, &up_line(&b.line()), 1, Duration::from_secs(5));
+    // A new bind: the server is stopped and started again, its backends not.
+    assert!(bx.reload(&hc_config(p2, "roundrobin", &[b.line()], "", hc)));
+    assert_eq!(who(p2), "b", "{}", bx.logs());
+    std::thread::sleep(Duration::from_millis(900));
+    assert_eq!(
+        bx.logs().matches(&up_line(&b.line())).count(),
+        1,
+        "{}",
+        bx.logs()
+    );
+}

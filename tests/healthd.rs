@@ -383,3 +383,24 @@ fn a_flood_is_bounded_in_processes_and_requests() {
         "{statuses:?}"
     );
 }
+
+#[test]
+fn a_config_file_check_without_timeout_is_cut_at_5s() {
+    // Accepts (the kernel completes the handshake) but never answers.
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.toml");
+    let text = format!(
+        "[healthd.checks.mute]\naddress = \"{}\"\n[healthd.checks.mute.healthcheck]\n\
+         kind = \"probe\"\nprobe_protocol = \"tcp\"\nprobe_send = 'x'\nprobe_recv = 'y'\n",
+        mute.local_addr().unwrap()
+    );
+    std::fs::write(&path, text).unwrap();
+    let port = free_port();
+    let _h = Healthd::start(port, &["-c", &path.display().to_string()]);
+    let started = std::time::Instant::now();
+    let (status, body) = get_within(port, Duration::from_secs(15));
+    assert_eq!(status, 504, "{body}");
+    assert!(body.contains("no result within 5s"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(7), "{body}");
+}

@@ -224,6 +224,28 @@ fn reload_replacing_a_server_drains_the_old_one() {
 }
 
 #[test]
+fn reload_can_give_a_port_to_another_server_at_once() {
+    // Renaming a server (x -> y, same bind) stops x and starts y in one
+    // reload: y must get the port every time, not only when x's listener
+    // task happened to close first.
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let port = free_port();
+    let x = server_section("x", port, "roundrobin", &[a.line()], "");
+    let y = server_section("y", port, "roundrobin", &[b.line()], "");
+    let bx = Betwixt::start_quiet(&format!("{LOGGING}{x}"), &[port]);
+    for round in 0..6 {
+        let (cfg, want) = if round % 2 == 0 { (&y, "B") } else { (&x, "A") };
+        assert!(bx.reload(&format!("{LOGGING}{cfg}")), "{}", bx.logs());
+        assert!(
+            !bx.logs().contains("cannot listen"),
+            "round {round}:\n{}",
+            bx.logs()
+        );
+        assert_eq!(who(port), want, "round {round}");
+    }
+}
+
+#[test]
 fn reload_changing_bind_moves_the_listener() {
     let (_a, p1, first) = backend_a("");
     let bx = Betwixt::start_quiet(&first, &[p1]);

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::overlay::{Overlay, errors_json, merge};
 use super::{Op, Reply};
 use crate::config::raw::RawConfig;
-use crate::config::{Config, Loaded};
+use crate::config::{Config, ConfigError, Loaded};
 use crate::health::runner::unix_ms;
 use crate::metrics::view::admin_label;
 use crate::state::saved::{Saved, SavedBackend};
@@ -58,22 +58,35 @@ pub fn execute(ctl: &mut impl Control, op: Op) -> Reply {
     }
 }
 
+/// Validate the overlay with `entry` for `name`, apply it, and keep it only
+/// if the daemon applied it and `name` started: on any failure the previous
+/// overlay and servers are put back, so a refused request leaves nothing
+/// behind (no half-made server, no entry that breaks later changes).
 fn change(ctl: &mut impl Control, name: &str, entry: Option<Value>) -> Reply {
     let mut overlay = ctl.overlay_mut().clone();
     overlay.insert(name.to_string(), entry);
     let loaded = match merge(ctl.file_raw(), &overlay) {
         Ok(l) => l,
         Err(errors) => {
+            // Only listeners that overlap: a conflict, like a port in use.
+            let conflict = errors.iter().all(ConfigError::is_bind_conflict);
             return Reply {
-                status: 400,
+                status: if conflict { 409 } else { 400 },
                 body: errors_json(&errors),
             };
         }
     };
-    if let Some(new) = loaded.config.servers.get(name) {
+    let wanted = loaded.config.servers.get(name).cloned();
+    let warnings: Vec<String> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with(&format!("servers.{name}.")))
+        .cloned()
+        .collect();
+    if let Some(new) = &wanted {
         let old_bind = ctl.config().servers.get(name).map(|s| s.bind);
         if old_bind != Some(new.bind)
-            && let Err(e) = std::net::TcpListener::bind(new.bind)
+            && let Some(e) = bind_error(new)
         {
             return Reply {
                 status: 409,
@@ -84,14 +97,46 @@ fn change(ctl: &mut impl Control, name: &str, entry: Option<Value>) -> Reply {
             };
         }
     }
-    *ctl.overlay_mut() = overlay;
+    let previous = std::mem::replace(ctl.overlay_mut(), overlay);
     let failed = ctl.apply(loaded);
-    match failed.get(name) {
-        Some(e) => Reply::error(409, format!("servers.{name}.bind: {e}")),
-        None => {
+    let applied = ctl.config().servers.get(name) == wanted.as_ref();
+    let why = match failed.get(name) {
+        None if applied => {
             info!("api", "server {name} changed through the API");
-            Reply::ok(Value::Null)
+            for w in &warnings {
+                warn!("api", "{w}");
+            }
+            return Reply::ok(Value::Null);
         }
+        Some(e) if e.starts_with("servers.") => e.clone(),
+        Some(e) => format!("servers.{name}.bind: {e}"),
+        None => failed.into_values().collect::<Vec<_>>().join("; "),
+    };
+    warn!(
+        "api",
+        "server {name}: change not applied, rolled back: {why}"
+    );
+    let restored = applied.then(|| merge(ctl.file_raw(), &previous));
+    *ctl.overlay_mut() = previous;
+    if let Some(restored) = restored {
+        match restored {
+            Ok(old) => {
+                ctl.apply(old);
+            }
+            Err(errors) => warn!("api", "cannot restore the previous servers: {errors:?}"),
+        }
+    }
+    Reply::error(409, why)
+}
+
+/// Why `server.bind` cannot be listened on with its protocol, if it cannot.
+/// Transparent UDP needs a capability and maybe a foreign address: its
+/// start reports that (and the change is then rolled back).
+fn bind_error(server: &crate::config::Server) -> Option<std::io::Error> {
+    match &server.udp {
+        Some(u) if u.transparent => None,
+        Some(_) => std::net::UdpSocket::bind(server.bind).err(),
+        None => std::net::TcpListener::bind(server.bind).err(),
     }
 }
 
@@ -184,5 +229,139 @@ pub fn restore(saved: &Saved, server: &str, plan: &crate::state::Plan, max_age_m
             r.score = s.score;
             r.since_ms = s.since_ms;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, parse};
+
+    /// The daemon's side of [`Control`]: `apply` takes the config and fails
+    /// the starts named in `fail_start`, or, with `fail_edges`, changes
+    /// nothing (a TLS file that cannot be read).
+    struct Fake {
+        loaded: Loaded,
+        overlay: Overlay,
+        fail_start: BTreeMap<String, String>,
+        fail_edges: Option<(String, String)>,
+        applied: usize,
+    }
+
+    impl Fake {
+        fn new() -> Self {
+            let text = "[servers.web]\nbind = \"127.0.0.1:1\"\n[servers.web.discovery]\nkind = \"static\"\nstatic_list = [\"127.0.0.1:2\"]\n";
+            Self {
+                loaded: parse(text, Format::Toml).unwrap(),
+                overlay: Overlay::new(),
+                fail_start: BTreeMap::new(),
+                fail_edges: None,
+                applied: 0,
+            }
+        }
+    }
+
+    impl Control for Fake {
+        fn config(&self) -> &Config {
+            &self.loaded.config
+        }
+        fn file_raw(&self) -> &RawConfig {
+            &self.loaded.raw
+        }
+        fn overlay_mut(&mut self) -> &mut Overlay {
+            &mut self.overlay
+        }
+        fn apply(&mut self, loaded: Loaded) -> BTreeMap<String, String> {
+            self.applied += 1;
+            if let Some(e) = &self.fail_edges {
+                return [e.clone()].into();
+            }
+            let failed = self
+                .fail_start
+                .iter()
+                .filter(|(n, _)| loaded.config.servers.contains_key(*n))
+                .map(|(n, e)| (n.clone(), e.clone()))
+                .collect();
+            self.loaded.config = loaded.config;
+            failed
+        }
+        fn runtime(&self, _: &str) -> Option<Arc<ServerRuntime>> {
+            None
+        }
+    }
+
+    fn create(name: &str, body: Value) -> Op {
+        Op::Create {
+            name: name.into(),
+            body,
+        }
+    }
+
+    fn body(bind: &str, protocol: &str) -> Value {
+        json!({
+            "bind": bind, "protocol": protocol, "client_idle_timeout": "10s",
+            "discovery": { "kind": "static", "static_list": ["127.0.0.1:2"] },
+        })
+    }
+
+    /// A loopback address nothing listens on (TCP or UDP) right now.
+    fn free() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_server_that_cannot_start_is_rolled_back() {
+        let mut ctl = Fake::new();
+        ctl.fail_start
+            .insert("new".into(), "Address already in use".into());
+        let r = execute(&mut ctl, create("new", body(&free(), "tcp")));
+        assert_eq!(r.status, 409, "{r:?}");
+        assert!(
+            r.body["error"].as_str().unwrap().contains("in use"),
+            "{r:?}"
+        );
+        assert!(ctl.overlay.is_empty(), "{:?}", ctl.overlay);
+        assert!(!ctl.config().servers.contains_key("new"));
+        assert!(ctl.config().servers.contains_key("web"));
+        // Nothing is left behind: the next create is not "already exists".
+        ctl.fail_start.clear();
+        let r = execute(&mut ctl, create("new", body(&free(), "tcp")));
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(ctl.overlay.contains_key("new"));
+    }
+
+    #[test]
+    fn a_change_the_daemon_did_not_apply_is_an_error_and_rolled_back() {
+        let mut ctl = Fake::new();
+        ctl.fail_edges = Some(("t".into(), "servers.t.tls: /x.crt: not found".into()));
+        let r = execute(&mut ctl, create("new", body(&free(), "tcp")));
+        assert_eq!(r.status, 409, "{r:?}");
+        assert!(
+            r.body["error"].as_str().unwrap().contains("/x.crt"),
+            "{r:?}"
+        );
+        assert!(ctl.overlay.is_empty(), "{:?}", ctl.overlay);
+        let r = execute(&mut ctl, Op::Delete { name: "web".into() });
+        assert_eq!(r.status, 409, "{r:?}");
+        assert!(ctl.overlay.is_empty(), "{:?}", ctl.overlay);
+    }
+
+    #[test]
+    fn the_bind_check_uses_the_server_protocol() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp_busy = tcp.local_addr().unwrap().to_string();
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp_busy = udp.local_addr().unwrap().to_string();
+        let mut ctl = Fake::new();
+        let r = execute(&mut ctl, create("u1", body(&tcp_busy, "udp")));
+        assert_eq!(r.status, 200, "a busy TCP port does not stop UDP: {r:?}");
+        let applied = ctl.applied;
+        let r = execute(&mut ctl, create("u2", body(&udp_busy, "udp")));
+        assert_eq!(r.status, 409, "{r:?}");
+        assert_eq!(r.body["errors"][0]["field"], "servers.u2.bind", "{r:?}");
+        assert_eq!(ctl.applied, applied, "refused before anything changed");
+        let r = execute(&mut ctl, create("t1", body(&tcp_busy, "tcp")));
+        assert_eq!(r.status, 409, "{r:?}");
     }
 }

@@ -12,13 +12,16 @@ use crate::config::raw::{RawConfig, RawServer};
 /// What a secret is replaced with in dumps.
 pub const REDACTED: &str = "<redacted>";
 
-/// Header names whose values are credentials.
-const SECRET_HEADERS: [&str; 4] = [
-    "authorization",
-    "proxy-authorization",
-    "cookie",
-    "x-api-key",
+/// Words that mark a header's value as a credential (`Authorization`,
+/// `X-Auth-Token`, `X-Vault-Token`, `X-API-Key`, `Cookie`, ...).
+const SECRET_HEADER_WORDS: [&str; 7] = [
+    "auth", "token", "key", "cookie", "secret", "passw", "session",
 ];
+
+fn is_secret_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_HEADER_WORDS.iter().any(|w| name.contains(w))
+}
 
 /// `GET /dump?format=toml|json` (default toml; unknown -> 500 as gobetween).
 pub fn dump(raw: &RawConfig, format: Option<String>) -> Answer {
@@ -64,7 +67,7 @@ fn redact_server(s: &mut RawServer, hide: impl Fn(&mut Option<String>)) {
     }
     if let Some(headers) = s.healthcheck.as_mut().and_then(|h| h.headers.as_mut()) {
         for (name, value) in headers.iter_mut() {
-            if SECRET_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+            if is_secret_header(name) {
                 *value = REDACTED.into();
             }
         }
@@ -218,6 +221,24 @@ timeout = "1s"
             panic!()
         };
         assert!(!t.contains("hunter3") && t.contains("lb:"), "{t}");
+    }
+
+    #[test]
+    fn credential_headers_are_redacted_by_name() {
+        let text = format!(
+            "{CONFIG}headers = {{ Authorization = \"a1\", \"X-Auth-Token\" = \"a2\", \"X-Vault-Token\" = \"a3\", \"Private-Token\" = \"a4\", \"X-API-Key\" = \"a5\", \"Set-Cookie\" = \"a6\", \"X-Client-Secret\" = \"a7\", \"X-Password\" = \"a8\", Accept = \"text/plain\", \"X-Request-Id\" = \"visible\" }}\n"
+        );
+        let loaded = parse(&text, Format::Toml).unwrap();
+        let Answer::Text(_, _, dumped) = dump(&loaded.raw, None) else {
+            panic!()
+        };
+        for n in 1..=8 {
+            assert!(!dumped.contains(&format!("\"a{n}\"")), "a{n}: {dumped}");
+        }
+        assert!(
+            dumped.contains("text/plain") && dumped.contains("visible"),
+            "{dumped}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub fn route(
         [""] if get => info(shared),
         ["dump"] if get => dump::dump(&shared.raw(), param(query, "format")),
         ["servers"] if get => servers(shared),
+        // `/servers/` (an unset variable in a script) names no server.
+        ["servers", name, ..] if name.trim().is_empty() => Answer::not_found(),
         ["servers", name] => server(method, name, body, shared, tx),
         ["servers", name, "stats"] if get => stats(shared, name),
         ["servers", name, "backends", key, "health"] if get => backend_health(shared, name, key),
@@ -294,6 +296,22 @@ mod tests {
         assert_eq!(percent_decode("%5B%3A%3A1%5D:80"), "[::1]:80");
         assert_eq!(percent_decode("a%2"), "a%2");
         assert_eq!(percent_decode("web"), "web");
+    }
+
+    #[test]
+    fn an_empty_server_name_is_not_a_server() {
+        let shared = Shared::new("x.toml".into(), Default::default());
+        // No daemon: a request that reached it would get 503.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        for method in [Method::Get, Method::Post, Method::Put, Method::Delete] {
+            let a = route(&method, "/servers/", "", b"{}", &shared, Some(&tx));
+            assert!(matches!(a, Answer::Text(404, ..)), "{method}: {a:?}");
+        }
+        let a = route(&Method::Post, "/servers/%20", "", b"{}", &shared, Some(&tx));
+        assert!(matches!(a, Answer::Text(404, ..)), "{a:?}");
+        let a = route(&Method::Post, "/servers/web", "", b"{}", &shared, Some(&tx));
+        assert!(matches!(a, Answer::Json(503, _)), "{a:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tiny_http::{Header, Method, Request, Response as TinyResponse, Server};
+use tokio::sync::Semaphore;
 
 use super::auth::Expected;
 use super::{Commands, Shared, handlers};
@@ -14,8 +15,9 @@ use crate::{info, warn};
 /// Largest request body accepted (larger gets 413).
 pub const BODY_LIMIT: usize = 1 << 20;
 
-/// Threads taking requests per listener (a slow client holds only one).
-const WORKERS: usize = 2;
+/// Requests answered at once per listener, each on its own thread (a client
+/// that stalls its body holds only its own); beyond, `503` at once.
+const MAX_REQUESTS: usize = 64;
 
 /// What a handler answers.
 #[derive(Debug)]
@@ -96,19 +98,39 @@ fn listen(cfg: &Api) -> io::Result<Server> {
 }
 
 fn run(server: Server, ctx: Arc<Ctx>, name: &str) -> io::Result<()> {
-    let server = Arc::new(server);
-    for _ in 0..WORKERS {
-        let server = Arc::clone(&server);
-        let ctx = Arc::clone(&ctx);
-        std::thread::Builder::new()
+    let name = name.to_string();
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || serve(&server, &ctx, &name))?;
+    Ok(())
+}
+
+/// Take requests and answer each on its own thread, at most
+/// [`MAX_REQUESTS`] at once.
+fn serve(server: &Server, ctx: &Arc<Ctx>, name: &str) {
+    let slots = Arc::new(Semaphore::new(MAX_REQUESTS));
+    while let Ok(req) = server.recv() {
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            let busy = format!("{MAX_REQUESTS} requests in flight");
+            let resp = add(
+                respond(Answer::Json(503, serde_json::json!({ "error": busy }))),
+                "Connection",
+                "close",
+            );
+            let _ = req.respond(with_cors(resp, ctx.cors));
+            continue;
+        };
+        let ctx = Arc::clone(ctx);
+        let spawned = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                while let Ok(req) = server.recv() {
-                    handle(req, &ctx);
-                }
-            })?;
+                let _slot = slot;
+                handle(req, &ctx);
+            });
+        if let Err(e) = spawned {
+            warn!(name, "cannot start a request thread: {e}");
+        }
     }
-    Ok(())
 }
 
 fn header<'a>(req: &'a Request, name: &str) -> Option<&'a str> {

@@ -35,13 +35,26 @@ pub fn merge(file: &RawConfig, overlay: &Overlay) -> Result<Loaded, Vec<ConfigEr
         }
     }
     let text = serde_json::to_string(&doc).map_err(|e| vec![plain(e.to_string())])?;
-    let loaded = parse(&text, Format::Json)?;
+    let loaded = parse(&text, Format::Json)
+        .map_err(|errors| errors.into_iter().map(without_position).collect::<Vec<_>>())?;
     let missing = crate::daemon::unsupported(&loaded.config);
     if missing.is_empty() {
         Ok(loaded)
     } else {
         Err(missing)
     }
+}
+
+/// serde's " (line L, column C)" points into the merged one-line document,
+/// which the client never saw: drop it (the field path says where).
+fn without_position(mut e: ConfigError) -> ConfigError {
+    if let Some(at) = e.message.rfind(" (line ")
+        && e.message[at..].contains(", column ")
+        && e.message.ends_with(')')
+    {
+        e.message.truncate(at);
+    }
+    e
 }
 
 fn plain(message: String) -> ConfigError {
@@ -109,6 +122,11 @@ static_list = ["127.0.0.1:8000"]
         let errors = merge(&file(), &overlay).unwrap_err();
         let text = errors_json(&errors)["error"].to_string();
         assert!(text.contains("servers.x.max_connections"), "{text}");
+        // Positions would point into the merged document, not the body.
+        assert!(
+            !text.contains("line 1") && !text.contains("column"),
+            "{text}"
+        );
         let mut body = gobetween_body();
         body["balanse"] = json!("weight");
         let overlay = Overlay::from([("x".into(), Some(body))]);

@@ -1,8 +1,11 @@
 //! Text -> [`RawConfig`], collecting the path of every key serde ignored.
 //!
 //! The deserializer is wrapped twice: `serde_ignored` reports unknown keys
-//! (the parse goes on), `serde_path_to_error` names the key of a type error
-//! (serde stops at the first one).
+//! (the parse goes on), `serde_path_to_error` names the key of a type error.
+//! serde stops at the first type error, so after one the generic document is
+//! decoded again with the offending key removed, until it decodes (see
+//! [`decode_rest`]): every type error is reported, and the rest of the file
+//! is still checked for unknown keys and validated.
 
 use super::raw::RawConfig;
 use super::{ConfigError, Format};
@@ -31,13 +34,19 @@ pub fn render(path: &[Seg]) -> String {
     out
 }
 
-/// What decoding produced: the raw config (unless a syntax or type error
-/// stopped it), the ignored keys seen so far, and that error.
+/// What decoding produced: the raw config (unless a syntax error, a section
+/// that is not a table, or too many type errors stopped it), the ignored
+/// keys, the errors, and the keys removed after a type error (`raw` lacks
+/// them, so validation must not report them as missing).
 pub struct Decoded {
     pub raw: Option<RawConfig>,
     pub ignored: Vec<Vec<Seg>>,
     pub errors: Vec<ConfigError>,
+    pub removed: Vec<String>,
 }
+
+/// Type errors reported after the first one, at most (each costs a decode).
+const MORE_TYPE_ERRORS: usize = 31;
 
 pub fn decode(text: &str, format: Format) -> Decoded {
     let mut ignored = Vec::new();
@@ -45,29 +54,101 @@ pub fn decode(text: &str, format: Format) -> Decoded {
         Format::Toml => decode_toml(text, &mut ignored),
         Format::Json => decode_json(text, &mut ignored),
     };
-    let (raw, errors) = match result {
+    let doc = generic(text, format);
+    match result {
         Ok(raw) => {
-            let errors = shape_errors(text, format);
-            (errors.is_empty().then_some(raw), errors)
+            let errors = doc.map(|d| super::shape::check(&d)).unwrap_or_default();
+            Decoded {
+                raw: errors.is_empty().then_some(raw),
+                ignored,
+                errors,
+                removed: Vec::new(),
+            }
         }
-        Err(e) => (None, vec![e]),
-    };
-    Decoded {
-        raw,
-        ignored,
-        errors,
+        Err((path, e)) => match doc {
+            // A type error in a document with sound syntax and shape.
+            Some(doc) if super::shape::check(&doc).is_empty() => decode_rest(doc, path, e),
+            _ => Decoded {
+                raw: None,
+                ignored,
+                errors: vec![e],
+                removed: Vec::new(),
+            },
+        },
     }
 }
 
-/// Sections that are not tables (see [`super::shape`]).
-fn shape_errors(text: &str, format: Format) -> Vec<ConfigError> {
-    let doc = match format {
+/// The document as a generic value (`None` on a syntax error).
+fn generic(text: &str, format: Format) -> Option<serde_json::Value> {
+    match format {
         Format::Toml => toml::from_str::<toml::Table>(text)
             .ok()
             .and_then(|t| serde_json::to_value(t).ok()),
         Format::Json => serde_json::from_str::<serde_json::Value>(text).ok(),
+    }
+}
+
+/// After a type error at `path`: remove that key from `doc` and decode
+/// again, as long as new type errors come (up to [`MORE_TYPE_ERRORS`]).
+fn decode_rest(mut doc: serde_json::Value, mut path: Vec<Seg>, first: ConfigError) -> Decoded {
+    let mut out = Decoded {
+        raw: None,
+        ignored: Vec::new(),
+        errors: vec![first],
+        removed: Vec::new(),
     };
-    doc.map(|d| super::shape::check(&d)).unwrap_or_default()
+    while out.errors.len() <= MORE_TYPE_ERRORS {
+        let Some(key) = remove(&mut doc, &path) else {
+            break;
+        };
+        out.removed.push(key);
+        out.ignored.clear();
+        let mut callback = collect(&mut out.ignored);
+        let de = serde_ignored::Deserializer::new(&doc, &mut callback);
+        match serde_path_to_error::deserialize::<_, RawConfig>(de) {
+            Ok(raw) => {
+                out.raw = Some(raw);
+                break;
+            }
+            Err(e) => {
+                path = segs(e.path());
+                let message = e.inner().to_string();
+                out.errors.push(ConfigError {
+                    path: path_string(e.path()),
+                    message,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Remove the key at `path` (for an array element, the whole array) from
+/// `doc`; returns the removed key's rendered path.
+fn remove(doc: &mut serde_json::Value, path: &[Seg]) -> Option<String> {
+    let last_key = path.iter().rposition(|s| matches!(s, Seg::Key(_)))?;
+    let (parent, key) = (&path[..last_key], &path[last_key]);
+    let mut node = doc;
+    for seg in parent {
+        node = match seg {
+            Seg::Key(k) => node.get_mut(k.as_str())?,
+            Seg::Index(i) => node.get_mut(*i)?,
+        };
+    }
+    let Seg::Key(k) = key else { return None };
+    node.as_object_mut()?.remove(k.as_str())?;
+    Some(render(&path[..=last_key]))
+}
+
+fn segs(path: &serde_path_to_error::Path) -> Vec<Seg> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map_while(|s| match s {
+            Segment::Map { key } => Some(Seg::Key(key.clone())),
+            Segment::Seq { index } => Some(Seg::Index(*index)),
+            _ => None,
+        })
+        .collect()
 }
 
 fn collect(ignored: &mut Vec<Vec<Seg>>) -> impl FnMut(serde_ignored::Path<'_>) + '_ {
@@ -96,31 +177,35 @@ fn segments(path: &serde_ignored::Path<'_>, out: &mut Vec<Seg>) {
     }
 }
 
-fn decode_toml(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, ConfigError> {
+/// A decode error: the path of the offending key and the error.
+type Failed = (Vec<Seg>, ConfigError);
+
+fn decode_toml(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Failed> {
     let mut callback = collect(ignored);
     let de = toml::Deserializer::new(text);
     let de = serde_ignored::Deserializer::new(de, &mut callback);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = path_string(e.path());
+        let (segs, path) = (segs(e.path()), path_string(e.path()));
         let inner = e.into_inner();
         let mut message = inner.message().trim_end().to_string();
         if let Some(span) = inner.span() {
             let (line, column) = line_column(text, span.start);
             message.push_str(&format!(" (line {line}, column {column})"));
         }
-        ConfigError { path, message }
+        (segs, ConfigError { path, message })
     })
 }
 
-fn decode_json(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, ConfigError> {
+fn decode_json(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Failed> {
     let mut callback = collect(ignored);
     let mut json = serde_json::Deserializer::from_str(text);
     let de = serde_ignored::Deserializer::new(&mut json, &mut callback);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = path_string(e.path());
-        json_error(path, e.inner())
+        let (segs, path) = (segs(e.path()), path_string(e.path()));
+        (segs, json_error(path, e.inner()))
     })?;
-    json.end().map_err(|e| json_error(String::new(), &e))?;
+    json.end()
+        .map_err(|e| (Vec::new(), json_error(String::new(), &e)))?;
     Ok(raw)
 }
 
@@ -134,9 +219,10 @@ fn json_error(path: String, e: &serde_json::Error) -> ConfigError {
     ConfigError { path, message }
 }
 
+/// The known part of an error's path (a syntax error inside a map ends in
+/// an unknown segment, which serde_path_to_error renders as `?`).
 fn path_string(path: &serde_path_to_error::Path) -> String {
-    let s = path.to_string();
-    if s == "." { String::new() } else { s }
+    render(&segs(path))
 }
 
 /// 1-based line and column (in characters) of a byte offset.
@@ -189,6 +275,14 @@ mod tests {
         assert!(d.errors.is_empty());
         let paths: Vec<String> = d.ignored.iter().map(|p| render(p)).collect();
         assert_eq!(paths, ["servers.web.balanse", "globals"]);
+    }
+
+    #[test]
+    fn a_json_syntax_error_names_no_unknown_key() {
+        let text = r#"{"servers": {"a": {"bind": ":80"},}}"#;
+        let e = decode(text, Format::Json).errors.remove(0);
+        assert_eq!(e.path, "servers");
+        assert!(e.message.contains("trailing comma"), "{}", e.message);
     }
 
     #[test]

@@ -45,6 +45,14 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// A `bind` that overlaps another listener's: a conflict with what runs
+    /// (the API answers 409 for it, like a port in use), not a bad value.
+    pub fn is_bind_conflict(&self) -> bool {
+        self.path.ends_with(".bind") && self.message.ends_with(validate::binds::OVERLAP)
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
@@ -66,8 +74,8 @@ pub struct Loaded {
 }
 
 /// Parse and validate config text. On failure, every error found is
-/// returned (a syntax or type error stops the parse, so it comes only with the
-/// unknown keys seen before it).
+/// returned (a syntax error stops the parse, so it comes only with the
+/// unknown keys seen before it; type errors do not, see [`load`]).
 pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
     let decoded = load::decode(text, format);
     let mut ctx = validate::Ctx::default();
@@ -76,7 +84,19 @@ pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
         ctx.errors.extend(decoded.errors);
         return Err(ctx.errors);
     };
-    match validate::build(&raw, &mut ctx) {
+    let config = validate::build(&raw, &mut ctx);
+    if !decoded.errors.is_empty() {
+        // Keys removed after a type error are absent from `raw`, not wrong:
+        // drop what validation says of them and of the sections holding them.
+        let removed = |e: &ConfigError| {
+            let p = &e.path;
+            decoded.removed.iter().any(|r| within(p, r) || within(r, p))
+        };
+        ctx.errors.retain(|e| !removed(e));
+        let rest = std::mem::replace(&mut ctx.errors, decoded.errors);
+        ctx.errors.extend(rest);
+    }
+    match config {
         Some(config) if ctx.errors.is_empty() => Ok(Loaded {
             config,
             warnings: ctx.warnings,
@@ -84,6 +104,15 @@ pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
         }),
         _ => Err(ctx.errors),
     }
+}
+
+/// `path` is `key` or lies under it (`key.x`, `key[0]`); every path lies
+/// under the root (`""`).
+fn within(path: &str, key: &str) -> bool {
+    key.is_empty()
+        || path
+            .strip_prefix(key)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 #[cfg(test)]

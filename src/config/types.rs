@@ -213,7 +213,8 @@ pub struct Healthcheck {
     pub kind: String,
     /// Time between checks; `Some` (and > 0) for every kind but `none`.
     pub interval: Option<Duration>,
-    /// Per-check timeout, always < `interval`; `None` = no timeout ("0"/unset).
+    /// Per-check timeout, always < `interval`; `None` ("0"/unset): the runner
+    /// cuts each check at `interval` (`health::check_timeout`).
     pub timeout: Option<Duration>,
     /// Check this port instead of the backend's (new key; `None` = backend port).
     pub port: Option<u16>,

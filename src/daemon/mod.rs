@@ -53,6 +53,10 @@ struct Running {
     stop: watch::Sender<bool>,
     /// TLS configurations (tcp and tls servers), rebuilt on every reload.
     edge: Option<Arc<Edge>>,
+    /// A duplicate of the TCP listening socket, to take it out of LISTEN at
+    /// once on stop: its task drops the listener only when next polled, and
+    /// a server started in the same reload may want the port.
+    listener: Option<std::os::fd::OwnedFd>,
 }
 
 struct Daemon {
@@ -75,7 +79,16 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(&mut self, name: &str, cfg: &Server, contexts: Option<Contexts>) -> io::Result<()> {
+    /// Bind and serve `name`. `previous`: its plan before a stop for a new
+    /// listener, whose backends keep their state (health, counters) and, for
+    /// dynamic discovery, whose list is kept until the next fetch.
+    fn start(
+        &mut self,
+        name: &str,
+        cfg: &Server,
+        contexts: Option<Contexts>,
+        previous: Option<&Plan>,
+    ) -> io::Result<()> {
         enum Bound {
             Tcp(tokio::net::TcpListener),
             Udp(tokio::net::UdpSocket),
@@ -84,19 +97,33 @@ impl Daemon {
             Some(u) => Bound::Udp(udp::bind(cfg.bind, u.transparent)?),
             None => Bound::Tcp(tcp::bind(cfg.bind)?),
         };
-        let plan = Plan::new(Arc::new(cfg.clone()), initial_specs(&cfg.discovery), None);
+        let specs = match (previous, &cfg.discovery.kind) {
+            (Some(old), DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. }) => {
+                sni_usable(name, cfg, &old.specs())
+            }
+            _ => initial_specs(&cfg.discovery).to_vec(),
+        };
+        let plan = Plan::new(Arc::new(cfg.clone()), &specs, previous);
         let max_age = self.config.api.state_max_age.as_millis() as u64;
+        // The state file is for backends without a live state.
+        let saved = self.restore.as_ref().filter(|_| previous.is_none());
         let restore = |plan: &Plan| {
-            if let Some(saved) = &self.restore {
+            if let Some(saved) = saved {
                 control::restore(saved, name, plan, max_age);
             }
         };
         restore(&plan);
         self.health.sync(name, &plan);
         restore(&plan);
-        self.discovery.sync(name, &cfg.discovery, None);
+        // A server started again for a new listener serves its last list.
+        let serving = previous.map(|_| specs.as_slice());
+        self.discovery.sync(name, &cfg.discovery, serving);
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
+        let listener = match &bound {
+            Bound::Tcp(l) => Some(std::os::fd::AsFd::as_fd(l).try_clone_to_owned()?),
+            Bound::Udp(_) => None,
+        };
         let edge = match bound {
             Bound::Tcp(listener) => {
                 let edge = Arc::new(Edge::new(contexts.unwrap_or_default()));
@@ -122,28 +149,35 @@ impl Daemon {
                 runtime,
                 stop,
                 edge,
+                listener,
             },
         );
         Ok(())
     }
 
     /// Close the listener; open connections drain in the background.
-    fn stop(&mut self, name: &str) {
+    /// Returns the server's last plan.
+    fn stop(&mut self, name: &str) -> Option<Arc<Plan>> {
         self.health.stop(name);
         self.discovery.stop(name);
         if let Some(saved) = &mut self.restore {
             saved.backends.retain(|b| b.server != name);
         }
-        if let Some(r) = self.servers.remove(name) {
-            r.stop.send_replace(true);
-            let timeout = r.runtime.plan().config.drain_timeout;
-            info!(
-                name,
-                "stopped; draining {} connections",
-                r.runtime.tracker.open()
-            );
-            tokio::spawn(drain(r.runtime, timeout));
+        let r = self.servers.remove(name)?;
+        if let Some(fd) = &r.listener {
+            // Out of LISTEN now (pending connections are reset, as a close
+            // would); the port is free for a start that follows.
+            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
         }
+        let plan = r.runtime.plan();
+        r.stop.send_replace(true);
+        info!(
+            name,
+            "stopped; draining {} connections",
+            r.runtime.tracker.open()
+        );
+        tokio::spawn(drain(r.runtime, plan.config.drain_timeout));
+        Some(plan)
     }
 
     fn update(&mut self, name: &str, cfg: &Server) {
@@ -194,13 +228,20 @@ impl Daemon {
                 new.max_exec_checks
             );
         }
+        // Servers stopped for a new listener start again from their plan.
+        let mut stopped = BTreeMap::new();
         for op in diff(&self.config.servers, &new.servers) {
             match op {
-                Op::Stop(name) => self.stop(&name),
+                Op::Stop(name) => {
+                    if let Some(plan) = self.stop(&name) {
+                        stopped.insert(name, plan);
+                    }
+                }
                 Op::Update(name) => self.update(&name, &new.servers[&name]),
                 Op::Start(name) => {
                     let contexts = edges.remove(&name);
-                    if let Err(e) = self.start(&name, &new.servers[&name], contexts) {
+                    let previous = stopped.get(&name).map(|p| &**p);
+                    if let Err(e) = self.start(&name, &new.servers[&name], contexts, previous) {
                         error!(&name, "cannot listen on {}: {e}", new.servers[&name].bind);
                         self.failed.insert(name.clone(), e.to_string());
                     } else {
@@ -391,7 +432,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
                 return 1;
             }
         };
-        if let Err(e) = daemon.start(name, cfg, Some(contexts)) {
+        if let Err(e) = daemon.start(name, cfg, Some(contexts), None) {
             error!(name, "cannot listen on {}: {e}", cfg.bind);
             return 1;
         }
@@ -431,6 +472,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     match signals::signals(&mut daemon, &source, &mut commands, sigs).await {
         Ok(Exit::Graceful) => {
             info!("main", "SIGTERM: draining");
+            refuse_commands(&mut commands);
             daemon.shutdown().await;
             info!("main", "exit");
             0
@@ -440,6 +482,17 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
             error!("main", "signals: {e}");
             1
         }
+    }
+}
+
+/// While draining, API changes get `503` at once instead of waiting for
+/// the drain to end.
+fn refuse_commands(commands: &mut mpsc::Receiver<api::Command>) {
+    commands.close();
+    while let Ok(c) = commands.try_recv() {
+        let _ = c
+            .reply
+            .send(api::Reply::error(503, "the daemon is shutting down"));
     }
 }
 

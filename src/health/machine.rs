@@ -115,14 +115,19 @@ impl Machine {
         self.window.push_back(ok);
     }
 
-    /// Successes in the window, in percent; 100 when score windows are off
-    /// (or nothing is recorded yet) and the backend is healthy, else 0.
+    /// Successes in the window, in percent, at least 1 while there is one
+    /// (so score > 0 exactly while a success is in the window, also for
+    /// windows over 100); 100 when score windows are off (or nothing is
+    /// recorded yet) and the backend is healthy, else 0.
     pub fn score(&self) -> u32 {
         if self.rules.score_window == 0 || self.window.is_empty() {
             return if self.healthy { 100 } else { 0 };
         }
         let ok = self.window.iter().filter(|ok| **ok).count();
-        (ok * 100 / self.window.len()) as u32
+        match ok * 100 / self.window.len() {
+            0 if ok > 0 => 1,
+            pct => pct as u32,
+        }
     }
 
     /// A transition is being counted (only with thresholds above 1).
@@ -252,6 +257,18 @@ mod tests {
         assert_eq!(m.score(), 0);
         assert_eq!(m.record(P), Some(true), "any success brings it back");
         assert_eq!(m.score(), 25);
+    }
+
+    #[test]
+    fn one_success_in_a_window_over_100_keeps_the_backend_up() {
+        let mut m = Machine::new(rules(5, 5, 200), true);
+        m.record(P);
+        for _ in 0..199 {
+            m.record(F);
+        }
+        assert!(m.healthy(), "1 success of 200: score above 0");
+        assert_eq!(m.score(), 1, "rounded up to the smallest share");
+        assert_eq!(m.record(F), Some(false), "no success left");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::config::Check;
+use crate::config::{Check, Healthcheck};
 
 pub mod exec;
 pub mod http;
@@ -89,6 +89,14 @@ impl Target {
     }
 }
 
+/// What bounds one check of `hc`: its `timeout`, else its `interval` (as
+/// HAProxy's `timeout check` falls back to `inter`), so that a check that
+/// never ends (a backend that accepts and stays silent, a hung script)
+/// cannot freeze the backend's state or hold an exec slot for good.
+pub fn check_timeout(hc: &Healthcheck) -> Option<Duration> {
+    hc.timeout.or(hc.interval)
+}
+
 /// Run one check of `target`, bounded by `timeout` (`None` = no bound).
 /// `exec` and `script` checks first wait for a slot in `ctx`; that wait does
 /// not count against the timeout.
@@ -149,5 +157,20 @@ pub fn fmt_duration(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_is_bounded_by_its_timeout_else_its_interval() {
+        let mut hc = Healthcheck::none();
+        assert_eq!(check_timeout(&hc), None);
+        hc.interval = Some(Duration::from_secs(5));
+        assert_eq!(check_timeout(&hc), Some(Duration::from_secs(5)));
+        hc.timeout = Some(Duration::from_secs(1));
+        assert_eq!(check_timeout(&hc), Some(Duration::from_secs(1)));
     }
 }

@@ -32,9 +32,11 @@ use tokio::net::unix::pipe;
 
 use super::OUTPUT_CAP;
 
-/// How long pipes may stay open after the group was killed (a process that
-/// left the group with `setsid` may still hold them).
-const PIPE_GRACE: Duration = Duration::from_millis(500);
+/// How long pipes may stay open after the group was killed. The group's
+/// processes close them as they die, within milliseconds; only a process
+/// that left the group (`setsid`) holds them longer, and the check must not
+/// wait for it: this grace counts toward the check's timeout.
+const PIPE_GRACE: Duration = Duration::from_millis(100);
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -378,6 +380,17 @@ mod tests {
         let f = run(&sh("sleep 30 & echo done", false)).await.unwrap();
         assert_eq!(f.stdout, b"done\n");
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_child_that_left_the_group_holds_the_check_only_briefly() {
+        let started = std::time::Instant::now();
+        let f = run(&sh("setsid sleep 3 & echo done", false)).await.unwrap();
+        assert!(f.status.success());
+        assert_eq!(f.stdout, b"done\n");
+        // PIPE_GRACE, not the escaped child's 3 s (nor the former 500 ms).
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(480), "{took:?}");
     }
 
     #[tokio::test]

@@ -134,7 +134,8 @@ impl Watch {
         loop {
             let started = Instant::now();
             let hc = &self.spec.hc;
-            let outcome = super::run(&hc.check, &self.spec.target, hc.timeout, &self.ctx).await;
+            let timeout = super::check_timeout(hc);
+            let outcome = super::run(&hc.check, &self.spec.target, timeout, &self.ctx).await;
             let took = started.elapsed();
             let transition = machine.record(outcome.verdict);
             self.record(&machine, &outcome, took);

@@ -34,7 +34,8 @@ impl Url {
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(split);
         if authority.contains('@') {
-            return Err(bad("user info (user@) is not supported"));
+            // Not quoted: the user info may hold a password.
+            return Err("user info (user:password@) is not supported".into());
         }
         let (host, port) = split_authority(authority).map_err(|e| bad(&e))?;
         let port = port.unwrap_or(if https { 443 } else { 80 });

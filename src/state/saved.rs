@@ -8,6 +8,7 @@
 //! Anything that does not check out is reported and ignored, never fatal.
 
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,8 @@ pub fn read(path: &Path) -> Result<Option<Saved>, String> {
     }
 }
 
-/// Replace the file atomically (temp file, fsync, rename, fsync the directory).
+/// Replace the file atomically (temp file, fsync, rename, fsync the
+/// directory); it is readable by its owner only.
 pub fn write(path: &Path, saved: &Saved) -> io::Result<()> {
     let bytes = encode(saved)?;
     let dir = path
@@ -105,7 +107,14 @@ pub fn write(path: &Path, saved: &Saved) -> io::Result<()> {
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(dir).join(tmp_name);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Owner only: API-made servers may carry passwords and tokens. A
+        // temp file left by a crash goes first, so its mode is not kept.
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(&bytes)?;
         f.sync_all()?;
     }
@@ -155,6 +164,18 @@ mod tests {
             b[i] ^= 0x40;
             assert!(decode(&b).is_err(), "flipped byte {i}");
         }
+    }
+
+    #[test]
+    fn only_the_owner_can_read_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        // A temp file left by a crash, readable by all.
+        std::fs::write(dir.path().join("state.tmp"), b"old").unwrap();
+        write(&path, &sample()).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 
     #[test]

@@ -289,6 +289,27 @@ fn icmp_and_webhook() {
 }
 
 #[test]
+fn webhook_url_is_checked_at_load_as_the_check_will_read_it() {
+    let e = errors(&hc(
+        "kind = \"webhook\"\ninterval = \"2s\"\nwebhook_url = \"http://alice:S3CRET@127.0.0.1/hook\"",
+    ));
+    assert_has(
+        &e,
+        "servers.web.healthcheck.webhook_url: user info (user:password@) is not supported",
+    );
+    assert!(
+        !e.iter().any(|m| m.contains("S3CRET")),
+        "the password is echoed: {e:?}"
+    );
+    assert_has(
+        &errors(&hc(
+            "kind = \"webhook\"\ninterval = \"2s\"\nwebhook_url = \"http://127.0.0.1:99999/\"",
+        )),
+        "servers.web.healthcheck.webhook_url: \"http://127.0.0.1:99999/\": bad port \"99999\"",
+    );
+}
+
+#[test]
 fn keys_of_other_kinds_warn() {
     let l = ok(&hc(
         "kind = \"ping\"\ninterval = \"1s\"\nprobe_send = 'x'\nexec_timeout_duration = \"1s\"",

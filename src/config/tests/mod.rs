@@ -4,6 +4,7 @@ mod discovery;
 mod healthcheck;
 mod samples;
 mod server;
+mod type_errors;
 
 use super::*;
 

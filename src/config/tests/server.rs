@@ -515,3 +515,65 @@ fn sni_regexps_of_static_backends_must_compile() {
     // The same values are plain names with exact matching.
     ok(&text.replace("hostname_matching_strategy = \"regexp\"", ""));
 }
+
+/// A server section `name` bound to `bind` with `protocol`.
+fn bound(name: &str, bind: &str, protocol: &str) -> String {
+    format!(
+        "[servers.{name}]\nbind = \"{bind}\"\nprotocol = \"{protocol}\"\nclient_idle_timeout = \"1m\"\n\
+         [servers.{name}.discovery]\nkind = \"static\"\nstatic_list = [\"10.0.0.1:80\"]\n"
+    )
+}
+
+#[test]
+fn overlapping_binds_are_errors() {
+    let both = |a: &str, b: &str| format!("{}{}", bound("a", a, "tcp"), bound("b", b, "tcp"));
+    let e = errors(&both("127.0.0.1:8080", "127.0.0.1:8080"));
+    assert_eq!(
+        e,
+        [
+            "servers.b.bind: 127.0.0.1:8080 overlaps servers.a.bind (127.0.0.1:8080, tcp): both cannot listen"
+        ]
+    );
+    assert_has(
+        &errors(&both("0.0.0.0:8080", "127.0.0.1:8080")),
+        "servers.b.bind: ",
+    );
+    assert_has(
+        &errors(&both("[::]:8080", "127.0.0.1:8080")),
+        "servers.b.bind: ",
+    );
+    // ":PORT" is 0.0.0.0 (IPv4 only), as in gobetween.
+    ok(&both(":8080", "[::1]:8080"));
+    ok(&both("127.0.0.1:8080", "127.0.0.2:8080"));
+    ok(&both("0.0.0.0:8080", "[::1]:8080"));
+    // TCP and UDP ports are separate.
+    ok(&format!(
+        "{}{}",
+        bound("a", ":53", "tcp"),
+        bound("b", ":53", "udp")
+    ));
+    let e = errors(&format!(
+        "{}{}",
+        bound("a", ":53", "udp"),
+        bound("b", "127.0.0.1:53", "udp")
+    ));
+    assert_has(&e, "servers.b.bind: 127.0.0.1:53 overlaps servers.a.bind");
+}
+
+#[test]
+fn a_server_on_the_api_or_metrics_port_is_an_error() {
+    let api = "[api]\nenabled = true\nbind = \"127.0.0.1:8888\"\n";
+    let e = errors(&format!("{api}{}", bound("a", ":8888", "tcp")));
+    assert_has(
+        &e,
+        "servers.a.bind: 0.0.0.0:8888 overlaps api.bind (127.0.0.1:8888, tcp)",
+    );
+    let metrics = "[metrics]\nenabled = true\nbind = \":9284\"\n";
+    let e = errors(&format!("{metrics}{}", bound("a", "127.0.0.1:9284", "tcp")));
+    assert_has(&e, "servers.a.bind: 127.0.0.1:9284 overlaps metrics.bind");
+    // A disabled API holds no port.
+    ok(&format!(
+        "[api]\nenabled = false\n{}",
+        bound("a", "127.0.0.1:8888", "tcp")
+    ));
+}

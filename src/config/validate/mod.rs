@@ -1,6 +1,7 @@
 //! Raw structs -> runtime [`Config`]. Every problem is recorded in a [`Ctx`]
 //! with its key path and checking goes on, so one run reports them all.
 
+pub mod binds;
 mod discovery;
 mod discovery_kinds;
 pub mod globals;
@@ -64,6 +65,7 @@ pub fn build(raw: &RawConfig, ctx: &mut Ctx) -> Option<Config> {
             servers.insert(name.clone(), s);
         }
     }
+    binds::check(ctx, &api, &metrics, &servers);
     if raw.servers.as_ref().is_none_or(|s| s.is_empty()) {
         ctx.warn("servers", "no servers are defined");
     }

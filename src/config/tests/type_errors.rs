@@ -1,0 +1,69 @@
+//! Type errors do not hide the rest of the file: each is reported, and the
+//! other keys are still checked.
+
+use super::*;
+
+const TWO_SERVERS: &str = "[servers.a]\nbind = \":8080\"\nmax_connections = -1\nbalance = \"wieght\"\n\
+    [servers.a.discovery]\nkind = \"static\"\nstatic_list = [\"10.0.0.1:80\", 5]\n\
+    [servers.b]\nbind = 5\nclient_idle_timeout = 10\nbalanse = \"x\"\n\
+    [servers.b.discovery]\nkind = \"static\"\nstatic_list = [\"10.0.0.1:80\"]\n";
+
+#[test]
+fn every_type_error_comes_with_the_other_errors() {
+    let e = errors(TWO_SERVERS);
+    // The first has a position: it comes from the text.
+    assert!(
+        e[0].starts_with("servers.a.max_connections: invalid value: integer `-1`")
+            && e[0].contains("(line 3"),
+        "{e:#?}"
+    );
+    assert_has(
+        &e,
+        "servers.a.discovery.static_list[1]: invalid type: integer `5`",
+    );
+    assert_has(&e, "servers.b.bind: invalid type: integer `5`");
+    assert_has(
+        &e,
+        "servers.b.client_idle_timeout: invalid type: integer `10`",
+    );
+    // After them: validation of what is left, and unknown keys.
+    assert_has(&e, "servers.a.balance: \"wieght\"");
+    assert_has(&e, "servers.b.balanse: unknown key");
+    // Keys removed after their type error are not also reported missing.
+    assert_eq!(e.len(), 6, "{e:#?}");
+}
+
+#[test]
+fn json_type_errors_are_all_reported_too() {
+    let text = r#"{"servers": {"a": {"bind": ":8080", "max_connections": "x",
+        "client_idle_timeout": 5, "balanse": "x",
+        "discovery": {"kind": "static", "static_list": ["10.0.0.1:80"]}}}}"#;
+    let e: Vec<String> = match parse(text, Format::Json) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e.iter().map(ToString::to_string).collect(),
+    };
+    assert_has(&e, "servers.a.max_connections: invalid type: string \"x\"");
+    assert_has(
+        &e,
+        "servers.a.client_idle_timeout: invalid type: integer `5`",
+    );
+    assert_has(&e, "servers.a.balanse: unknown key");
+    assert_eq!(e.len(), 3, "{e:#?}");
+}
+
+#[test]
+fn type_errors_are_capped() {
+    let mut text = String::new();
+    for i in 0..40 {
+        text.push_str(&format!("[servers.s{i}]\nbind = {i}\n"));
+    }
+    let e = errors(&text);
+    let typed = e.iter().filter(|l| l.contains("invalid type")).count();
+    assert_eq!(typed, 32, "{e:#?}");
+}
+
+#[test]
+fn a_syntax_error_still_stops_the_parse() {
+    let e = errors("[servers.a]\nbind = 5\nmax_connections = \n");
+    assert_eq!(e.len(), 1, "{e:#?}");
+}
