@@ -194,6 +194,42 @@ fn idle_timeouts_end_sessions() {
     );
 }
 
+/// A backend port with nothing listening answers with ICMP port unreachable:
+/// that ends the session at once (not at `client_idle_timeout`), so the
+/// client's retry from the same port is balanced again, to a live backend.
+#[test]
+fn icmp_port_unreachable_ends_the_session_and_the_retry_is_rebalanced() {
+    let live = Echo::start("live", true);
+    let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let port = free_port();
+    let lines = [live.addr.to_string(), dead.to_string()];
+    let cfg = config(
+        port,
+        "roundrobin",
+        &lines,
+        "protocol = \"udp\"\nclient_idle_timeout = \"30s\"\n",
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    // Roundrobin: at least one of two clients lands on the dead backend.
+    let mut rebalanced = 0;
+    for _ in 0..2 {
+        let c = client();
+        c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        if ask(&c, port, "1").is_some() {
+            continue;
+        }
+        assert!(
+            logged(&bx, "udp session ended (backend error)"),
+            "{}",
+            bx.logs()
+        );
+        let (reply, _) = ask(&c, port, "2").unwrap_or_else(|| panic!("{}", bx.logs()));
+        assert_eq!(reply, "live:2");
+        rebalanced += 1;
+    }
+    assert!(rebalanced >= 1, "{}", bx.logs());
+}
+
 #[test]
 fn access_rules_apply_to_every_datagram() {
     let (a, _bx, port) = start_one_echo(

@@ -434,12 +434,15 @@ async fn run(
         responses: 0,
         detached: false,
     };
-    // Kill and backend close: made once, polled only when woken (OnWake).
+    // Kill, backend close and a socket error: made once, polled only when
+    // woken (OnWake). An ICMP error (port unreachable) makes the socket
+    // report EPOLLERR but not readable, so it needs its own waiter.
     let mut ended = std::pin::pin!(OnWake::new(async {
         tokio::select! {
             biased;
             _ = guard.kill.wait_for(|k| *k) => "killed",
             () = s.elected.state.closed() => "backend closed",
+            _ = s.socket.ready(Interest::ERROR) => "backend error",
         }
     }));
     // One timer, re-armed lazily: activity only moves deadlines later, so it
