@@ -69,7 +69,20 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        let encrypted = std::fs::read(path).is_ok_and(|text| {
+            let has = |s: &[u8]| text.windows(s.len()).any(|w| w == s);
+            has(b"ENCRYPTED PRIVATE KEY") || has(b"Proc-Type: 4,ENCRYPTED")
+        });
+        if encrypted {
+            format!(
+                "{}: the private key is encrypted, which is not supported (decrypt it: openssl pkey -in KEY -out PLAIN.key)",
+                path.display()
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })
 }
 
 /// The provider restricted to the named suites (all when empty).
