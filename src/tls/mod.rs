@@ -85,7 +85,9 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
-/// The provider restricted to the named suites (all when empty).
+/// The provider restricted to the named suites (all when empty). As in Go
+/// (gobetween), a list that names no TLS 1.3 suite restricts TLS 1.2 only:
+/// TLS 1.3 keeps all its suites instead of being switched off.
 fn provider_with(ciphers: &[String]) -> Result<Arc<CryptoProvider>, String> {
     let mut p = ring::default_provider();
     if !ciphers.is_empty() {
@@ -101,6 +103,10 @@ fn provider_with(ciphers: &[String]) -> Result<Arc<CryptoProvider>, String> {
             {
                 chosen.push(*s);
             }
+        }
+        let tls13 = |s: &rustls::SupportedCipherSuite| s.tls13().is_some();
+        if !chosen.iter().any(tls13) {
+            chosen.extend(p.cipher_suites.iter().filter(|s| tls13(s)));
         }
         p.cipher_suites = chosen;
     }
@@ -281,7 +287,10 @@ mod tests {
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256".into(),
         ])
         .unwrap();
-        assert_eq!(p.cipher_suites.len(), 1);
+        // One TLS 1.2 suite; naming no TLS 1.3 suite keeps all three (Go).
+        let tls12: Vec<_> = p.cipher_suites.iter().filter(|s| s.tls13().is_none()).collect();
+        assert_eq!(tls12.len(), 1);
+        assert_eq!(p.cipher_suites.len(), 4);
         assert!(provider_with(&["TLS_RSA_WITH_RC4_128_SHA".into()]).is_err());
         assert_eq!(provider_with(&[]).unwrap().cipher_suites.len(), 9);
     }
