@@ -264,7 +264,12 @@ fn config_test_reads_certificate_and_key_files() {
         (&missing, "", "", "missing.pem"),
         (&encrypted, "", "", "encrypted"),
         (&a.key, only_tls13, "", "servers.test.tls: "),
-        (&a.key, "", backends_ca.as_str(), "servers.test.backends_tls: "),
+        (
+            &a.key,
+            "",
+            backends_ca.as_str(),
+            "servers.test.backends_tls: ",
+        ),
     ];
     for (key, in_tls, after, expect) in bad {
         let (code, out, err) = test(key, in_tls, after);

@@ -200,7 +200,10 @@ fn idle_timeouts_end_sessions() {
 #[test]
 fn icmp_port_unreachable_ends_the_session_and_the_retry_is_rebalanced() {
     let live = Echo::start("live", true);
-    let dead = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let port = free_port();
     let lines = [live.addr.to_string(), dead.to_string()];
     let cfg = config(
@@ -214,7 +217,8 @@ fn icmp_port_unreachable_ends_the_session_and_the_retry_is_rebalanced() {
     let mut rebalanced = 0;
     for _ in 0..2 {
         let c = client();
-        c.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
         if ask(&c, port, "1").is_some() {
             continue;
         }

@@ -288,7 +288,11 @@ mod tests {
         ])
         .unwrap();
         // One TLS 1.2 suite; naming no TLS 1.3 suite keeps all three (Go).
-        let tls12: Vec<_> = p.cipher_suites.iter().filter(|s| s.tls13().is_none()).collect();
+        let tls12: Vec<_> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| s.tls13().is_none())
+            .collect();
         assert_eq!(tls12.len(), 1);
         assert_eq!(p.cipher_suites.len(), 4);
         assert!(provider_with(&["TLS_RSA_WITH_RC4_128_SHA".into()]).is_err());
