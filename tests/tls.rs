@@ -242,6 +242,11 @@ fn config_test_reads_certificate_and_key_files() {
         "[servers.test.backends_tls]\nroot_ca_cert_path = \"{}\"\n",
         missing.display()
     );
+    let api_tls = format!(
+        "[api]\nenabled = true\nbind = \"127.0.0.1:1\"\n[api.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+        a.cert.display(),
+        b.key.display()
+    );
     let test = |key: &std::path::Path, in_tls: &str, after: &str| {
         let leaf = Leaf {
             cert: a.cert.clone(),
@@ -270,6 +275,7 @@ fn config_test_reads_certificate_and_key_files() {
             backends_ca.as_str(),
             "servers.test.backends_tls: ",
         ),
+        (&a.key, "", api_tls.as_str(), "api.tls: "),
     ];
     for (key, in_tls, after, expect) in bad {
         let (code, out, err) = test(key, in_tls, after);
