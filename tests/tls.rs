@@ -268,7 +268,12 @@ fn config_test_reads_certificate_and_key_files() {
         (&b.key, "", "", "servers.test.tls: "),
         (&missing, "", "", "missing.pem"),
         (&encrypted, "", "", "encrypted"),
-        (&a.key, only_tls13, "", "servers.test.tls: "),
+        (
+            &a.key,
+            only_tls13,
+            "",
+            "servers.test.tls: no cipher in ciphers",
+        ),
         (
             &a.key,
             "",

@@ -137,12 +137,20 @@ pub fn versions(
         .collect())
 }
 
+/// The only way choosing versions fails: no suite of `ciphers` is usable
+/// with them (say it in config terms, not rustls').
+fn no_suite(e: rustls::Error) -> String {
+    format!(
+        "no cipher in ciphers can be used with the TLS versions min_version..max_version allow ({e})"
+    )
+}
+
 /// A server configuration: certificate chain and key read now.
 pub fn server_config(opts: &ServerOptions) -> Result<Arc<ServerConfig>, String> {
     let versions = versions(opts.min_version.as_deref(), opts.max_version.as_deref())?;
     let mut config = ServerConfig::builder_with_provider(provider_with(&opts.ciphers)?)
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("tls: {e}"))?
+        .map_err(no_suite)?
         .with_no_client_auth()
         .with_single_cert(load_certs(&opts.cert)?, load_key(&opts.key)?)
         .map_err(|e| format!("{}: {e}", opts.key.display()))?;
@@ -160,7 +168,7 @@ pub fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, String> 
     let versions = versions(opts.min_version.as_deref(), opts.max_version.as_deref())?;
     let builder = ClientConfig::builder_with_provider(provider_with(&opts.ciphers)?)
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("tls: {e}"))?;
+        .map_err(no_suite)?;
     let builder = if opts.insecure {
         builder
             .dangerous()
