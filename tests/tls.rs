@@ -265,7 +265,12 @@ fn config_test_reads_certificate_and_key_files() {
     assert!(out.contains("configuration OK"));
     let only_tls13 = "ciphers = [\"TLS_AES_128_GCM_SHA256\"]\nmax_version = \"tls1.2\"\n";
     let bad = [
-        (&b.key, "", "", "servers.test.tls: "),
+        (
+            &b.key,
+            "",
+            "",
+            "b.key: the private key does not belong to the certificate in ",
+        ),
         (&missing, "", "", "missing.pem"),
         (&encrypted, "", "", "encrypted"),
         (

@@ -85,6 +85,18 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     })
 }
 
+/// Why a certificate and its key could not be used together, naming the files.
+pub fn pair_error(cert: &Path, key: &Path, e: rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
+            "{}: the private key does not belong to the certificate in {}",
+            key.display(),
+            cert.display()
+        ),
+        e => format!("{}: {e}", key.display()),
+    }
+}
+
 /// The provider restricted to the named suites (all when empty). As in Go
 /// (gobetween), a list that names no TLS 1.3 suite restricts TLS 1.2 only:
 /// TLS 1.3 keeps all its suites instead of being switched off.
@@ -153,7 +165,7 @@ pub fn server_config(opts: &ServerOptions) -> Result<Arc<ServerConfig>, String> 
         .map_err(no_suite)?
         .with_no_client_auth()
         .with_single_cert(load_certs(&opts.cert)?, load_key(&opts.key)?)
-        .map_err(|e| format!("{}: {e}", opts.key.display()))?;
+        .map_err(|e| pair_error(&opts.cert, &opts.key, e))?;
     if opts.session_tickets {
         config.ticketer = ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
     } else {
@@ -181,7 +193,7 @@ pub fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, String> 
     let mut config = match &opts.client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| format!("client certificate: {e}"))?,
+            .map_err(|e| format!("client certificate: {}", pair_error(cert, key, e)))?,
         None => builder.with_no_client_auth(),
     };
     if !opts.session_tickets {
