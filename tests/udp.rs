@@ -172,6 +172,40 @@ fn max_responses_ends_the_session_after_that_many_replies() {
     assert_ne!(src[1], src[2]);
 }
 
+/// A client that sends several requests from one port before the first
+/// reply (glibc's resolver sends its A and AAAA queries so) gets every reply
+/// with `max_responses = 1`: the session takes no new request after its
+/// first reply but still relays the replies it owes; the next request
+/// starts a new session.
+#[test]
+fn max_responses_still_relays_replies_to_requests_already_sent() {
+    let (a, bx, port) =
+        start_one_echo("backend_idle_timeout = \"2s\"\n[servers.test.udp]\nmax_responses = 1\n");
+    let c = client();
+    for burst in [2, 5] {
+        for i in 0..burst {
+            c.send_to(format!("q{i}").as_bytes(), ("127.0.0.1", port))
+                .unwrap();
+        }
+        let mut got = HashSet::new();
+        let mut buf = [0u8; 64];
+        while got.len() < burst {
+            let Ok(n) = c.recv(&mut buf) else { break };
+            got.insert(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got.len(), burst, "{got:?}\n{}", bx.logs());
+    }
+    assert!(logged(&bx, "udp session ended (max_responses)"));
+    let (reply, _) = ask(&c, port, "after").expect("reply");
+    assert_eq!(reply, "a:after");
+    let src = a.sources();
+    assert_ne!(
+        src[0],
+        src[src.len() - 1],
+        "a new session after max_responses"
+    );
+}
+
 #[test]
 fn idle_timeouts_end_sessions() {
     let (a, bx, port) = start_one_echo("client_idle_timeout = \"300ms\"\n");
