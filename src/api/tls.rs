@@ -52,7 +52,7 @@ pub fn server_config(pair: &CertPair) -> Result<Arc<ServerConfig>, String> {
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| format!("{}: {e}", pair.key_path.display()))?;
+        .map_err(|e| crate::tls::pair_error(&pair.cert_path, &pair.key_path, e))?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
