@@ -360,6 +360,14 @@ fn start(args: RunArgs) -> i32 {
         for w in &loaded.warnings {
             eprintln!("warning: {w}");
         }
+        let errors = daemon::file_errors(&loaded.config);
+        if !errors.is_empty() {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}: {} error(s)", source.path.display(), errors.len());
+            return 2;
+        }
         println!("configuration OK");
         return 0;
     }

@@ -179,3 +179,31 @@ fn changes_during_a_sigterm_drain_are_refused_at_once() {
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     drop(held);
 }
+
+#[test]
+fn idle_connections_are_capped_and_the_api_still_answers_below_the_cap() {
+    let b = Backend::start("one");
+    let (bx, _api, metrics) = start_with_metrics(&b.line());
+    // 200 idle connections (no byte sent): below the cap, the API answers.
+    let mut idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(("127.0.0.1", metrics)).unwrap())
+        .collect();
+    assert_eq!(request(metrics, "GET", "/metrics", None, b"").0, 200);
+    // Past the cap (256 per listener; each costs a thread): closed at once.
+    idle.extend((0..100).map(|_| TcpStream::connect(("127.0.0.1", metrics)).unwrap()));
+    for s in idle.iter_mut().rev().take(20) {
+        assert!(
+            closed_without_data(s, Duration::from_secs(2)),
+            "past the cap but kept"
+        );
+    }
+    let threads = std::fs::read_dir(format!("/proc/{}/task", bx.pid()))
+        .unwrap()
+        .count();
+    assert!(threads < 256 + 64 + 40, "{threads} threads");
+    drop(idle);
+    assert!(wait_until(Duration::from_secs(5), || request(
+        metrics, "GET", "/metrics", None, b""
+    )
+    .0 == 200));
+}

@@ -1,5 +1,6 @@
 //! `[api.tls]`: the management API over HTTPS, checked with curl against
 //! a self-signed certificate made by openssl.
+#![cfg(feature = "tls")]
 
 mod common;
 mod tls_util;

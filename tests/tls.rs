@@ -218,3 +218,79 @@ fn acme_and_legacy_ciphers_are_refused_at_startup() {
     }
     let _ = TcpStream::connect(("127.0.0.1", port)).is_err();
 }
+
+/// `-t` reads certificate and key files as a start would: a key that does
+/// not belong to the certificate, a missing or encrypted file, or a cipher
+/// list that leaves no suite for the allowed versions fail the test (exit 2)
+/// instead of passing it and then failing the start or the reload.
+#[test]
+fn config_test_reads_certificate_and_key_files() {
+    let pki = Pki::new();
+    let (a, b) = (pki.leaf("a", "IP:127.0.0.1"), pki.leaf("b", "IP:127.0.0.1"));
+    let dir = tempfile::tempdir().unwrap();
+    let encrypted = dir.path().join("enc.key");
+    let made = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-passout", "pass:secret", "-in"])
+        .arg(&a.key)
+        .arg("-out")
+        .arg(&encrypted)
+        .status()
+        .expect("openssl pkcs8");
+    assert!(made.success());
+    let missing = dir.path().join("missing.pem");
+    let backends_ca = format!(
+        "[servers.test.backends_tls]\nroot_ca_cert_path = \"{}\"\n",
+        missing.display()
+    );
+    let api_tls = format!(
+        "[api]\nenabled = true\nbind = \"127.0.0.1:1\"\n[api.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+        a.cert.display(),
+        b.key.display()
+    );
+    let test = |key: &std::path::Path, in_tls: &str, after: &str| {
+        let leaf = Leaf {
+            cert: a.cert.clone(),
+            key: key.to_path_buf(),
+        };
+        let cfg = tls_server(&leaf, &["127.0.0.1:1".into()], 1).replace(
+            "[servers.test.tls]\n",
+            &format!("[servers.test.tls]\n{in_tls}"),
+        ) + after;
+        let path = dir.path().join("b.toml");
+        std::fs::write(&path, cfg).unwrap();
+        run_cli(&["-t", "-c", path.to_str().unwrap()])
+    };
+    let (code, out, err) = test(&a.key, "", "");
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("configuration OK"));
+    let only_tls13 = "ciphers = [\"TLS_AES_128_GCM_SHA256\"]\nmax_version = \"tls1.2\"\n";
+    let bad = [
+        (
+            &b.key,
+            "",
+            "",
+            "b.key: the private key does not belong to the certificate in ",
+        ),
+        (&missing, "", "", "missing.pem"),
+        (&encrypted, "", "", "encrypted"),
+        (
+            &a.key,
+            only_tls13,
+            "",
+            "servers.test.tls: no cipher in ciphers",
+        ),
+        (
+            &a.key,
+            "",
+            backends_ca.as_str(),
+            "servers.test.backends_tls: ",
+        ),
+        (&a.key, "", api_tls.as_str(), "api.tls: "),
+    ];
+    for (key, in_tls, after, expect) in bad {
+        let (code, out, err) = test(key, in_tls, after);
+        assert_eq!(code, 2, "{key:?} {in_tls} {after}: {out}{err}");
+        assert!(!out.contains("configuration OK"), "{out}");
+        assert!(err.contains(expect), "{expect:?} in {err}");
+    }
+}

@@ -172,6 +172,40 @@ fn max_responses_ends_the_session_after_that_many_replies() {
     assert_ne!(src[1], src[2]);
 }
 
+/// A client that sends several requests from one port before the first
+/// reply (glibc's resolver sends its A and AAAA queries so) gets every reply
+/// with `max_responses = 1`: the session takes no new request after its
+/// first reply but still relays the replies it owes; the next request
+/// starts a new session.
+#[test]
+fn max_responses_still_relays_replies_to_requests_already_sent() {
+    let (a, bx, port) =
+        start_one_echo("backend_idle_timeout = \"2s\"\n[servers.test.udp]\nmax_responses = 1\n");
+    let c = client();
+    for burst in [2, 5] {
+        for i in 0..burst {
+            c.send_to(format!("q{i}").as_bytes(), ("127.0.0.1", port))
+                .unwrap();
+        }
+        let mut got = HashSet::new();
+        let mut buf = [0u8; 64];
+        while got.len() < burst {
+            let Ok(n) = c.recv(&mut buf) else { break };
+            got.insert(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert_eq!(got.len(), burst, "{got:?}\n{}", bx.logs());
+    }
+    assert!(logged(&bx, "udp session ended (max_responses)"));
+    let (reply, _) = ask(&c, port, "after").expect("reply");
+    assert_eq!(reply, "a:after");
+    let src = a.sources();
+    assert_ne!(
+        src[0],
+        src[src.len() - 1],
+        "a new session after max_responses"
+    );
+}
+
 #[test]
 fn idle_timeouts_end_sessions() {
     let (a, bx, port) = start_one_echo("client_idle_timeout = \"300ms\"\n");
@@ -192,6 +226,46 @@ fn idle_timeouts_end_sessions() {
         "{}",
         bx.logs()
     );
+}
+
+/// A backend port with nothing listening answers with ICMP port unreachable:
+/// that ends the session at once (not at `client_idle_timeout`), so the
+/// client's retry from the same port is balanced again, to a live backend.
+#[test]
+fn icmp_port_unreachable_ends_the_session_and_the_retry_is_rebalanced() {
+    let live = Echo::start("live", true);
+    let dead = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let port = free_port();
+    let lines = [live.addr.to_string(), dead.to_string()];
+    let cfg = config(
+        port,
+        "roundrobin",
+        &lines,
+        "protocol = \"udp\"\nclient_idle_timeout = \"30s\"\n",
+    );
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    // Roundrobin: at least one of two clients lands on the dead backend.
+    let mut rebalanced = 0;
+    for _ in 0..2 {
+        let c = client();
+        c.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        if ask(&c, port, "1").is_some() {
+            continue;
+        }
+        assert!(
+            logged(&bx, "udp session ended (backend error)"),
+            "{}",
+            bx.logs()
+        );
+        let (reply, _) = ask(&c, port, "2").unwrap_or_else(|| panic!("{}", bx.logs()));
+        assert_eq!(reply, "live:2");
+        rebalanced += 1;
+    }
+    assert!(rebalanced >= 1, "{}", bx.logs());
 }
 
 #[test]

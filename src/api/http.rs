@@ -8,6 +8,7 @@ use tiny_http::{Header, Method, Request, Response as TinyResponse, Server};
 use tokio::sync::Semaphore;
 
 use super::auth::Expected;
+use super::front::{self, Upgrade};
 use super::{Commands, Shared, handlers};
 use crate::config::Api;
 use crate::{info, warn};
@@ -63,7 +64,7 @@ pub fn spawn_api(cfg: &Api, shared: Arc<Shared>, tx: Commands) -> io::Result<()>
 
 /// Start the `[metrics]` listener (`/metrics` only, no auth, as gobetween).
 pub fn spawn_metrics(bind: SocketAddr, shared: Arc<Shared>) -> io::Result<()> {
-    let server = Server::http(bind).map_err(io::Error::other)?;
+    let server = behind_front(front::start(bind, "metrics", Upgrade::Plain)?)?;
     info!("metrics", "listening on http://{bind}/metrics");
     let ctx = Arc::new(Ctx {
         shared,
@@ -74,17 +75,14 @@ pub fn spawn_metrics(bind: SocketAddr, shared: Arc<Shared>) -> io::Result<()> {
     run(server, ctx, "metrics")
 }
 
-/// Plain HTTP on `bind`, or with `[api.tls]` on a private unix socket
-/// behind the rustls front ([`super::tls`]).
+/// tiny_http on a private unix socket behind the front ([`front`]): plain
+/// HTTP on `bind`, or HTTPS with `[api.tls]` ([`super::tls`]).
 #[cfg(feature = "tls")]
 fn listen(cfg: &Api) -> io::Result<Server> {
-    match &cfg.tls {
-        Some(pair) => {
-            let unix = super::tls::front(cfg.bind, pair)?;
-            Server::from_listener(unix, None).map_err(io::Error::other)
-        }
-        None => Server::http(cfg.bind).map_err(io::Error::other),
-    }
+    behind_front(match &cfg.tls {
+        Some(pair) => super::tls::front(cfg.bind, pair)?,
+        None => front::start(cfg.bind, "api", Upgrade::Plain)?,
+    })
 }
 
 #[cfg(not(feature = "tls"))]
@@ -94,7 +92,11 @@ fn listen(cfg: &Api) -> io::Result<Server> {
             "[api.tls] needs the \"tls\" feature, which this build does not have",
         ));
     }
-    Server::http(cfg.bind).map_err(io::Error::other)
+    behind_front(front::start(cfg.bind, "api", Upgrade::Plain)?)
+}
+
+fn behind_front(unix: std::os::unix::net::UnixListener) -> io::Result<Server> {
+    Server::from_listener(unix, None).map_err(io::Error::other)
 }
 
 fn run(server: Server, ctx: Arc<Ctx>, name: &str) -> io::Result<()> {

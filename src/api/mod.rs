@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod control;
 pub mod dump;
+pub mod front;
 mod handlers;
 mod http;
 pub mod overlay;

@@ -81,6 +81,25 @@ pub(super) fn health_supported(check: &Check) -> bool {
     )
 }
 
+/// What `-t` checks beyond the config text: the certificate and key files
+/// of every server and of `[api.tls]`, read now as a start would read them.
+/// One `path: message` line per problem.
+pub fn file_errors(cfg: &Config) -> Vec<String> {
+    #[allow(unused_mut)]
+    let mut out: Vec<String> = match build_edges(cfg) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.into_iter().map(|(_, e)| e).collect(),
+    };
+    #[cfg(feature = "tls")]
+    if cfg.api.enabled
+        && let Some(pair) = &cfg.api.tls
+        && let Err(e) = crate::api::tls::server_config(pair)
+    {
+        out.push(format!("api.tls: {e}"));
+    }
+    out
+}
+
 /// TLS configurations of every tcp/tls server, certificate files read now;
 /// the errors name the server.
 pub(super) fn build_edges(

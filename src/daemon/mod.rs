@@ -43,7 +43,7 @@ mod signals;
 mod source;
 
 use gate::build_edges;
-pub use gate::unsupported;
+pub use gate::{file_errors, unsupported};
 use persist::{read_state, start_http, with_overlay};
 pub use source::Source;
 

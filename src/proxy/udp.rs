@@ -26,12 +26,13 @@
 //!
 //! A session ends when [`Limits::end`] says so: `client_idle_timeout` since
 //! the last client datagram, `backend_idle_timeout` since the last reply (or
-//! the start), after `max_responses` replies, on a socket error (ICMP port
-//! unreachable), or when killed (drain). After `max_requests` requests the
+//! the start), on a socket error (ICMP port unreachable), or when killed
+//! (drain). After `max_requests` requests, or `max_responses` replies, the
 //! session is *detached*: the next datagram of that client starts a new
 //! session (`max_requests = 1`: every datagram is balanced on its own), while
-//! the detached one still relays replies until its reply limits end it (with
-//! neither `backend_idle_timeout`, `client_idle_timeout` nor `max_responses`,
+//! the detached one still relays replies until its reply limits end it:
+//! `max_responses` reached and a reply for each request, or the idle
+//! timeouts (without `backend_idle_timeout` and `client_idle_timeout`,
 //! after [`DETACHED_WAIT`]).
 
 use std::cell::RefCell;
@@ -140,6 +141,7 @@ pub struct Seen {
     pub last_client: u64,
     /// Last reply, or the session start.
     pub last_backend: u64,
+    pub requests: u64,
     pub responses: u64,
     pub detached: bool,
 }
@@ -161,8 +163,12 @@ impl Limits {
         }
     }
 
+    /// Once `max_responses` replies came, the session is *full*: it takes
+    /// no new request ([`Self::full`]) and ends when it owes no reply (as
+    /// many replies as requests), else after a bounded wait for them.
     pub fn end(&self, s: &Seen, now: u64) -> Verdict {
-        if self.max_responses > 0 && s.responses >= self.max_responses {
+        let full = self.full(s);
+        if full && s.responses >= s.requests {
             return Verdict::End("max_responses");
         }
         let mut next = u64::MAX;
@@ -180,13 +186,22 @@ impl Limits {
         if check(self.backend_idle, s.last_backend).is_some() {
             return Verdict::End("backend_idle_timeout");
         }
-        if s.detached && self.backend_idle.is_none() && self.max_responses == 0 {
+        if (s.detached || full) && self.backend_idle.is_none() {
             let wait = self.client_idle.unwrap_or(DETACHED_WAIT.as_millis() as u64);
             if check(Some(wait), s.last_backend.max(s.last_client)).is_some() {
-                return Verdict::End("max_requests");
+                return Verdict::End(if full {
+                    "max_responses"
+                } else {
+                    "max_requests"
+                });
             }
         }
         Verdict::WaitUntil(next)
+    }
+
+    /// `max_responses` replies came: the session takes no new request.
+    pub fn full(&self, s: &Seen) -> bool {
+        self.max_responses > 0 && s.responses >= self.max_responses
     }
 }
 
@@ -297,6 +312,9 @@ fn forward(
     max_requests: u64,
 ) {
     s.last_client.store(now_ms(), Relaxed);
+    // Counted before the send, so the session never sees a reply before
+    // the request it answers (it ends when it owes no reply).
+    let requests = s.requests.fetch_add(1, Relaxed) + 1;
     // Raw sends: tokio's `try_send` reports WouldBlock until the reactor has
     // seen the socket writable once, which would drop a session's first datagram.
     match socket2::SockRef::from(&s.socket).send(datagram) {
@@ -307,7 +325,6 @@ fn forward(
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
         Err(e) => debug!(&server.name, "{} -> backend: {e}", s.client),
     }
-    let requests = s.requests.fetch_add(1, Relaxed) + 1;
     if max_requests > 0 && requests >= max_requests {
         detach(table, s);
         // A detached session's deadline may move earlier: re-read it.
@@ -431,15 +448,19 @@ async fn run(
     let mut seen = Seen {
         last_client: s.last_client.load(Relaxed),
         last_backend: now_ms(),
+        requests: 0,
         responses: 0,
         detached: false,
     };
-    // Kill and backend close: made once, polled only when woken (OnWake).
+    // Kill, backend close and a socket error: made once, polled only when
+    // woken (OnWake). An ICMP error (port unreachable) makes the socket
+    // report EPOLLERR but not readable, so it needs its own waiter.
     let mut ended = std::pin::pin!(OnWake::new(async {
         tokio::select! {
             biased;
             _ = guard.kill.wait_for(|k| *k) => "killed",
             () = s.elected.state.closed() => "backend closed",
+            _ = s.socket.ready(Interest::ERROR) => "backend error",
         }
     }));
     // One timer, re-armed lazily: activity only moves deadlines later, so it
@@ -450,6 +471,7 @@ async fn run(
     let mut poked = std::pin::pin!(s.poke.notified());
     let why = loop {
         seen.last_client = s.last_client.load(Relaxed);
+        seen.requests = s.requests.load(Relaxed);
         seen.detached = s.detached.load(Relaxed);
         let now = now_ms();
         let at = match limits.end(&seen, now) {
@@ -473,6 +495,11 @@ async fn run(
                     Ok(true) => {
                         seen.responses += 1;
                         seen.last_backend = now_ms();
+                        if limits.full(&seen) && !seen.detached {
+                            // New requests go to a new session; this one
+                            // still relays the replies it owes.
+                            detach(&table, &s);
+                        }
                     }
                     Ok(false) => {}
                     Err(e) => {

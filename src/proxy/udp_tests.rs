@@ -7,10 +7,12 @@ const UNLIMITED: Limits = Limits {
     max_responses: 0,
 };
 
+/// What a session saw; as many requests as `responses` (no reply owed).
 fn seen(last_client: u64, last_backend: u64, responses: u64, detached: bool) -> Seen {
     Seen {
         last_client,
         last_backend,
+        requests: responses,
         responses,
         detached,
     }
@@ -54,6 +56,42 @@ fn max_responses_ends_at_once() {
     assert_eq!(
         l.end(&seen(0, 0, 2, false), 1),
         Verdict::End("max_responses")
+    );
+}
+
+#[test]
+fn a_full_session_waits_a_bounded_time_for_the_replies_it_owes() {
+    let owed = |responses, requests, last| Seen {
+        requests,
+        ..seen(0, last, responses, false)
+    };
+    let l = Limits {
+        max_responses: 1,
+        ..UNLIMITED
+    };
+    assert!(l.full(&owed(1, 3, 10)));
+    assert!(!l.full(&owed(0, 3, 10)));
+    // One reply of three: wait (DETACHED_WAIT from the last reply).
+    let wait = DETACHED_WAIT.as_millis() as u64;
+    assert_eq!(l.end(&owed(1, 3, 10), 20), Verdict::WaitUntil(10 + wait));
+    assert_eq!(l.end(&owed(2, 3, 10), 20), Verdict::WaitUntil(10 + wait));
+    assert_eq!(l.end(&owed(3, 3, 10), 20), Verdict::End("max_responses"));
+    assert_eq!(
+        l.end(&owed(1, 3, 10), 10 + wait),
+        Verdict::End("max_responses")
+    );
+    // More replies than requests: nothing owed.
+    assert_eq!(l.end(&owed(2, 1, 10), 20), Verdict::End("max_responses"));
+    // backend_idle_timeout bounds the wait instead.
+    let l = Limits {
+        backend_idle: Some(100),
+        max_responses: 1,
+        ..UNLIMITED
+    };
+    assert_eq!(l.end(&owed(1, 2, 10), 20), Verdict::WaitUntil(110));
+    assert_eq!(
+        l.end(&owed(1, 2, 10), 110),
+        Verdict::End("backend_idle_timeout")
     );
 }
 

@@ -69,10 +69,37 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The first private key in a PEM file (PKCS#8, PKCS#1 or SEC1).
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| format!("{}: {e}", path.display()))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        let encrypted = std::fs::read(path).is_ok_and(|text| {
+            let has = |s: &[u8]| text.windows(s.len()).any(|w| w == s);
+            has(b"ENCRYPTED PRIVATE KEY") || has(b"Proc-Type: 4,ENCRYPTED")
+        });
+        if encrypted {
+            format!(
+                "{}: the private key is encrypted, which is not supported (decrypt it: openssl pkey -in KEY -out PLAIN.key)",
+                path.display()
+            )
+        } else {
+            format!("{}: {e}", path.display())
+        }
+    })
 }
 
-/// The provider restricted to the named suites (all when empty).
+/// Why a certificate and its key could not be used together, naming the files.
+pub fn pair_error(cert: &Path, key: &Path, e: rustls::Error) -> String {
+    match e {
+        rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch) => format!(
+            "{}: the private key does not belong to the certificate in {}",
+            key.display(),
+            cert.display()
+        ),
+        e => format!("{}: {e}", key.display()),
+    }
+}
+
+/// The provider restricted to the named suites (all when empty). As in Go
+/// (gobetween), a list that names no TLS 1.3 suite restricts TLS 1.2 only:
+/// TLS 1.3 keeps all its suites instead of being switched off.
 fn provider_with(ciphers: &[String]) -> Result<Arc<CryptoProvider>, String> {
     let mut p = ring::default_provider();
     if !ciphers.is_empty() {
@@ -88,6 +115,10 @@ fn provider_with(ciphers: &[String]) -> Result<Arc<CryptoProvider>, String> {
             {
                 chosen.push(*s);
             }
+        }
+        let tls13 = |s: &rustls::SupportedCipherSuite| s.tls13().is_some();
+        if !chosen.iter().any(tls13) {
+            chosen.extend(p.cipher_suites.iter().filter(|s| tls13(s)));
         }
         p.cipher_suites = chosen;
     }
@@ -118,15 +149,23 @@ pub fn versions(
         .collect())
 }
 
+/// The only way choosing versions fails: no suite of `ciphers` is usable
+/// with them (say it in config terms, not rustls').
+fn no_suite(e: rustls::Error) -> String {
+    format!(
+        "no cipher in ciphers can be used with the TLS versions min_version..max_version allow ({e})"
+    )
+}
+
 /// A server configuration: certificate chain and key read now.
 pub fn server_config(opts: &ServerOptions) -> Result<Arc<ServerConfig>, String> {
     let versions = versions(opts.min_version.as_deref(), opts.max_version.as_deref())?;
     let mut config = ServerConfig::builder_with_provider(provider_with(&opts.ciphers)?)
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("tls: {e}"))?
+        .map_err(no_suite)?
         .with_no_client_auth()
         .with_single_cert(load_certs(&opts.cert)?, load_key(&opts.key)?)
-        .map_err(|e| format!("{}: {e}", opts.key.display()))?;
+        .map_err(|e| pair_error(&opts.cert, &opts.key, e))?;
     if opts.session_tickets {
         config.ticketer = ring::Ticketer::new().map_err(|e| format!("tls: {e}"))?;
     } else {
@@ -141,7 +180,7 @@ pub fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, String> 
     let versions = versions(opts.min_version.as_deref(), opts.max_version.as_deref())?;
     let builder = ClientConfig::builder_with_provider(provider_with(&opts.ciphers)?)
         .with_protocol_versions(&versions)
-        .map_err(|e| format!("tls: {e}"))?;
+        .map_err(no_suite)?;
     let builder = if opts.insecure {
         builder
             .dangerous()
@@ -154,7 +193,7 @@ pub fn client_config(opts: &ClientOptions) -> Result<Arc<ClientConfig>, String> 
     let mut config = match &opts.client_cert {
         Some((cert, key)) => builder
             .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
-            .map_err(|e| format!("client certificate: {e}"))?,
+            .map_err(|e| format!("client certificate: {}", pair_error(cert, key, e)))?,
         None => builder.with_no_client_auth(),
     };
     if !opts.session_tickets {
@@ -268,7 +307,14 @@ mod tests {
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256".into(),
         ])
         .unwrap();
-        assert_eq!(p.cipher_suites.len(), 1);
+        // One TLS 1.2 suite; naming no TLS 1.3 suite keeps all three (Go).
+        let tls12: Vec<_> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| s.tls13().is_none())
+            .collect();
+        assert_eq!(tls12.len(), 1);
+        assert_eq!(p.cipher_suites.len(), 4);
         assert!(provider_with(&["TLS_RSA_WITH_RC4_128_SHA".into()]).is_err());
         assert_eq!(provider_with(&[]).unwrap().cipher_suites.len(), 9);
     }
