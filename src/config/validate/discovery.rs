@@ -241,10 +241,11 @@ pub fn require<'a>(
     value
 }
 
-/// Check a required URL key.
+/// Check a required discovery URL. User info (`user:password@`) is sent as
+/// basic auth by discovery (see `discovery::web::get`).
 pub fn require_url(ctx: &mut Ctx, base: &str, key: &str, kind: &str, value: Option<&String>) {
     if let Some(url) = require(ctx, base, key, kind, value)
-        && let Err(e) = http_url(url)
+        && let Err(e) = http_url(&crate::discovery::web::user_info(url).0)
     {
         ctx.error(&join(base, key), e);
     }
