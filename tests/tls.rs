@@ -243,7 +243,7 @@ fn config_test_reads_certificate_and_key_files() {
         missing.display()
     );
     let api_tls = format!(
-        "[api]\nenabled = true\nbind = \"127.0.0.1:1\"\n[api.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
+        "[api]\nenabled = true\nbind = \"127.0.0.1:2\"\n[api.tls]\ncert_path = \"{}\"\nkey_path = \"{}\"\n",
         a.cert.display(),
         b.key.display()
     );
