@@ -103,20 +103,24 @@ fn decode_rest(mut doc: serde_json::Value, mut path: Vec<Seg>, first: ConfigErro
         };
         out.removed.push(key);
         out.ignored.clear();
-        let mut callback = collect(&mut out.ignored);
-        let de = serde_ignored::Deserializer::new(&doc, &mut callback);
-        match serde_path_to_error::deserialize::<_, RawConfig>(de) {
+        // Through JSON text: the JSON decoder exists anyway, while decoding
+        // from the value would add a third copy of every Deserialize impl
+        // (about 180 KB of binary).
+        let Ok(text) = serde_json::to_string(&doc) else {
+            break;
+        };
+        match decode_json(&text, &mut out.ignored) {
             Ok(raw) => {
                 out.raw = Some(raw);
                 break;
             }
-            Err(e) => {
-                path = segs(e.path());
-                let message = e.inner().to_string();
-                out.errors.push(ConfigError {
-                    path: path_string(e.path()),
-                    message,
-                });
+            Err((at, mut e)) => {
+                // A position in the re-encoded text would mislead.
+                if let Some(cut) = e.message.rfind(" (line ") {
+                    e.message.truncate(cut);
+                }
+                path = at;
+                out.errors.push(e);
             }
         }
     }
