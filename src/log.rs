@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Level, LogFormat, LogOutput, Logging};
@@ -118,6 +118,48 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// At most one line per period for a message that each connection or
+/// datagram could write (e.g. "no backend available" under a flood).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// When the next line may be written (milliseconds, caller's clock).
+    next: AtomicU64,
+    skipped: AtomicU64,
+}
+
+impl Throttle {
+    /// `Some(lines skipped since the last one)` when a line may be written
+    /// at `now`; then none until `every_ms` later. Pure: time is passed in.
+    pub fn pass(&self, now: u64, every_ms: u64) -> Option<u64> {
+        let next = self.next.load(Ordering::Relaxed);
+        let won = now >= next
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now.saturating_add(every_ms),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok();
+        if won {
+            Some(self.skipped.swap(0, Ordering::Relaxed))
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// `" (N more since the last such line)"`, or nothing for 0.
+pub fn skipped_note(skipped: u64) -> String {
+    if skipped == 0 {
+        String::new()
+    } else {
+        format!(" ({skipped} more since the last such line)")
+    }
+}
+
 #[macro_export]
 macro_rules! error {
     ($comp:expr, $($arg:tt)+) => { $crate::log::write($crate::config::Level::Error, $comp, format_args!($($arg)+)) };
@@ -143,6 +185,18 @@ macro_rules! debug {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn throttle_lets_one_line_through_per_period_and_counts_the_rest() {
+        let t = Throttle::default();
+        assert_eq!(t.pass(1_000, 5_000), Some(0));
+        assert_eq!(t.pass(1_001, 5_000), None);
+        assert_eq!(t.pass(5_999, 5_000), None);
+        assert_eq!(t.pass(6_000, 5_000), Some(2));
+        assert_eq!(t.pass(6_000, 5_000), None);
+        assert_eq!(skipped_note(0), "");
+        assert_eq!(skipped_note(2), " (2 more since the last such line)");
+    }
 
     #[test]
     fn formats_utc_timestamps() {

@@ -394,3 +394,22 @@ fn proxy_protocol_v1_ipv6_client() {
     let want = format!("PROXY TCP6 ::1 ::1 {client_port} {port}\r\n");
     assert_eq!(String::from_utf8_lossy(&got), want);
 }
+
+#[test]
+fn no_backend_available_is_logged_once_per_period_not_per_connection() {
+    let bs = backends();
+    let lines = vec![format!("{} max_connections=1", bs[0].line())];
+    let port = free_port();
+    let b = Betwixt::start(&config(port, "roundrobin", &lines, ""), &[port]);
+    let (held, name) = greeted_eventually(port);
+    assert_eq!(name, "A");
+    // A is full: each of these is refused, and only the first is logged.
+    for _ in 0..10 {
+        let mut s = connect(port);
+        assert!(closed_without_data(&mut s, Duration::from_secs(3)));
+    }
+    let logged = b.logs().matches("no backend available").count();
+    assert_eq!(logged, 1, "{}", b.logs());
+    assert!(!b.logs().contains("(sni None)"), "{}", b.logs());
+    close(held);
+}

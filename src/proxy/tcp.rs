@@ -27,6 +27,8 @@ use crate::{debug, warn};
 
 /// Listen backlog for every server.
 const BACKLOG: i32 = 1024;
+/// "no backend available" lines: at most one per this, per server.
+pub const NO_BACKEND_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Longest pause of the accept loop when the process is out of descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -199,7 +201,7 @@ where
     let mut tried = Vec::new();
     for _ in 0..=plan.config.backend_connection_retries {
         let Some(elected) = plan.elect_sni(peer.ip(), &tried, host) else {
-            warn!(server, "{peer}: no backend available (sni {host:?})");
+            no_backend(plan, server, peer, host);
             return None;
         };
         let b = &plan.backends[elected.index];
@@ -216,6 +218,17 @@ where
         }
     }
     None
+}
+
+/// Log that no backend could be elected, at most every
+/// [`NO_BACKEND_LOG_EVERY`] per plan (a flood would write a line each).
+pub(super) fn no_backend(plan: &Plan, server: &str, peer: SocketAddr, host: Option<&str>) {
+    let every = NO_BACKEND_LOG_EVERY.as_millis() as u64;
+    if let Some(skipped) = plan.no_backend_log.pass(super::pump::now_ms(), every) {
+        let sni = host.map(|h| format!(" (sni {h})")).unwrap_or_default();
+        let more = crate::log::skipped_note(skipped);
+        warn!(server, "{peer}: no backend available{sni}{more}");
+    }
 }
 
 /// Connect to a backend (`TCP_NODELAY` set), trying each address a name

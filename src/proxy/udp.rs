@@ -365,7 +365,7 @@ fn open(
     }
     let slot = SessionSlot(Arc::clone(server));
     let Some(elected) = plan.elect(peer.ip(), &[]) else {
-        warn!(&server.name, "{peer}: no backend available");
+        super::tcp::no_backend(&plan, &server.name, peer, None);
         return None;
     };
     let backend = &plan.backends[elected.index];

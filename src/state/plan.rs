@@ -127,6 +127,8 @@ pub struct Plan {
     pub config: Arc<Server>,
     pub balancer: Arc<Balancer>,
     pub backends: Vec<Backend>,
+    /// "no backend available" is logged at most every 5 s per plan.
+    pub no_backend_log: crate::log::Throttle,
 }
 
 /// A backend chosen for one connection, holding its reserved slot.
@@ -190,6 +192,7 @@ impl Plan {
             config,
             balancer,
             backends,
+            no_backend_log: crate::log::Throttle::default(),
         }
     }
 
