@@ -72,6 +72,38 @@ impl BackendSpec {
     }
 }
 
+/// `host` is an IP literal (IPv6 in brackets, with an optional `%zone`) or a DNS name: dot-separated
+/// labels of letters, digits, `-` and `_`, 1-63 characters each, at most
+/// 253 in all, with an optional final dot. Anything else (`"10.0.0.1 x"`,
+/// a stray quote) would only fail later, at every connect.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        // A link-local address may name its interface: `[fe80::1%eth0]`.
+        let (addr, zone) = inner.split_once('%').unwrap_or((inner, "x"));
+        let zone_ok = !zone.is_empty()
+            && zone
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        return match addr.parse::<std::net::Ipv6Addr>() {
+            Ok(_) if zone_ok => Ok(()),
+            _ => Err(format!("`{host}` is not an IPv6 address")),
+        };
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if host.parse::<std::net::Ipv4Addr>().is_ok()
+        || (name.len() <= 253 && name.split('.').all(label))
+    {
+        Ok(())
+    } else {
+        Err(format!("`{host}` is not an IP address or host name"))
+    }
+}
+
 /// What one successful fetch found, and what it skipped (one message each).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
@@ -259,5 +291,38 @@ mod tests {
         assert_eq!(keys, ["127.0.0.1:53", "[::1]:53"]);
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("localhost:53"), "{warnings:?}");
+    }
+}
+
+#[cfg(test)]
+mod host_tests {
+    use super::check_host;
+
+    #[test]
+    fn hosts_are_ip_literals_or_host_names() {
+        for good in [
+            "10.0.0.1",
+            "[::1]",
+            "[fe80::1%eth0]",
+            "localhost",
+            "web-1.example.com",
+            "web-1.example.com.",
+            "_srv.x",
+        ] {
+            assert_eq!(check_host(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "127.0.0.1 evil",
+            "\u{feff}10.0.0.1",
+            "a..b",
+            "[::1",
+            "[not-v6]",
+            "[fe80::1%]",
+            "x\"y",
+            "",
+            &"a".repeat(64),
+        ] {
+            assert!(check_host(bad).is_err(), "{bad:?}");
+        }
     }
 }

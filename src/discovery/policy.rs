@@ -54,13 +54,17 @@ pub fn step(
 /// The list in one canonical form: repeated `host:port` entries dropped
 /// (the first one wins), then sorted by key, so that a source answering
 /// the same backends in another order (dnsmasq rotates SRV records) is no
-/// change. Returns the list and one message per dropped entry.
+/// change. A host that is neither an IP literal nor a host name is dropped
+/// too ([`super::check_host`]). Returns the list and one message per
+/// dropped entry.
 pub fn canonical(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
     let mut seen = HashSet::new();
     let mut dropped = Vec::new();
     let mut out = Vec::with_capacity(list.len());
     for spec in list {
-        if seen.insert(spec.key()) {
+        if let Err(e) = super::check_host(&spec.host) {
+            dropped.push(format!("backend skipped: {e}"));
+        } else if seen.insert(spec.key()) {
             out.push(spec);
         } else {
             dropped.push(format!("duplicate backend {} ignored", spec.key()));
@@ -186,6 +190,18 @@ mod tests {
         let (out, dropped) = canonical(list(&["a:1 weight=3", "b:1", "a:1"]));
         assert_eq!(out, list(&["a:1 weight=3", "b:1"]));
         assert_eq!(dropped.len(), 1);
+    }
+
+    #[test]
+    fn canonical_skips_hosts_that_are_not_addresses_or_names() {
+        let mut specs = list(&["a:1", "b:1"]);
+        specs[1].host = "127.0.0.1 evil".into();
+        let (out, dropped) = canonical(specs);
+        assert_eq!(out, list(&["a:1"]));
+        assert_eq!(
+            dropped,
+            ["backend skipped: `127.0.0.1 evil` is not an IP address or host name"]
+        );
     }
 
     /// Sources that shuffle their answers (dnsmasq rotates SRV records)

@@ -44,6 +44,7 @@ fn parse_host_port(token: &str) -> Result<(&str, u16), String> {
     if host.is_empty() {
         return Err(format!("`{token}`: the host is empty"));
     }
+    super::check_host(host)?;
     if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("`{token}`: the port must be a number"));
     }
@@ -126,7 +127,6 @@ mod tests {
                 "[fe80::1%eth0]:53 weight=3",
                 spec("[fe80::1%eth0]", 53, 3, 1, 0, ""),
             ),
-            ("a:b:9", spec("a:b", 9, 1, 1, 0, "")),
             ("h:1 weight=007", spec("h", 1, 7, 1, 0, "")),
         ];
         for (line, want) in cases {
@@ -159,6 +159,11 @@ mod tests {
             "h:1 foo=1",
             "h:1 weight",
             "h:1 sni=a b",
+            // An IPv6 address needs brackets; other hosts are names or IPv4.
+            "a:b:9",
+            "::1:80",
+            "h$x:80",
+            "[::1:80",
         ];
         for line in cases {
             assert!(parse_line(line).is_err(), "line {line:?} should fail");
