@@ -36,7 +36,8 @@ impl Plaintext {
     /// The result of a fetch that got `text`: an error when no line is a
     /// backend but some were not blank (see [`lines_result`]).
     pub fn listing(&self, text: &str) -> Result<Listing, String> {
-        lines_result(self.parse(text))
+        // A byte order mark (Windows editors) is not part of the first host.
+        lines_result(self.parse(text.strip_prefix('\u{feff}').unwrap_or(text)))
     }
 
     /// Parse a body (pure).
@@ -145,5 +146,16 @@ mod tests {
         assert!(e.contains("no line is a backend"), "{e}");
         assert_eq!(p.listing("\n\n"), Ok(Listing::default()));
         assert_eq!(p.listing("a:1\nbad\n").map(|l| l.specs.len()), Ok(1));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_host() {
+        let p = Plaintext {
+            endpoint: String::new(),
+            pattern: None,
+        };
+        let l = p.listing("\u{feff}10.0.0.1:80\n10.0.0.2:80\n").unwrap();
+        let keys: Vec<String> = l.specs.iter().map(|s| s.key()).collect();
+        assert_eq!(keys, ["10.0.0.1:80", "10.0.0.2:80"]);
     }
 }
