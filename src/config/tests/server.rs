@@ -577,3 +577,18 @@ fn a_server_on_the_api_or_metrics_port_is_an_error() {
         bound("a", "127.0.0.1:8888", "tcp")
     ));
 }
+
+#[test]
+fn server_names_are_non_empty_without_control_characters() {
+    let named = |name: &str| {
+        server("")
+            .replace("[servers.web]", &format!("[servers.{name}]"))
+            .replace("[servers.web.", &format!("[servers.{name}."))
+    };
+    let e = errors(&named("\"a\\nb\""));
+    assert_has(&e, "servers.\"a\\nb\": a server name must be non-empty");
+    let e = errors(&named("\"\""));
+    assert_has(&e, "servers.\"\": a server name must be non-empty");
+    ok(&named("\"web 1\""));
+    ok(&named("\"wéb\""));
+}

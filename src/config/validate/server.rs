@@ -16,6 +16,13 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
     let base = format!("servers.{name}");
     let at = |key: &str| join(&base, key);
     let before = ctx.errors.len();
+    if name.is_empty() || name.chars().any(char::is_control) {
+        // It names the server in every log line, metric and API path.
+        ctx.error(
+            &format!("servers.{name:?}"),
+            "a server name must be non-empty, without control characters",
+        );
+    }
     let bind = bind(ctx, &at("bind"), raw.bind.as_ref());
     let protocol = protocol(ctx, &at("protocol"), raw.protocol.as_ref());
     let balance = balance(ctx, &at("balance"), raw.balance.as_ref());
