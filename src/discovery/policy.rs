@@ -130,9 +130,60 @@ pub fn parse_lines(text: &str) -> (Vec<BackendSpec>, Vec<String>) {
     (specs, bad)
 }
 
+/// A run of failed fetches logs its first failure, each failure whose
+/// message changed, and then one line per [`RELOG_EVERY`] with the number
+/// left out (a source down for a day at a 1 s interval wrote 86,400 lines).
+pub const RELOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Which failures of a run are logged. Pure: time is passed in (ms).
+#[derive(Debug, Default)]
+pub struct FailureLog {
+    last: Option<String>,
+    logged_at: u64,
+    skipped: u64,
+    run: u64,
+}
+
+impl FailureLog {
+    /// A fetch failed with `e` at `now`: `Some(failures left out since the
+    /// last line)` when this one is to be logged.
+    pub fn failed(&mut self, e: &str, now: u64) -> Option<u64> {
+        self.run += 1;
+        let every = RELOG_EVERY.as_millis() as u64;
+        if self.last.as_deref() != Some(e) || now.saturating_sub(self.logged_at) >= every {
+            self.last = Some(e.to_string());
+            self.logged_at = now;
+            Some(std::mem::take(&mut self.skipped))
+        } else {
+            self.skipped += 1;
+            None
+        }
+    }
+
+    /// A fetch succeeded: the length of the run of failures it ended, if any.
+    pub fn succeeded(&mut self) -> Option<u64> {
+        let run = std::mem::take(self).run;
+        (run > 0).then_some(run)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_of_failures_is_logged_at_its_start_on_change_and_once_a_minute() {
+        let mut log = FailureLog::default();
+        assert_eq!(log.succeeded(), None);
+        assert_eq!(log.failed("refused", 0), Some(0));
+        assert_eq!(log.failed("refused", 1_000), None);
+        assert_eq!(log.failed("refused", 2_000), None);
+        assert_eq!(log.failed("timed out", 3_000), Some(2), "a new message");
+        assert_eq!(log.failed("timed out", 4_000), None);
+        assert_eq!(log.failed("timed out", 63_000), Some(1), "a minute on");
+        assert_eq!(log.succeeded(), Some(6));
+        assert_eq!(log.failed("timed out", 64_000), Some(0), "a new run");
+    }
     use crate::discovery::static_list::parse_line;
 
     fn list(lines: &[&str]) -> Vec<BackendSpec> {

@@ -11,10 +11,10 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use super::policy::{canonical, step, to_log};
+use super::policy::{FailureLog, canonical, step, to_log};
 use super::{BackendSpec, Fetcher, Listing};
 use crate::config::{Discovery, FailPolicy};
-use crate::{info, warn};
+use crate::{debug, info, warn};
 
 /// A new backend list for a server.
 #[derive(Debug)]
@@ -128,6 +128,7 @@ impl Worker {
         let mut last: Option<Vec<BackendSpec>> = self.serving.take();
         let name = self.server.as_str();
         let mut last_warnings: Vec<String> = Vec::new();
+        let (mut failures, started) = (FailureLog::default(), std::time::Instant::now());
         loop {
             let result = self.fetch().await.map(|listing| {
                 let (specs, mut warnings) = canonical(listing.specs);
@@ -144,8 +145,19 @@ impl Worker {
                 }
                 specs
             });
-            if let Err(e) = &result {
-                self.log_error(e, last.as_deref());
+            match &result {
+                Err(e) => {
+                    let now = started.elapsed().as_millis() as u64;
+                    match failures.failed(e, now) {
+                        Some(skipped) => self.log_error(e, last.as_deref(), skipped),
+                        None => debug!(name, "discovery failed again: {e}"),
+                    }
+                }
+                Ok(_) => {
+                    if let Some(run) = failures.succeeded() {
+                        info!(name, "discovery works again after {run} failed fetches");
+                    }
+                }
             }
             let s = step(
                 self.discovery.failpolicy,
@@ -183,20 +195,21 @@ impl Worker {
         }
     }
 
-    fn log_error(&self, e: &str, last: Option<&[BackendSpec]>) {
+    fn log_error(&self, e: &str, last: Option<&[BackendSpec]>, skipped: u64) {
         let name = self.server.as_str();
         let kept = last.map_or(0, <[BackendSpec]>::len);
+        let more = crate::log::skipped_note(skipped);
         match self.discovery.failpolicy {
             FailPolicy::KeepLast => {
                 warn!(
                     name,
-                    "discovery failed: {e}; keeping the last {kept} backends"
+                    "discovery failed: {e}; keeping the last {kept} backends{more}"
                 )
             }
             FailPolicy::SetEmpty => {
                 warn!(
                     name,
-                    "discovery failed: {e}; failpolicy setempty: no backends"
+                    "discovery failed: {e}; failpolicy setempty: no backends{more}"
                 )
             }
         }
