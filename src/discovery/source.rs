@@ -41,7 +41,7 @@ impl Remote {
         let body = tokio::time::timeout(FETCH_TIMEOUT, get(&url, &[], &TlsFiles::default()))
             .await
             .map_err(|_| format!("{shown}: no answer within {FETCH_TIMEOUT:?}"))??;
-        String::from_utf8(body).map_err(|_| format!("{shown}: the config is not UTF-8"))
+        config_text(&shown, body)
     }
 
     /// Fetch from outside any runtime (at startup).
@@ -54,9 +54,34 @@ impl Remote {
     }
 }
 
+/// The fetched body as config text. An empty body is an error: more often
+/// a key that was emptied or a wrong URL than a config meant to stop every
+/// server (on SIGHUP the running config stays; a config without servers
+/// can still be served as a comment line).
+fn config_text(shown: &str, body: Vec<u8>) -> Result<String, String> {
+    let text = String::from_utf8(body).map_err(|_| format!("{shown}: the config is not UTF-8"))?;
+    if text.trim().is_empty() {
+        return Err(format!("{shown}: the config is empty"));
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_body_is_not_a_config() {
+        assert_eq!(
+            config_text("u", b" \n".to_vec()),
+            Err("u: the config is empty".into())
+        );
+        assert_eq!(
+            config_text("u", b"# none\n".to_vec()),
+            Ok("# none\n".into())
+        );
+        assert!(config_text("u", vec![0xff]).is_err());
+    }
 
     #[test]
     fn consul_kv_url() {
