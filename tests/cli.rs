@@ -243,6 +243,21 @@ fn pidfile_is_written_guarded_and_removed() {
 }
 
 #[test]
+fn a_start_that_fails_leaves_a_pidfile_it_did_not_write() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let pid_dir = tmp();
+    let pidfile = pid_dir.path().join("betwixt.pid");
+    // Another instance's (here: stale) pid; this start fails at bind.
+    std::fs::write(&pidfile, "999999999\n").expect("write pidfile");
+    let dir = tmp();
+    let cfg = write(dir.path(), "b.toml", &valid_toml(port));
+    let (code, _, err) = run_cli(&["-c", &cfg, "-p", &pidfile.to_string_lossy()]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(read_pid(&pidfile), Some(999_999_999), "{err}");
+}
+
+#[test]
 fn stale_pidfile_does_not_block_start() {
     let port = free_port();
     let pid_dir = tmp();

@@ -384,7 +384,11 @@ pub fn run(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 {
         }
     };
     let code = rt.block_on(serve(source, loaded, pidfile.clone()));
-    if let Some(p) = pidfile {
+    // Only a pidfile that still names this process: a start that failed
+    // before writing it must not delete another instance's.
+    if let Some(p) = pidfile
+        && std::fs::read_to_string(&p).is_ok_and(|t| t.trim() == std::process::id().to_string())
+    {
         let _ = std::fs::remove_file(p);
     }
     rt.shutdown_timeout(Duration::from_millis(100));
