@@ -201,6 +201,19 @@ fn env_vars_are_substituted_with_e() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
+#[test]
+fn an_unset_variable_is_named_next_to_the_errors_it_causes() {
+    let text = valid_toml(0).replace("127.0.0.1:0", "127.0.0.1:${BETWIXT_TEST_UNSET_PORT}");
+    let dir = tmp();
+    let path = write(dir.path(), "env.toml", &text);
+    let (code, _, err) = run_cli_env(&["-t", "-e", "-c", &path], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("-e: ${BETWIXT_TEST_UNSET_PORT} is not set; it was replaced by nothing"),
+        "{err}"
+    );
+}
+
 fn read_pid(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }

@@ -7,8 +7,22 @@ pub fn substitute_env(text: &str) -> String {
     substitute_with(text, |name| std::env::var(name).ok())
 }
 
+/// The names in `text`'s `${NAME}`s that are unset, each once (for a hint
+/// next to the errors an empty value causes, e.g. `max_connections = `).
+pub fn unset_env(text: &str) -> Vec<String> {
+    let mut unset = Vec::new();
+    substitute_with(text, |name| {
+        let value = std::env::var(name).ok();
+        if value.is_none() && !unset.iter().any(|u: &String| u == name) {
+            unset.push(name.to_string());
+        }
+        value
+    });
+    unset
+}
+
 /// [`substitute_env`] with a custom lookup (for tests).
-pub fn substitute_with(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+pub fn substitute_with(text: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("${") {
@@ -58,6 +72,12 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(substitute_with(text, lookup), want, "{text}");
         }
+    }
+
+    #[test]
+    fn names_unset_variables_once() {
+        let unset = unset_env("a = ${BETWIXT_TEST_UNSET_X}${PATH}${BETWIXT_TEST_UNSET_X}");
+        assert_eq!(unset, ["BETWIXT_TEST_UNSET_X"]);
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod types;
 mod unescape;
 mod validate;
 
-pub use env::substitute_env;
+pub use env::{substitute_env, unset_env};
 pub use types::*;
 pub use unescape::unescape;
 pub use validate::globals::LOG_LEVELS;

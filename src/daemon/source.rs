@@ -33,12 +33,21 @@ impl Source {
     }
 
     fn parse(&self, text: String) -> Result<Loaded, Vec<String>> {
-        let text = if self.env_vars {
-            config::substitute_env(&text)
+        let (text, unset) = if self.env_vars {
+            (config::substitute_env(&text), config::unset_env(&text))
         } else {
-            text
+            (text, Vec::new())
         };
-        let loaded = config::parse(&text, self.format).map_err(lines)?;
+        // Said with the errors: an empty value is often what they are about.
+        let hint = |mut errors: Vec<String>| {
+            errors.extend(
+                unset
+                    .iter()
+                    .map(|n| format!("-e: ${{{n}}} is not set; it was replaced by nothing")),
+            );
+            errors
+        };
+        let loaded = config::parse(&text, self.format).map_err(|e| hint(lines(e)))?;
         let missing = unsupported(&loaded.config);
         if missing.is_empty() {
             Ok(loaded)
