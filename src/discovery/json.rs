@@ -47,7 +47,7 @@ impl Json {
 
     fn element(&self, item: &Value) -> Result<BackendSpec, String> {
         let host = match lookup(item, &self.host)? {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::String(s)) if !s.is_empty() => s,
             Some(other) => return Err(format!("{}: not a host: {}", self.host, show(other))),
             None => return Err(format!("no {}", self.host)),
         };
@@ -69,26 +69,16 @@ impl Json {
             }
         };
         let sni = match lookup(item, &self.sni)? {
-            Some(Value::String(s)) => s.clone(),
-            _ => String::new(),
+            Some(Value::String(s)) => s.as_str(),
+            _ => "",
         };
+        // `new` puts a bare IPv6 host in gobetween's brackets.
         Ok(BackendSpec {
-            host: bracket(host),
-            port,
             weight: opt(&self.weight, 1)?,
             priority: opt(&self.priority, 1)?,
             max_connections: opt(&self.max_connections, 0)?,
-            sni,
+            ..BackendSpec::new(host, port, sni)
         })
-    }
-}
-
-/// An IPv6 literal gets gobetween's brackets.
-fn bracket(host: String) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
-    } else {
-        host
     }
 }
 
