@@ -7,6 +7,7 @@ use super::{Ctx, discovery, healthcheck, join, tls};
 use crate::balance::BalanceKind;
 use crate::config::raw::*;
 use crate::config::*;
+use crate::discovery::BackendSpec;
 use crate::discovery::static_list::parse_line;
 use crate::proxy::access::AccessList;
 use crate::proxy::sni::HostMatcher;
@@ -80,23 +81,25 @@ fn sni_patterns(ctx: &mut Ctx, path: &str, sni: &Sni, discovery: &Discovery, raw
     let DiscoveryKind::Static { .. } = &discovery.kind else {
         return;
     };
-    let lines = raw.discovery.as_ref().and_then(|d| d.static_list.as_ref());
-    for (i, line) in lines.into_iter().flatten().enumerate() {
-        // Lines that do not parse were reported already.
-        let Ok(spec) = parse_line(line) else { continue };
+    for (i, spec) in static_specs(raw) {
         if let Err(e) = HostMatcher::compile(sni.hostname_matching_strategy, &spec.sni) {
             ctx.error(&format!("{path}[{i}]"), e);
         }
     }
 }
 
+/// The static lines that parse, with their index (the others were
+/// reported already).
+fn static_specs(raw: &RawServer) -> impl Iterator<Item = (usize, BackendSpec)> + '_ {
+    let lines = raw.discovery.as_ref().and_then(|d| d.static_list.as_ref());
+    let parsed = lines.into_iter().flatten().map(|l| parse_line(l).ok());
+    parsed.enumerate().filter_map(|(i, spec)| Some((i, spec?)))
+}
+
 /// Every static backend of a udp server must be an IP address: betwixt
 /// does not resolve host names for udp backends.
 fn udp_addresses(ctx: &mut Ctx, path: &str, raw: &RawServer) {
-    let lines = raw.discovery.as_ref().and_then(|d| d.static_list.as_ref());
-    for (i, line) in lines.into_iter().flatten().enumerate() {
-        // Lines that do not parse were reported already.
-        let Ok(spec) = parse_line(line) else { continue };
+    for (i, spec) in static_specs(raw) {
         if spec.ip().is_none() {
             let host = &spec.host;
             ctx.error(
