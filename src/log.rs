@@ -131,8 +131,13 @@ impl Throttle {
     /// `Some(lines skipped since the last one)` when a line may be written
     /// at `now`; then none until `every_ms` later. Pure: time is passed in.
     pub fn pass(&self, now: u64, every_ms: u64) -> Option<u64> {
+        self.pass_if(false, now, every_ms)
+    }
+
+    /// [`Self::pass`], or at once when `force` (e.g. the message changed).
+    pub fn pass_if(&self, force: bool, now: u64, every_ms: u64) -> Option<u64> {
         let next = self.next.load(Ordering::Relaxed);
-        let won = now >= next
+        let won = (force || now >= next)
             && self
                 .next
                 .compare_exchange(

@@ -139,8 +139,7 @@ pub const RELOG_EVERY: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub struct FailureLog {
     last: Option<String>,
-    logged_at: u64,
-    skipped: u64,
+    throttle: crate::log::Throttle,
     run: u64,
 }
 
@@ -149,15 +148,12 @@ impl FailureLog {
     /// last line)` when this one is to be logged.
     pub fn failed(&mut self, e: &str, now: u64) -> Option<u64> {
         self.run += 1;
-        let every = RELOG_EVERY.as_millis() as u64;
-        if self.last.as_deref() != Some(e) || now.saturating_sub(self.logged_at) >= every {
+        let changed = self.last.as_deref() != Some(e);
+        if changed {
             self.last = Some(e.to_string());
-            self.logged_at = now;
-            Some(std::mem::take(&mut self.skipped))
-        } else {
-            self.skipped += 1;
-            None
         }
+        let every = RELOG_EVERY.as_millis() as u64;
+        self.throttle.pass_if(changed, now, every)
     }
 
     /// A fetch succeeded: the length of the run of failures it ended, if any.

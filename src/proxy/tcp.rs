@@ -28,7 +28,7 @@ use crate::{debug, warn};
 /// Listen backlog for every server.
 const BACKLOG: i32 = 1024;
 /// "no backend available" lines: at most one per this, per server.
-pub const NO_BACKEND_LOG_EVERY: Duration = Duration::from_secs(5);
+const NO_BACKEND_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Longest pause of the accept loop when the process is out of descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 

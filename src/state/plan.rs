@@ -127,7 +127,8 @@ pub struct Plan {
     pub config: Arc<Server>,
     pub balancer: Arc<Balancer>,
     pub backends: Vec<Backend>,
-    /// "no backend available" is logged at most every 5 s per plan.
+    /// Bounds "no backend available" lines (`proxy::tcp::no_backend`); a new
+    /// plan (reload, discovered list) starts afresh.
     pub no_backend_log: crate::log::Throttle,
 }
 
