@@ -346,15 +346,16 @@ fn start(args: RunArgs) -> i32 {
         remote: args.remote,
         env_vars: args.env_vars,
     };
+    let report = |errors: &[String]| {
+        for e in errors {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{}: {} error(s)", source.path.display(), errors.len());
+        2
+    };
     let loaded = match source.load() {
         Ok(l) => l,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{}: {} error(s)", source.path.display(), errors.len());
-            return 2;
-        }
+        Err(errors) => return report(&errors),
     };
     if args.test {
         for w in &loaded.warnings {
@@ -362,11 +363,7 @@ fn start(args: RunArgs) -> i32 {
         }
         let errors = daemon::file_errors(&loaded.config);
         if !errors.is_empty() {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{}: {} error(s)", source.path.display(), errors.len());
-            return 2;
+            return report(&errors);
         }
         println!("configuration OK");
         return 0;
