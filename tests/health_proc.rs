@@ -309,7 +309,7 @@ fn max_exec_checks_caps_concurrent_scripts() {
     let port = free_port();
     let lines: Vec<String> = backends.iter().map(Backend::line).collect();
     let extra = healthcheck(&format!(
-        "kind = \"script\"\ninterval = \"1s\"\ntimeout = \"900ms\"\nscript_path = \"{}\"",
+        "kind = \"script\"\ninterval = \"2s\"\ntimeout = \"1900ms\"\nscript_path = \"{}\"",
         path.display()
     ));
     let cfg = format!(
