@@ -18,6 +18,8 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[cfg(test)]
+pub mod fuzz;
 pub mod discovery;
 pub mod health;
 pub mod healthd;
