@@ -240,6 +240,19 @@ fn replace_number(rng: &mut Rng, data: &mut Vec<u8>) {
     data.splice(a..b, rng.pick(numbers).iter().copied());
 }
 
+/// `BETWIXT_FUZZ_SCALE=N` runs N times the cases, from seeds moved by
+/// `BETWIXT_FUZZ_SEED` (for a longer search by hand; the default run is
+/// fixed and short).
+fn scaled(seed: u64, cases: usize) -> (u64, usize) {
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let scale = env("BETWIXT_FUZZ_SCALE").unwrap_or(1).max(1);
+    let shift = env("BETWIXT_FUZZ_SEED").unwrap_or(0);
+    (
+        seed.wrapping_add(shift.wrapping_mul(1_000_003)),
+        cases.saturating_mul(scale as usize),
+    )
+}
+
 /// The longest a single case may take (debug build, shared machine).
 pub const CASE_LIMIT: Duration = Duration::from_secs(2);
 
@@ -247,6 +260,7 @@ pub const CASE_LIMIT: Duration = Duration::from_secs(2);
 /// naming the case and its input; so does a case slower than
 /// [`CASE_LIMIT`] (a hang or a runaway loop).
 pub fn run(name: &str, seed: u64, cases: usize, samples: &[&[u8]], mut check: impl FnMut(&[u8])) {
+    let (seed, cases) = scaled(seed, cases);
     let mut rng = Rng::new(seed);
     for case in 0..cases {
         let data = input(&mut rng, samples);
@@ -279,6 +293,110 @@ pub fn run_str(name: &str, seed: u64, cases: usize, samples: &[&str], mut check:
     run(name, seed, cases, &samples, |data| {
         check(&String::from_utf8_lossy(data))
     });
+}
+
+/// A JSON value from the boundary set: numbers at type limits, special
+/// strings, long strings, deep nesting, wrong types.
+pub fn json_value(rng: &mut Rng) -> serde_json::Value {
+    use serde_json::{Value, json};
+    match rng.below(12) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.one_in(2)),
+        2 => json!(*rng.pick(&[0i64, -1, 1, 255, 256, 65535, 65536, i64::MIN, i64::MAX])),
+        3 => json!(*rng.pick(&[u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX])),
+        4 => json!(*rng.pick(&[1e308, -1e308, 0.5, -0.0, 1e-300, 65535.9])),
+        5 | 6 => Value::String(String::from_utf8_lossy(*rng.pick(TOKENS)).into_owned()),
+        7 => Value::String("a".repeat(rng.below(70_000))),
+        8 => {
+            let mut v = json!(1);
+            for _ in 0..rng.below(120) {
+                v = json!([v]);
+            }
+            v
+        }
+        9 => json!({}),
+        10 => json!([]),
+        _ => {
+            let n = 1 + rng.below(12);
+            Value::String(String::from_utf8_lossy(&rng.bytes(n)).into_owned())
+        }
+    }
+}
+
+/// Mutate a JSON document in place: replace a random node with a value
+/// from [`json_value`], remove a member, or add an unknown one.
+pub fn mutate_json(rng: &mut Rng, node: &mut serde_json::Value) {
+    use serde_json::Value;
+    let descend = !rng.one_in(4);
+    let child = match node {
+        Value::Object(m) if descend && !m.is_empty() => {
+            let i = rng.below(m.len());
+            m.iter_mut().nth(i).map(|(_, v)| v)
+        }
+        Value::Array(a) if descend && !a.is_empty() => {
+            let i = rng.below(a.len());
+            a.get_mut(i)
+        }
+        _ => None,
+    };
+    if let Some(child) = child {
+        if matches!(child, Value::Object(_) | Value::Array(_)) || rng.one_in(2) {
+            mutate_json(rng, child);
+        } else {
+            *child = json_value(rng);
+        }
+        return;
+    }
+    match node {
+        Value::Object(m) if rng.one_in(3) && !m.is_empty() => {
+            let key = m.keys().nth(rng.below(m.len())).cloned().unwrap_or_default();
+            m.remove(&key);
+        }
+        Value::Object(m) if rng.one_in(2) => {
+            let key = String::from_utf8_lossy(*rng.pick(TOKENS)).into_owned();
+            m.insert(key, json_value(rng));
+        }
+        Value::Array(a) if rng.one_in(2) => a.push(json_value(rng)),
+        n => *n = json_value(rng),
+    }
+}
+
+/// [`run`] over JSON documents: each case is one of `samples` with a few
+/// [`mutate_json`] steps, handed over as a value.
+pub fn run_json(
+    name: &str,
+    seed: u64,
+    cases: usize,
+    samples: &[serde_json::Value],
+    mut check: impl FnMut(&serde_json::Value),
+) {
+    let (seed, cases) = scaled(seed, cases);
+    let mut rng = Rng::new(seed);
+    for case in 0..cases {
+        let mut doc = rng.pick(samples).clone();
+        for _ in 0..1 + rng.below(4) {
+            mutate_json(&mut rng, &mut doc);
+        }
+        let start = Instant::now();
+        if let Err(e) = catch_unwind(AssertUnwindSafe(|| check(&doc))) {
+            let why = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("?");
+            let text = doc.to_string();
+            panic!(
+                "{name}: case {case} (seed {seed}) panicked: {why}\ninput: {}",
+                show(text.as_bytes())
+            );
+        }
+        let took = start.elapsed();
+        assert!(
+            took < CASE_LIMIT,
+            "{name}: case {case} (seed {seed}) took {took:?}\ninput: {}",
+            show(doc.to_string().as_bytes())
+        );
+    }
 }
 
 /// An input for a failure message, cut short.

@@ -9,6 +9,8 @@
 //! visible but unelectable until idle, see [`crate::state::Plan::prune`]).
 
 pub mod consul;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod docker;
 pub mod exec;
 pub mod json;

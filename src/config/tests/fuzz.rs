@@ -249,3 +249,25 @@ fn long_unknown_keys_are_cheap() {
     assert_eq!(errors.len(), 3, "{errors:?}");
     assert!(start.elapsed() < fuzz::CASE_LIMIT, "{:?}", start.elapsed());
 }
+
+#[test]
+fn fuzz_json_values() {
+    // Valid documents with values replaced: reaches the validation of
+    // every key with boundary numbers, wrong types and odd strings.
+    NO_LOOKUP.with(|n| n.set(true));
+    let docs: Vec<serde_json::Value> = [RICH_JSON, samples::SAMPLE_JSON]
+        .iter()
+        .map(|t| serde_json::from_str(t).expect("sample"))
+        .chain(samples().iter().map(|t| {
+            let table: toml::Table = toml::from_str(t).expect("sample");
+            serde_json::to_value(table).expect("sample")
+        }))
+        .collect();
+    fuzz::run_json("config values", 6, 250, &docs, |doc| {
+        check(&doc.to_string(), Format::Json);
+        // The same document as TOML, when TOML can hold it.
+        if let Ok(text) = toml::to_string(doc) {
+            check(&text, Format::Toml);
+        }
+    });
+}
