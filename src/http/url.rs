@@ -22,7 +22,7 @@ pub struct Url {
 
 impl Url {
     pub fn parse(text: &str) -> Result<Url, String> {
-        let bad = |why: &str| format!("\"{text}\": {why}");
+        let bad = |why: &str| format!("{}: {why}", shown(text));
         let (https, rest) = if let Some(r) = strip_prefix_ci(text, "http://") {
             (false, r)
         } else if let Some(r) = strip_prefix_ci(text, "https://") {
@@ -37,7 +37,15 @@ impl Url {
             // Not quoted: the user info may hold a password.
             return Err("user info (user:password@) is not supported".into());
         }
-        let (host, port) = split_authority(authority).map_err(|e| bad(&e))?;
+        let (host, port) = split_authority(authority).map_err(|e| {
+            // The detail quotes a piece of the host or port: a password
+            // when the user info could not be told apart.
+            if shown_whole(text) {
+                bad(&e)
+            } else {
+                bad("bad host or port")
+            }
+        })?;
         let port = port.unwrap_or(if https { 443 } else { 80 });
         if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(bad("spaces or control characters in the path"));
@@ -126,6 +134,26 @@ pub fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `text` for an error message: without its query and fragment (tokens),
+/// and not at all when it has an `@` (a password in user info that the
+/// caller could not strip, as in `htps//user:pass@host/`): config errors
+/// are logged.
+fn shown(text: &str) -> String {
+    if shown_whole(text) {
+        format!("\"{}\"", without_query(text))
+    } else {
+        "the URL (not shown: it may hold a password)".into()
+    }
+}
+
+fn without_query(text: &str) -> &str {
+    text.split(['?', '#']).next().unwrap_or_default()
+}
+
+fn shown_whole(text: &str) -> bool {
+    !without_query(text).contains('@')
 }
 
 fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
