@@ -15,7 +15,7 @@ fn fuzz_command_lines() {
         "from-url http://127.0.0.1/x -f toml",
         "from-consul 127.0.0.1:8500 --key a/b",
     ];
-    fuzz::run_str("command line", 81, 2000, &samples, |line| {
+    fuzz::run_str("command line", 81, 1000, &samples, |line| {
         let args: Vec<String> = line.split(' ').map(String::from).collect();
         let _ = crate::cli::parse(&args);
     });

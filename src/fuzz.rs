@@ -200,7 +200,12 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, samples: &[&[u8]]) {
             let b = (a + 1 + rng.below(16)).min(len);
             let unit = data[a..b].to_vec();
             let times = 1 + rng.below(65_536 / unit.len().max(1));
-            let run: Vec<u8> = unit.iter().copied().cycle().take(unit.len() * times).collect();
+            let run: Vec<u8> = unit
+                .iter()
+                .copied()
+                .cycle()
+                .take(unit.len() * times)
+                .collect();
             data.splice(a..a, run);
         }
         10 => {
@@ -208,7 +213,12 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, samples: &[&[u8]]) {
             let opener = rng.pick(OPENERS);
             let depth = 1 + rng.below(4000);
             let at = rng.below(len + 1);
-            let deep: Vec<u8> = opener.iter().copied().cycle().take(opener.len() * depth).collect();
+            let deep: Vec<u8> = opener
+                .iter()
+                .copied()
+                .cycle()
+                .take(opener.len() * depth)
+                .collect();
             data.splice(at..at, deep);
         }
         11 if len > 0 => {
@@ -295,6 +305,12 @@ pub fn run_str(name: &str, seed: u64, cases: usize, samples: &[&str], mut check:
     });
 }
 
+/// One of [`TOKENS`] as text.
+fn token(rng: &mut Rng) -> String {
+    let t = *rng.pick::<&[u8]>(TOKENS);
+    String::from_utf8_lossy(t).into_owned()
+}
+
 /// A JSON value from the boundary set: numbers at type limits, special
 /// strings, long strings, deep nesting, wrong types.
 pub fn json_value(rng: &mut Rng) -> serde_json::Value {
@@ -305,7 +321,7 @@ pub fn json_value(rng: &mut Rng) -> serde_json::Value {
         2 => json!(*rng.pick(&[0i64, -1, 1, 255, 256, 65535, 65536, i64::MIN, i64::MAX])),
         3 => json!(*rng.pick(&[u32::MAX as u64, u32::MAX as u64 + 1, u64::MAX])),
         4 => json!(*rng.pick(&[1e308, -1e308, 0.5, -0.0, 1e-300, 65535.9])),
-        5 | 6 => Value::String(String::from_utf8_lossy(*rng.pick(TOKENS)).into_owned()),
+        5 | 6 => Value::String(token(rng)),
         7 => Value::String("a".repeat(rng.below(70_000))),
         8 => {
             let mut v = json!(1);
@@ -349,11 +365,15 @@ pub fn mutate_json(rng: &mut Rng, node: &mut serde_json::Value) {
     }
     match node {
         Value::Object(m) if rng.one_in(3) && !m.is_empty() => {
-            let key = m.keys().nth(rng.below(m.len())).cloned().unwrap_or_default();
+            let key = m
+                .keys()
+                .nth(rng.below(m.len()))
+                .cloned()
+                .unwrap_or_default();
             m.remove(&key);
         }
         Value::Object(m) if rng.one_in(2) => {
-            let key = String::from_utf8_lossy(*rng.pick(TOKENS)).into_owned();
+            let key = token(rng);
             m.insert(key, json_value(rng));
         }
         Value::Array(a) if rng.one_in(2) => a.push(json_value(rng)),
@@ -401,7 +421,10 @@ pub fn run_json(
 
 /// An input for a failure message, cut short.
 fn show(data: &[u8]) -> String {
-    let text = format!("{:?}", String::from_utf8_lossy(&data[..data.len().min(2000)]));
+    let text = format!(
+        "{:?}",
+        String::from_utf8_lossy(&data[..data.len().min(2000)])
+    );
     if data.len() > 2000 {
         format!("{text}... (cut)")
     } else {

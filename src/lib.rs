@@ -18,9 +18,9 @@ pub mod balance;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod discovery;
 #[cfg(test)]
 pub mod fuzz;
-pub mod discovery;
 pub mod health;
 pub mod healthd;
 pub mod http;

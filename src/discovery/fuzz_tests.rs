@@ -30,7 +30,7 @@ const LINES: &[&str] = &[
 
 #[test]
 fn fuzz_static_lines() {
-    fuzz::run_str("static line", 11, 3000, LINES, |t| {
+    fuzz::run_str("static line", 11, 1500, LINES, |t| {
         if let Ok(spec) = static_list::parse_line(t) {
             assert!(spec.port > 0 && check_host(&spec.host).is_ok(), "{spec:?}");
             // A parsed line prints back to a line that parses the same.
@@ -50,12 +50,16 @@ fn fuzz_static_lines() {
 #[test]
 fn fuzz_line_bodies() {
     let body = LINES.join("\n");
-    let samples = [body.as_str(), "\u{feff}127.0.0.1:80\r\n\r\n10.0.0.2:80\n", "error page"];
+    let samples = [
+        body.as_str(),
+        "\u{feff}127.0.0.1:80\r\n\r\n10.0.0.2:80\n",
+        "error page",
+    ];
     let p = plaintext::Plaintext {
         endpoint: String::new(),
         pattern: None,
     };
-    fuzz::run_str("line body", 12, 400, &samples, |t| {
+    fuzz::run_str("line body", 12, 200, &samples, |t| {
         if let Ok(listing) = p.listing(t) {
             sound(listing.specs);
         }
@@ -76,7 +80,7 @@ fn fuzz_plaintext_regexp() {
         "10.0.0.1,80,3,1,100,a.example\n[::1],443\n",
         "x,65535,4294967295,0,0,s\n",
     ];
-    fuzz::run_str("plaintext regexp", 13, 300, &samples, |t| {
+    fuzz::run_str("plaintext regexp", 13, 150, &samples, |t| {
         if let Ok(listing) = p.listing(t) {
             sound(listing.specs);
         }
@@ -104,16 +108,19 @@ const JSON_BODY: &str = r#"[
 
 #[test]
 fn fuzz_json_bodies() {
-    let kinds = [json_kind("host", "port"), json_kind("addr.ip[0]", "p[0][0]")];
+    let kinds = [
+        json_kind("host", "port"),
+        json_kind("addr.ip[0]", "p[0][0]"),
+    ];
     let mut i = 0;
-    fuzz::run_str("json body", 14, 500, &[JSON_BODY, "[]", "{}"], |t| {
+    fuzz::run_str("json body", 14, 250, &[JSON_BODY, "[]", "{}"], |t| {
         i += 1;
         if let Ok(specs) = kinds[i % 2].parse(t.as_bytes()) {
             sound(specs);
         }
     });
     let docs: Vec<Value> = vec![serde_json::from_str(JSON_BODY).expect("sample")];
-    fuzz::run_json("json values", 15, 500, &docs, |doc| {
+    fuzz::run_json("json values", 15, 250, &docs, |doc| {
         i += 1;
         if let Ok(specs) = kinds[i % 2].parse(doc.to_string().as_bytes()) {
             sound(specs);
@@ -124,8 +131,15 @@ fn fuzz_json_bodies() {
 #[test]
 fn fuzz_json_paths() {
     let doc: Value = serde_json::from_str(JSON_BODY).expect("sample");
-    let samples = ["a.b[1].c", ".x", "p[0][0]", "[3]", "a[18446744073709551615]", "a..b"];
-    fuzz::run_str("json path", 16, 1000, &samples, |path| {
+    let samples = [
+        "a.b[1].c",
+        ".x",
+        "p[0][0]",
+        "[3]",
+        "a[18446744073709551615]",
+        "a..b",
+    ];
+    fuzz::run_str("json path", 16, 500, &samples, |path| {
         let checked = json::check_path(path);
         let looked = json::lookup(&doc[0], path);
         assert_eq!(checked.is_ok(), looked.is_ok(), "{path:?}");
@@ -137,7 +151,8 @@ fn dns_samples() -> Vec<Vec<u8>> {
     use simple_dns::{CLASS, Name, Packet, RCODE, ResourceRecord};
     let mut p = Packet::new_reply(7);
     *p.rcode_mut() = RCODE::NoError;
-    let rr = |name: &'static str, d| ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, 60, d);
+    let rr =
+        |name: &'static str, d| ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, 60, d);
     for (target, port) in [("a.example.test", 80), ("b.example.test", 0), (".", 1)] {
         p.answers.push(rr(
             "_web._tcp.example.test",
@@ -149,8 +164,12 @@ fn dns_samples() -> Vec<Vec<u8>> {
             }),
         ));
     }
-    p.additional_records
-        .push(rr("a.example.test", RData::A(A { address: 0x7f00_0001 })));
+    p.additional_records.push(rr(
+        "a.example.test",
+        RData::A(A {
+            address: 0x7f00_0001,
+        }),
+    ));
     p.additional_records
         .push(rr("b.example.test", RData::AAAA(AAAA { address: 1 })));
     let valid = p.build_bytes_vec_compressed().expect("reply");
@@ -161,7 +180,9 @@ fn dns_samples() -> Vec<Vec<u8>> {
     let mut past = looped.clone();
     past[12..14].copy_from_slice(&[0xff, 0xff]);
     // A header that announces 65535 answers in 12 bytes.
-    let huge = vec![0, 7, 0x81, 0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    let huge = vec![
+        0, 7, 0x81, 0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
     vec![valid, looped, past, huge]
 }
 
@@ -169,7 +190,7 @@ fn dns_samples() -> Vec<Vec<u8>> {
 fn fuzz_srv_answers() {
     let samples = dns_samples();
     let samples: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
-    fuzz::run("srv answer", 17, 3000, &samples, |bytes| {
+    fuzz::run("srv answer", 17, 1500, &samples, |bytes| {
         if let Ok(answer) = srv::parse(7, bytes) {
             let specs = answer
                 .srv
@@ -194,13 +215,13 @@ const CONSUL: &str = r#"[
 
 #[test]
 fn fuzz_consul() {
-    fuzz::run_str("consul", 18, 500, &[CONSUL, "[]"], |t| {
+    fuzz::run_str("consul", 18, 250, &[CONSUL, "[]"], |t| {
         if let Ok(l) = consul::parse(t.as_bytes()) {
             sound(l.specs);
         }
     });
     let docs = vec![serde_json::from_str(CONSUL).expect("sample")];
-    fuzz::run_json("consul values", 19, 500, &docs, |doc| {
+    fuzz::run_json("consul values", 19, 250, &docs, |doc| {
         if let Ok(l) = consul::parse(doc.to_string().as_bytes()) {
             sound(l.specs);
         }
@@ -209,8 +230,12 @@ fn fuzz_consul() {
 
 #[test]
 fn fuzz_docker() {
-    let endpoints = ["unix:///var/run/docker.sock", "tcp://[::1]:2376/x", "https://127.0.0.1:2376"];
-    fuzz::run_str("docker endpoint", 20, 800, &endpoints, |t| {
+    let endpoints = [
+        "unix:///var/run/docker.sock",
+        "tcp://[::1]:2376/x",
+        "https://127.0.0.1:2376",
+    ];
+    fuzz::run_str("docker endpoint", 20, 400, &endpoints, |t| {
         let _ = docker::Endpoint::parse(t, false);
     });
     let kinds: Vec<docker::Docker> = endpoints
@@ -232,7 +257,7 @@ fn fuzz_docker() {
     ]);
     let inspect = json!({"Config": {"Env": ["HOST=198.18.0.3", "X", "HOST"]}});
     let mut i = 0;
-    fuzz::run_json("docker values", 21, 600, &[list, inspect], |doc| {
+    fuzz::run_json("docker values", 21, 300, &[list, inspect], |doc| {
         i += 1;
         let containers = doc.as_array().cloned().unwrap_or_else(|| vec![doc.clone()]);
         let env = docker::env_value(doc, "HOST");
@@ -243,8 +268,12 @@ fn fuzz_docker() {
 
 #[test]
 fn fuzz_lxd() {
-    let addresses = ["unix:", "unix:/var/lib/lxd/unix.socket", "https://127.0.0.1:8443/"];
-    fuzz::run_str("lxd address", 22, 800, &addresses, |t| {
+    let addresses = [
+        "unix:",
+        "unix:/var/lib/lxd/unix.socket",
+        "https://127.0.0.1:8443/",
+    ];
+    fuzz::run_str("lxd address", 22, 400, &addresses, |t| {
         let _ = lxd::Address::parse(t, "/etc/lxd", false);
     });
     let kinds = [
@@ -281,7 +310,7 @@ fn fuzz_lxd() {
         {"name": "b", "status": "Stopped", "state": null}]});
     let error = json!({"type": "error", "error": "not authorized"});
     let mut i = 0;
-    fuzz::run_json("lxd values", 23, 600, &[answer, error], |doc| {
+    fuzz::run_json("lxd values", 23, 300, &[answer, error], |doc| {
         i += 1;
         if let Ok(l) = kinds[i % 2].parse(doc) {
             sound(l.specs);
@@ -299,7 +328,7 @@ fn fuzz_url_redaction() {
         "h@x://@@:@/?",
         "/relative?secret=1",
     ];
-    fuzz::run_str("url redaction", 24, 1000, &samples, |url| {
+    fuzz::run_str("url redaction", 24, 500, &samples, |url| {
         // What the config accepts is logged redacted; what it refuses is
         // named in an error without its secrets.
         match crate::http::Url::parse(&web::user_info(url).0) {

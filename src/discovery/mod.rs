@@ -9,10 +9,10 @@
 //! visible but unelectable until idle, see [`crate::state::Plan::prune`]).
 
 pub mod consul;
-#[cfg(test)]
-mod fuzz_tests;
 pub mod docker;
 pub mod exec;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod json;
 pub mod lxd;
 pub mod plaintext;

@@ -18,7 +18,7 @@ fn fuzz_probe_replies() {
     ];
     let samples: &[&[u8]] = &[b"+PONG\r\n", b"OK 200", b"\xff\xff\xff\xff", b""];
     let mut i = 0;
-    fuzz::run("probe reply", 41, 3000, samples, |got| {
+    fuzz::run("probe reply", 41, 1500, samples, |got| {
         i += 1;
         // A reply is at most one buffer.
         let got = &got[..got.len().min(probe::MAX_RECV)];
@@ -49,17 +49,23 @@ fn fuzz_http_verdicts() {
         http_check(Some("é\u{0}"), vec![(204, 204)]),
     ];
     let mut rng = fuzz::Rng::new(42);
-    fuzz::run("http verdict", 43, 2000, &[b"ok", b"{\"status\":\"ok\"}"], |body| {
-        let resp = Response {
-            status: rng.next_u64() as u16,
-            reason: String::new(),
-            headers: Vec::new(),
-            body: body.to_vec(),
-            truncated: rng.one_in(2),
-        };
-        let o = http::judge(rng.pick(&checks), &resp);
-        assert!(!o.detail.is_empty());
-    });
+    fuzz::run(
+        "http verdict",
+        43,
+        1000,
+        &[b"ok", b"{\"status\":\"ok\"}"],
+        |body| {
+            let resp = Response {
+                status: rng.next_u64() as u16,
+                reason: String::new(),
+                headers: Vec::new(),
+                body: body.to_vec(),
+                truncated: rng.one_in(2),
+            };
+            let o = http::judge(rng.pick(&checks), &resp);
+            assert!(!o.detail.is_empty());
+        },
+    );
 }
 
 #[test]
@@ -85,7 +91,9 @@ fn http_contains_is_linear() {
 #[test]
 fn fuzz_icmp_replies() {
     use icmp::packet::{Kind, echo_request, parse_reply};
-    let mut v4 = vec![0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1];
+    let mut v4 = vec![
+        0x45, 0, 0, 36, 0, 0, 0, 0, 64, 1, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
+    ];
     let mut reply = echo_request(false, 0x4242, 7, 99);
     reply[0] = 0;
     v4.extend_from_slice(&reply);
@@ -98,7 +106,7 @@ fn fuzz_icmp_replies() {
     };
     let samples: &[&[u8]] = &[&v4, &reply, &v6, &long_ihl];
     let mut n = 0u32;
-    fuzz::run("icmp reply", 44, 4000, samples, |buf| {
+    fuzz::run("icmp reply", 44, 2000, samples, |buf| {
         n += 1;
         for v6 in [false, true] {
             for kind in [Kind::Raw, Kind::Ping] {
@@ -115,31 +123,42 @@ fn fuzz_icmp_replies() {
 fn fuzz_exec_output() {
     use process::{Finished, Status};
     let mut rng = fuzz::Rng::new(45);
-    fuzz::run("exec output", 46, 2000, &[b"1", b"0\n", "é".as_bytes()], |out| {
-        let status = *rng.pick(&[
-            Status::Exited(0),
-            Status::Exited(-1),
-            Status::Exited(i32::MAX),
-            Status::Signaled(i32::MIN),
-        ]);
-        let cut = out.len().min(OUTPUT_CAP);
-        let done = Finished {
-            status,
-            stdout: out[..cut].to_vec(),
-            stdout_total: out.len(),
-            stderr: out[cut..].to_vec(),
-        };
-        let o = exec::judge(&done, Some("1"), rng.one_in(2).then_some("0\n"));
-        if let Some(text) = &o.output {
-            assert!(text.len() <= OUTPUT_CAP, "{}", text.len());
-        }
-    });
+    fuzz::run(
+        "exec output",
+        46,
+        1000,
+        &[b"1", b"0\n", "é".as_bytes()],
+        |out| {
+            let status = *rng.pick(&[
+                Status::Exited(0),
+                Status::Exited(-1),
+                Status::Exited(i32::MAX),
+                Status::Signaled(i32::MIN),
+            ]);
+            let cut = out.len().min(OUTPUT_CAP);
+            let done = Finished {
+                status,
+                stdout: out[..cut].to_vec(),
+                stdout_total: out.len(),
+                stderr: out[cut..].to_vec(),
+            };
+            let o = exec::judge(&done, Some("1"), rng.one_in(2).then_some("0\n"));
+            if let Some(text) = &o.output {
+                assert!(text.len() <= OUTPUT_CAP, "{}", text.len());
+            }
+        },
+    );
 }
 
 #[test]
 fn fuzz_script_lines() {
-    let samples = ["#!/bin/bash -e\necho", "#!  \n", "#!/usr/bin/env  python3 -u\n", "exit 0"];
-    fuzz::run_str("script #!", 47, 2000, &samples, |t| {
+    let samples = [
+        "#!/bin/bash -e\necho",
+        "#!  \n",
+        "#!/usr/bin/env  python3 -u\n",
+        "exit 0",
+    ];
+    fuzz::run_str("script #!", 47, 1000, &samples, |t| {
         let (prog, arg) = script::interpreter(t);
         assert!(!prog.is_empty(), "{t:?}");
         assert!(!prog.contains('\n') && !arg.is_some_and(|a| a.contains('\n')));
@@ -170,7 +189,7 @@ fn fuzz_check_urls() {
         },
     ];
     let mut i = 0;
-    fuzz::run_str("check url", 48, 2000, &samples, |t| {
+    fuzz::run_str("check url", 48, 1000, &samples, |t| {
         i += 1;
         if let Ok((_, target)) = url::parse(t, &opts[i % opts.len()]) {
             assert!(!target.host.is_empty(), "{t:?} -> {target:?}");

@@ -40,9 +40,13 @@ fn hello(name: &str, chunk: usize) -> Vec<u8> {
 
 #[test]
 fn fuzz_client_hello() {
-    let samples = [hello("a.example.test", 4096), hello("B.Example.", 7), hello("x", 1)];
+    let samples = [
+        hello("a.example.test", 4096),
+        hello("B.Example.", 7),
+        hello("x", 1),
+    ];
     let samples: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
-    fuzz::run("client hello", 51, 3000, &samples, |buf| {
+    fuzz::run("client hello", 51, 1500, &samples, |buf| {
         // As `peek_hello` sees it: at most MAX_HELLO bytes.
         let buf = &buf[..buf.len().min(sni::MAX_HELLO)];
         if let Ok(Some(name)) = sni::parse(buf) {
@@ -57,7 +61,11 @@ fn every_prefix_of_a_hello_is_incomplete() {
     for chunk in [1, 5, 300] {
         let full = hello("a.example.test", chunk);
         for n in 0..full.len() {
-            assert_eq!(sni::parse(&full[..n]), Err(HelloError::Incomplete), "{chunk}/{n}");
+            assert_eq!(
+                sni::parse(&full[..n]),
+                Err(HelloError::Incomplete),
+                "{chunk}/{n}"
+            );
         }
         assert_eq!(sni::parse(&full), Ok(Some("a.example.test".into())));
     }
@@ -65,10 +73,17 @@ fn every_prefix_of_a_hello_is_incomplete() {
 
 #[test]
 fn fuzz_host_matchers() {
-    let samples = ["a.example", r".*\.example\.test", "(a|b)+", "x{1000}", "[", "é"];
+    let samples = [
+        "a.example",
+        r".*\.example\.test",
+        "(a|b)+",
+        "x{1000}",
+        "[",
+        "é",
+    ];
     let hosts = ["a.example", "b.example.test", "", "aaaa"];
     let mut i = 0;
-    fuzz::run_str("sni matcher", 52, 120, &samples, |pattern| {
+    fuzz::run_str("sni matcher", 52, 100, &samples, |pattern| {
         i += 1;
         for strategy in [HostnameMatching::Exact, HostnameMatching::Regexp] {
             let m = HostMatcher::new(strategy, pattern);
@@ -104,17 +119,24 @@ fn fuzz_access_rules() {
         "deny 127.0.0.1",
     ];
     let mut rng = fuzz::Rng::new(53);
-    fuzz::run_str("access rule", 54, 1500, &samples, |text| {
+    fuzz::run_str("access rule", 54, 750, &samples, |text| {
         let Ok(rule) = Rule::parse(text) else {
             return;
         };
         // A rule contains its own network address (but an IPv6 rule never
         // an IPv4-mapped one), and the list decides.
         let own = rule.network;
-        assert!(rule.matches(own) || own.to_canonical() != own, "{text:?} -> {rule:?}");
+        assert!(
+            rule.matches(own) || own.to_canonical() != own,
+            "{text:?} -> {rule:?}"
+        );
         let list = AccessList::parse("deny", &[text.to_string()]).expect("parsed once");
         let ip = random_ip(&mut rng);
-        assert_eq!(list.allows(ip), rule.matches(ip) && rule.allow, "{text:?} {ip}");
+        assert_eq!(
+            list.allows(ip),
+            rule.matches(ip) && rule.allow,
+            "{text:?} {ip}"
+        );
     });
     for _ in 0..2000 {
         let ip = random_ip(&mut rng);
@@ -187,7 +209,7 @@ fn fuzz_pktinfo_control() {
     }
     let samples: Vec<&[u8]> = samples.iter().map(Vec::as_slice).collect();
     let mut rng = fuzz::Rng::new(57);
-    fuzz::run("pktinfo", 58, 3000, &samples, |bytes| {
+    fuzz::run("pktinfo", 58, 1500, &samples, |bytes| {
         let mut c = CmsgBuf::new();
         let n = bytes.len().min(c.0.len());
         c.0[..n].copy_from_slice(&bytes[..n]);

@@ -52,11 +52,15 @@ fn fuzz_state_files() {
     )
     .expect("config");
     let mut n = 0;
-    fuzz::run("state file", 71, 1500, &[&file, &payload], |bytes| {
+    fuzz::run("state file", 71, 750, &[&file, &payload], |bytes| {
         n += 1;
         // Half the cases as they are (the checksum mostly fails), half
         // with a fresh checksum over them.
-        let bytes = if n % 2 == 0 { bytes.to_vec() } else { wrap(bytes) };
+        let bytes = if n % 2 == 0 {
+            bytes.to_vec()
+        } else {
+            wrap(bytes)
+        };
         if let Ok(saved) = decode(&bytes) {
             let overlay = crate::api::control::saved_overlay(&saved);
             let _ = crate::api::overlay::merge(&loaded.raw, &overlay);

@@ -176,14 +176,16 @@ fn samples_are_valid() {
 #[test]
 fn fuzz_toml() {
     NO_LOOKUP.with(|n| n.set(true));
-    fuzz::run_str("config toml", 1, 400, &samples(), |t| check(t, Format::Toml));
+    fuzz::run_str("config toml", 1, 200, &samples(), |t| {
+        check(t, Format::Toml)
+    });
 }
 
 #[test]
 fn fuzz_json() {
     NO_LOOKUP.with(|n| n.set(true));
     let samples = [RICH_JSON, samples::SAMPLE_JSON];
-    fuzz::run_str("config json", 2, 400, &samples, |t| check(t, Format::Json));
+    fuzz::run_str("config json", 2, 200, &samples, |t| check(t, Format::Json));
 }
 
 #[test]
@@ -191,7 +193,7 @@ fn fuzz_env_substitution() {
     let values = ["", "${X}", "}", "\"\n[servers]", &"v".repeat(10_000)];
     let samples = ["a = \"${HOST}:${PORT}\"", "${${A}}${", "x${A}y${B_1}z${}"];
     let mut n = 0usize;
-    fuzz::run_str("env", 3, 600, &samples, |t| {
+    fuzz::run_str("env", 3, 300, &samples, |t| {
         let out = crate::config::env::substitute_with(t, |_| {
             n += 1;
             Some(values[n % values.len()].to_string())
@@ -210,7 +212,7 @@ fn fuzz_unescape() {
         r"\400",
         r"\ud800",
     ];
-    fuzz::run_str("unescape", 4, 2000, &samples, |t| {
+    fuzz::run_str("unescape", 4, 1000, &samples, |t| {
         let _ = unescape(t);
     });
 }
@@ -227,7 +229,7 @@ fn fuzz_durations() {
         "99999999999999999999h",
         "0.000000000000000000000000000000000001ns",
     ];
-    fuzz::run_str("duration", 5, 1500, &samples, |t| {
+    fuzz::run_str("duration", 5, 750, &samples, |t| {
         if let Ok(d) = duration::parse(t) {
             // What parses formats and parses back to itself.
             assert_eq!(duration::parse(&duration::format(d)), Ok(d), "{t:?}");
@@ -263,7 +265,7 @@ fn fuzz_json_values() {
             serde_json::to_value(table).expect("sample")
         }))
         .collect();
-    fuzz::run_json("config values", 6, 250, &docs, |doc| {
+    fuzz::run_json("config values", 6, 125, &docs, |doc| {
         check(&doc.to_string(), Format::Json);
         // The same document as TOML, when TOML can hold it.
         if let Ok(text) = toml::to_string(doc) {
