@@ -10,12 +10,13 @@ use crate::fuzz;
 
 /// What a fetch hands to the daemon is sound: canonical hosts, real ports.
 fn sound(specs: Vec<BackendSpec>) {
-    let (specs, dropped) = policy::canonical(specs);
+    let (specs, dropped, more) = policy::canonical(specs);
     for s in &specs {
         assert!(s.port > 0, "{s:?}");
         assert!(check_host(&s.host).is_ok(), "{s:?}");
     }
-    for line in policy::to_log(&dropped) {
+    assert!(dropped.len() <= policy::MAX_KEPT);
+    for line in policy::to_log(&dropped, more) {
         assert!(line.chars().count() <= policy::MAX_CHARS + 1, "{line}");
     }
 }
@@ -361,4 +362,47 @@ fn a_refused_url_hides_its_password_and_query() {
         let e = crate::http::Url::parse(&web::user_info(url).0).expect_err(url);
         assert!(!e.contains("S3CRET") && !e.contains("T0KEN"), "{e}");
     }
+}
+
+#[test]
+fn millions_of_bad_entries_keep_a_bounded_list() {
+    // A 16 MiB answer of bad lines (or consul entries) made a warning
+    // string each: 0.9 GB for `x\n` lines. Now the first MAX_KEPT are kept
+    // and the rest counted.
+    let p = plaintext::Plaintext {
+        endpoint: String::new(),
+        pattern: None,
+    };
+    let text = "x\n".repeat(200_000);
+    let e = p.listing(&text).expect_err("no backend");
+    assert!(
+        e.starts_with("no line is a backend (200000 skipped;"),
+        "{e}"
+    );
+    let l = p.parse(&text);
+    assert_eq!(
+        (l.warnings.len(), l.more_warnings),
+        (policy::MAX_KEPT, 200_000 - policy::MAX_KEPT)
+    );
+    let body = format!("[{}{{}}]", "{},".repeat(200_000));
+    let l = consul::parse(body.as_bytes()).expect("entries");
+    assert_eq!(
+        (l.warnings.len(), l.more_warnings),
+        (policy::MAX_KEPT, 200_001 - policy::MAX_KEPT)
+    );
+    let lines = vec!["127.0.0.1:80".to_string(); 50_000];
+    let specs = lines
+        .iter()
+        .map(|l| static_list::parse_line(l).expect("line"))
+        .collect();
+    let (specs, dropped, more) = policy::canonical(specs);
+    assert_eq!(
+        (specs.len(), dropped.len(), more),
+        (1, policy::MAX_KEPT, 49_999 - policy::MAX_KEPT)
+    );
+    let shown = policy::to_log(&dropped, more);
+    assert_eq!(
+        shown.last().map(String::as_str),
+        Some("and 49989 more skipped")
+    );
 }
