@@ -345,7 +345,14 @@ fn fuzz_url_redaction() {
                 }
             }
             // (Only a password: "S3CRET" without an `@` is a port or a path.)
-            Err(e) if url.contains("S3CRET@") => assert!(!e.contains("S3CRET"), "error {e:?}"),
+            Err(e)
+                if url
+                    .split(['?', '#'])
+                    .next()
+                    .is_some_and(|u| u.contains("S3CRET@")) =>
+            {
+                assert!(!e.contains("S3CRET"), "error {e:?}");
+            }
             Err(_) => {}
         }
     });
