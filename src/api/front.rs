@@ -13,7 +13,9 @@
 //!   [`HANDSHAKE_TIMEOUT`] (a client speaking plain HTTP or stalling is
 //!   closed; the API keeps serving) — see [`super::tls`];
 //! * connects to the unix socket and copies bytes both ways until either
-//!   side closes or nothing moves for [`IDLE_TIMEOUT`].
+//!   side closes or nothing moves for [`IDLE_TIMEOUT`]; a request head
+//!   over 64 KiB closes the connection (tiny_http would buffer any size,
+//!   before auth; see [`super::head_guard`]).
 //!
 //! The abstract socket has a random name and lives only in the daemon's
 //! network namespace; what it serves is exactly what the TCP port serves
@@ -30,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 
+use super::head_guard::HeadGuard;
 use crate::debug;
 
 /// Concurrent plain connections per listener; more are closed. Each costs
@@ -163,6 +166,7 @@ where
     let (mut br, mut bw) = tokio::io::split(b);
     let (mut abuf, mut bbuf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
     let mut a_open = true;
+    let mut guard = HeadGuard::new();
     loop {
         tokio::select! {
             r = ar.read(&mut abuf), if a_open => match r? {
@@ -170,7 +174,12 @@ where
                     a_open = false;
                     bw.shutdown().await?;
                 }
-                n => bw.write_all(&abuf[..n]).await?,
+                n => {
+                    guard
+                        .feed(&abuf[..n])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    bw.write_all(&abuf[..n]).await?;
+                }
             },
             r = br.read(&mut bbuf) => match r? {
                 0 => break,
@@ -212,6 +221,31 @@ mod tests {
         assert_eq!(back.len(), 100_000);
         writer.await.unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn pump_cuts_a_request_head_that_never_ends() {
+        // tiny_http would buffer all of it, before the API checks auth.
+        let (client, front_a) = tokio::io::duplex(64 * 1024);
+        let (front_b, server) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(pump(front_a, front_b, Duration::from_secs(5)));
+        let (_cr, mut cw) = tokio::io::split(client);
+        let writer = tokio::spawn(async move {
+            let _ = cw.write_all(b"GET / HTTP/1.1\r\nX: ").await;
+            let _ = cw.write_all(&vec![b'a'; 4 << 20]).await;
+        });
+        let r = tokio::time::timeout(Duration::from_secs(5), task).await;
+        let r = r.expect("the pump stops").unwrap();
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let mut got = Vec::new();
+        let (mut sr, _sw) = tokio::io::split(server);
+        let _ = tokio::time::timeout(Duration::from_millis(200), sr.read_to_end(&mut got)).await;
+        assert!(
+            got.len() <= super::super::head_guard::MAX_HEAD,
+            "{}",
+            got.len()
+        );
+        writer.abort();
     }
 
     #[tokio::test]

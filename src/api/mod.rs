@@ -15,6 +15,7 @@ pub mod front;
 #[cfg(test)]
 mod fuzz_tests;
 mod handlers;
+pub mod head_guard;
 mod http;
 pub mod overlay;
 pub mod status;
