@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::api::front::Upgrade;
 use crate::config::{self, Check, HealthdCheck, Level, LogFormat, LogOutput, Logging};
 use crate::health::process::{self, Invocation};
 use crate::health::{self, Context, Outcome, Target, Verdict};
@@ -370,7 +371,7 @@ pub fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    let server = match tiny_http::Server::http(args.listener) {
+    let server = match listen(args.listener) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("betwixt healthd: cannot listen on {}: {e}", args.listener);
@@ -392,9 +393,24 @@ pub fn run(args: Args) -> i32 {
         seen: Mutex::new(HashMap::new()),
     });
     serve(&server, &shared);
+    // tiny_http's drop of a server on an abstract unix socket panics (it
+    // wants a path to connect to): the process is ending, leave it be.
+    std::mem::forget(server);
     // Dropping the runtime cancels running checks; a script's group is
     // killed when its run is dropped.
     0
+}
+
+/// Connections beyond [`MAX_REQUESTS`] still get their 503 from
+/// [`serve`]; past this many the front closes them (each costs a thread).
+const MAX_CONNECTIONS: usize = 4 * MAX_REQUESTS;
+
+/// tiny_http behind the API's TCP front: connections capped and closed
+/// when idle, and a request head over 64 KiB cut (tiny_http buffers a
+/// head of any size: one 300 MiB header line took 300 MiB).
+fn listen(addr: SocketAddr) -> std::io::Result<tiny_http::Server> {
+    let unix = crate::api::front::start_capped(addr, LOG, Upgrade::Plain, MAX_CONNECTIONS)?;
+    tiny_http::Server::from_listener(unix, None).map_err(std::io::Error::other)
 }
 
 /// Resolves with the signal's name on SIGTERM or SIGINT (installed now).

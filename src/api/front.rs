@@ -68,6 +68,18 @@ impl Upgrade {
 /// (named `name`). Returns the unix listener for
 /// `tiny_http::Server::from_listener`.
 pub fn start(bind: SocketAddr, name: &str, upgrade: Upgrade) -> io::Result<UnixListener> {
+    start_capped(bind, name, upgrade, upgrade.max_conns())
+}
+
+/// [`start`] with its own cap on concurrent connections (`betwixt
+/// healthd` answers 503 itself beyond 256 requests in flight, so its front
+/// lets more through).
+pub fn start_capped(
+    bind: SocketAddr,
+    name: &str,
+    upgrade: Upgrade,
+    max_conns: usize,
+) -> io::Result<UnixListener> {
     let tcp = std::net::TcpListener::bind(bind)?;
     tcp.set_nonblocking(true)?;
     let (unix, addr) = private_unix()?;
@@ -81,7 +93,7 @@ pub fn start(bind: SocketAddr, name: &str, upgrade: Upgrade) -> io::Result<UnixL
         .spawn(move || {
             rt.block_on(async move {
                 match TcpListener::from_std(tcp) {
-                    Ok(l) => serve(l, addr, upgrade, &component).await,
+                    Ok(l) => serve(l, addr, upgrade, max_conns, &component).await,
                     Err(e) => crate::error!(&component, "listener: {e}"),
                 }
             })
@@ -106,8 +118,7 @@ fn private_unix() -> io::Result<(UnixListener, UnixAddr)> {
     Err(last.unwrap_or_else(|| io::Error::other("cannot bind a unix socket")))
 }
 
-async fn serve(listener: TcpListener, inner: UnixAddr, upgrade: Upgrade, name: &str) {
-    let max = upgrade.max_conns();
+async fn serve(listener: TcpListener, inner: UnixAddr, upgrade: Upgrade, max: usize, name: &str) {
     let slots = Arc::new(Semaphore::new(max));
     let inner = Arc::new(inner);
     loop {
