@@ -166,6 +166,16 @@ fn fuzz_script_lines() {
 }
 
 #[test]
+fn a_check_url_names_a_host() {
+    for url in ["https://]/", "tcp://]:80", "http://[]/", "icmp://a b"] {
+        assert!(url::parse(url, &url::Options::default()).is_err(), "{url}");
+    }
+    for url in ["https://[::1]/", "tcp://a-b.example:80", "icmp://127.0.0.1"] {
+        assert!(url::parse(url, &url::Options::default()).is_ok(), "{url}");
+    }
+}
+
+#[test]
 fn fuzz_check_urls() {
     let samples = [
         "http://127.0.0.1:8080/health?x=1",

@@ -72,6 +72,20 @@ fn every_prefix_of_a_hello_is_incomplete() {
 }
 
 #[test]
+fn a_server_name_of_dots_is_no_name() {
+    for name in [".", "..."] {
+        assert!(
+            matches!(
+                sni::parse(&hello(name, 4096)),
+                Err(HelloError::Malformed(_))
+            ),
+            "{name}"
+        );
+    }
+    assert_eq!(sni::parse(&hello("A.b.", 4096)), Ok(Some("a.b".into())));
+}
+
+#[test]
 fn fuzz_host_matchers() {
     let samples = [
         "a.example",
