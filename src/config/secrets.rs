@@ -13,8 +13,9 @@
 //!     check's `path`): the password of the user info (or a lone user
 //!     name, usually a token) and every query value ([`mask_url`]);
 //!   - `exec_command` arguments: the value of `NAME=VALUE` / `--NAME=VALUE`
-//!     and the argument after `--NAME` when NAME contains a secret word, and
-//!     URLs as above ([`mask_args`]).
+//!     and the argument after `--NAME` when NAME contains a secret word, a
+//!     shell's `-c` script (like `script_content`), and URLs as above
+//!     ([`mask_args`]).
 //! - **Logs and error messages** name a URL without its user info and
 //!   query ([`url_for_logs`]) and never quote a secret-typed value.
 //! - **Coming back**: a config (file or API body) holding the marker is
@@ -108,10 +109,16 @@ pub fn url_for_logs(url: &str) -> String {
         .to_string()
 }
 
-/// Command arguments for dumps and logs: see the module doc.
+/// Shells whose `-c` argument is an inline script (hidden whole, as
+/// `script_content`).
+const SHELLS: [&str; 7] = ["sh", "bash", "dash", "ash", "zsh", "ksh", "busybox"];
+
+/// Command arguments (program first) for dumps and logs: see the module doc.
 pub fn mask_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
     let mut hide_next = false;
+    let program = args.first().map(|p| p.rsplit('/').next().unwrap_or(p));
+    let shell = program.is_some_and(|p| SHELLS.contains(&p));
     for arg in args {
         let shown = if std::mem::take(&mut hide_next) {
             REDACTED.to_string()
@@ -120,7 +127,7 @@ pub fn mask_args(args: &[String]) -> Vec<String> {
         } else if let Some((name, _)) = arg.split_once('=').filter(|(n, _)| is_secret_name(n)) {
             format!("{name}={REDACTED}")
         } else {
-            hide_next = arg.starts_with('-') && is_secret_name(arg);
+            hide_next = (arg.starts_with('-') && is_secret_name(arg)) || (shell && arg == "-c");
             arg.clone()
         };
         out.push(shown);
@@ -351,6 +358,17 @@ mod tests {
             "/bin/list --token <redacted> --api-key=<redacted> PASSWORD=<redacted> \
              http://u:<redacted>@h/?q=<redacted> --verbose plain"
         );
+        let sh = [
+            "/bin/sh",
+            "-c",
+            "curl -H 'Authorization: Bearer T6' h",
+            "sh",
+            "-c",
+        ];
+        let shown = mask_args(&sh.map(String::from));
+        assert_eq!(shown, ["/bin/sh", "-c", "<redacted>", "sh", "-c"]);
+        let not_sh = ["/usr/bin/tool", "-c", "/etc/tool.conf"].map(String::from);
+        assert_eq!(mask_args(&not_sh), not_sh);
     }
 
     #[test]
