@@ -379,7 +379,7 @@ pub fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    let server = match tiny_http::Server::http(args.listener) {
+    let server = match listen(args.listener) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("betwixt healthd: cannot listen on {}: {e}", args.listener);
@@ -401,9 +401,22 @@ pub fn run(args: Args) -> i32 {
         seen: Mutex::new(HashMap::new()),
     });
     serve(&server, &shared);
+    // tiny_http's `Drop` for a server on an abstract unix socket unwraps
+    // its (absent) path; the process is exiting, so never drop it.
+    std::mem::forget(server);
     // Dropping the runtime cancels running checks; a script's group is
     // killed when its run is dropped.
     0
+}
+
+/// tiny_http behind the API's front (`crate::api::front`): a cap on
+/// connections, an idle timeout, and requests framed before tiny_http
+/// reads them.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tiny_http::Server> {
+    use crate::api::front::{self, Upgrade};
+    // Above MAX_REQUESTS, so that a flood gets 503s rather than resets.
+    let unix = front::start_capped(addr, "healthd", Upgrade::Plain, MAX_REQUESTS + 64)?;
+    tiny_http::Server::from_listener(unix, None).map_err(std::io::Error::other)
 }
 
 /// Resolves with the signal's name on SIGTERM or SIGINT (installed now).
