@@ -223,7 +223,7 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         let (words, limit, ctx) = (words.clone(), args.script_timeout, ctx.clone());
         tasks.push(tokio::spawn(async move {
             let o = script(&words, limit, &ctx).await;
-            (format!("script {}", words.join(" ")), o)
+            (script_name(&words), o)
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
@@ -237,6 +237,15 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         }
     }
     out
+}
+
+/// How a `--script` is named in responses and logs: secret-looking
+/// arguments hidden (`--token <redacted>`, see `config::secrets`).
+fn script_name(words: &[String]) -> String {
+    format!(
+        "script {}",
+        crate::config::secrets::mask_args(words).join(" ")
+    )
 }
 
 /// Run one `--script` once a process slot is free; the group is killed
@@ -534,6 +543,23 @@ mod tests {
                 .iter()
                 .any(|e| e.starts_with("healthd.checks.x.healthcheck.kind")),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn script_names_hide_secret_arguments() {
+        let words = [
+            "/bin/check",
+            "--password",
+            "S1",
+            "--url=http://h/?k=S2",
+            "-v",
+        ]
+        .map(String::from);
+        let name = script_name(&words);
+        assert_eq!(
+            name,
+            "script /bin/check --password <redacted> --url=http://h/?k=<redacted> -v"
         );
     }
 
