@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
-use crate::api::front::Upgrade;
 use crate::config::{self, Check, HealthdCheck, Level, LogFormat, LogOutput, Logging};
 use crate::health::process::{self, Invocation};
 use crate::health::{self, Context, Outcome, Target, Verdict};
@@ -224,7 +223,7 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         let (words, limit, ctx) = (words.clone(), args.script_timeout, ctx.clone());
         tasks.push(tokio::spawn(async move {
             let o = script(&words, limit, &ctx).await;
-            (format!("script {}", words.join(" ")), o)
+            (script_name(&words), o)
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
@@ -238,6 +237,15 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         }
     }
     out
+}
+
+/// How a `--script` is named in responses and logs: secret-looking
+/// arguments hidden (`--token <redacted>`, see `config::secrets`).
+fn script_name(words: &[String]) -> String {
+    format!(
+        "script {}",
+        crate::config::secrets::mask_args(words).join(" ")
+    )
 }
 
 /// Run one `--script` once a process slot is free; the group is killed
@@ -393,23 +401,21 @@ pub fn run(args: Args) -> i32 {
         seen: Mutex::new(HashMap::new()),
     });
     serve(&server, &shared);
-    // tiny_http's drop of a server on an abstract unix socket panics (it
-    // wants a path to connect to): the process is ending, leave it be.
+    // tiny_http's `Drop` for a server on an abstract unix socket unwraps
+    // its (absent) path; the process is exiting, so never drop it.
     std::mem::forget(server);
     // Dropping the runtime cancels running checks; a script's group is
     // killed when its run is dropped.
     0
 }
 
-/// Connections beyond [`MAX_REQUESTS`] still get their 503 from
-/// [`serve`]; past this many the front closes them (each costs a thread).
-const MAX_CONNECTIONS: usize = 4 * MAX_REQUESTS;
-
-/// tiny_http behind the API's TCP front: connections capped and closed
-/// when idle, and a request head over 64 KiB cut (tiny_http buffers a
-/// head of any size: one 300 MiB header line took 300 MiB).
-fn listen(addr: SocketAddr) -> std::io::Result<tiny_http::Server> {
-    let unix = crate::api::front::start_capped(addr, LOG, Upgrade::Plain, MAX_CONNECTIONS)?;
+/// tiny_http behind the API's front (`crate::api::front`): a cap on
+/// connections, an idle timeout, and requests framed before tiny_http
+/// reads them.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tiny_http::Server> {
+    use crate::api::front::{self, Upgrade};
+    // Above MAX_REQUESTS, so that a flood gets 503s rather than resets.
+    let unix = front::start_capped(addr, "healthd", Upgrade::Plain, MAX_REQUESTS + 64)?;
     tiny_http::Server::from_listener(unix, None).map_err(std::io::Error::other)
 }
 
@@ -537,6 +543,23 @@ mod tests {
                 .iter()
                 .any(|e| e.starts_with("healthd.checks.x.healthcheck.kind")),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn script_names_hide_secret_arguments() {
+        let words = [
+            "/bin/check",
+            "--password",
+            "S1",
+            "--url=http://h/?k=S2",
+            "-v",
+        ]
+        .map(String::from);
+        let name = script_name(&words);
+        assert_eq!(
+            name,
+            "script /bin/check --password <redacted> --url=http://h/?k=<redacted> -v"
         );
     }
 

@@ -13,9 +13,7 @@
 //!   [`HANDSHAKE_TIMEOUT`] (a client speaking plain HTTP or stalling is
 //!   closed; the API keeps serving) — see [`super::tls`];
 //! * connects to the unix socket and copies bytes both ways until either
-//!   side closes or nothing moves for [`IDLE_TIMEOUT`]; a request head
-//!   over 64 KiB closes the connection (tiny_http would buffer any size,
-//!   before auth; see [`super::head_guard`]).
+//!   side closes or nothing moves for [`IDLE_TIMEOUT`].
 //!
 //! The abstract socket has a random name and lives only in the daemon's
 //! network namespace; what it serves is exactly what the TCP port serves
@@ -32,7 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 
-use super::head_guard::HeadGuard;
+use super::guard::Guard;
+use super::http::BODY_LIMIT;
 use crate::debug;
 
 /// Concurrent plain connections per listener; more are closed. Each costs
@@ -71,14 +70,13 @@ pub fn start(bind: SocketAddr, name: &str, upgrade: Upgrade) -> io::Result<UnixL
     start_capped(bind, name, upgrade, upgrade.max_conns())
 }
 
-/// [`start`] with its own cap on concurrent connections (`betwixt
-/// healthd` answers 503 itself beyond 256 requests in flight, so its front
-/// lets more through).
+/// [`start`] with at most `max` connections at once instead of the
+/// upgrade's default.
 pub fn start_capped(
     bind: SocketAddr,
     name: &str,
     upgrade: Upgrade,
-    max_conns: usize,
+    max: usize,
 ) -> io::Result<UnixListener> {
     let tcp = std::net::TcpListener::bind(bind)?;
     tcp.set_nonblocking(true)?;
@@ -93,7 +91,7 @@ pub fn start_capped(
         .spawn(move || {
             rt.block_on(async move {
                 match TcpListener::from_std(tcp) {
-                    Ok(l) => serve(l, addr, upgrade, max_conns, &component).await,
+                    Ok(l) => serve(l, addr, upgrade, max, &component).await,
                     Err(e) => crate::error!(&component, "listener: {e}"),
                 }
             })
@@ -167,7 +165,9 @@ fn connect(inner: &UnixAddr) -> io::Result<UnixStream> {
 }
 
 /// Copy both ways until both directions ended or `idle` passes with no
-/// traffic. The client's EOF is passed on as a half-close.
+/// traffic. The client's EOF is passed on as a half-close. What the client
+/// sends goes through a [`Guard`]: a refused request is answered after the
+/// answers already on their way, and the connection closes.
 pub async fn pump<A, B>(a: A, b: B, idle: Duration) -> io::Result<()>
 where
     A: AsyncRead + AsyncWrite,
@@ -176,8 +176,10 @@ where
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
     let (mut abuf, mut bbuf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let mut guard = Guard::new(BODY_LIMIT);
+    let mut framed = Vec::with_capacity(abuf.len());
+    let mut refused = None;
     let mut a_open = true;
-    let mut guard = HeadGuard::new();
     loop {
         tokio::select! {
             r = ar.read(&mut abuf), if a_open => match r? {
@@ -186,10 +188,14 @@ where
                     bw.shutdown().await?;
                 }
                 n => {
-                    guard
-                        .feed(&abuf[..n])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-                    bw.write_all(&abuf[..n]).await?;
+                    framed.clear();
+                    let verdict = guard.feed(&abuf[..n], &mut framed);
+                    bw.write_all(&framed).await?;
+                    if let Err(refusal) = verdict {
+                        refused = Some(refusal);
+                        a_open = false;
+                        bw.shutdown().await?;
+                    }
                 }
             },
             r = br.read(&mut bbuf) => match r? {
@@ -203,6 +209,9 @@ where
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
             }
         }
+    }
+    if let Some(refusal) = refused {
+        aw.write_all(&refusal.response()).await?;
     }
     aw.shutdown().await
 }
@@ -232,31 +241,6 @@ mod tests {
         assert_eq!(back.len(), 100_000);
         writer.await.unwrap();
         task.await.unwrap().unwrap();
-    }
-
-    #[tokio::test]
-    async fn pump_cuts_a_request_head_that_never_ends() {
-        // tiny_http would buffer all of it, before the API checks auth.
-        let (client, front_a) = tokio::io::duplex(64 * 1024);
-        let (front_b, server) = tokio::io::duplex(1 << 20);
-        let task = tokio::spawn(pump(front_a, front_b, Duration::from_secs(5)));
-        let (_cr, mut cw) = tokio::io::split(client);
-        let writer = tokio::spawn(async move {
-            let _ = cw.write_all(b"GET / HTTP/1.1\r\nX: ").await;
-            let _ = cw.write_all(&vec![b'a'; 4 << 20]).await;
-        });
-        let r = tokio::time::timeout(Duration::from_secs(5), task).await;
-        let r = r.expect("the pump stops").unwrap();
-        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::InvalidData);
-        let mut got = Vec::new();
-        let (mut sr, _sw) = tokio::io::split(server);
-        let _ = tokio::time::timeout(Duration::from_millis(200), sr.read_to_end(&mut got)).await;
-        assert!(
-            got.len() <= super::super::head_guard::MAX_HEAD,
-            "{}",
-            got.len()
-        );
-        writer.abort();
     }
 
     #[tokio::test]

@@ -90,7 +90,11 @@ fn post(name: &str, body: &Value) -> bool {
     let super::http::Answer::Text(200, _, text) = dump else {
         panic!("{name:?} {body}: dump failed");
     };
-    if let Err(e) = parse(&text, Format::Toml) {
+    // (Secrets come back as the `<redacted>` mark, which a load refuses
+    // by design; nothing else may fail.)
+    if let Err(e) = parse(&text, Format::Toml)
+        && !e.iter().all(|e| e.message.contains("<redacted>"))
+    {
         panic!("{name:?} {body}: the dump does not load: {e:?}\n{text}");
     }
     if let (Some(raw), Some(cfg)) = (
@@ -126,4 +130,42 @@ fn fuzz_server_bodies() {
     });
     // The mutations leave many bodies valid: the dump check runs.
     assert!(accepted >= 5, "{accepted} accepted");
+}
+
+/// Feed `bytes` to a fresh guard in slices of the given sizes.
+fn guarded(bytes: &[u8], mut size: impl FnMut() -> usize) -> Result<Vec<u8>, u16> {
+    let mut g = super::guard::Guard::new(super::http::BODY_LIMIT);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let n = size().clamp(1, bytes.len() - at);
+        g.feed(&bytes[at..at + n], &mut out).map_err(|r| r.status)?;
+        at += n;
+    }
+    assert!(out.len() <= bytes.len());
+    Ok(out)
+}
+
+#[test]
+fn fuzz_request_framing() {
+    let samples: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /servers/a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"PUT /servers/b HTTP/1.1\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\n{}GET /ping HTTP/1.0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n",
+    ];
+    let mut rng = fuzz::Rng::new(65);
+    fuzz::run("api request framing", 66, 600, samples, |bytes| {
+        let whole = guarded(bytes, || usize::MAX);
+        let most = 1 + rng.below(64);
+        let sliced = guarded(bytes, || 1 + rng.below(most));
+        // Slices pass on a prefix of what the whole passes on (a head is
+        // parsed when a line ends, so a sliced stream may still hold an
+        // unended one), and what the whole takes, slices take.
+        match (&whole, &sliced) {
+            (Ok(a), Ok(b)) => assert!(a.starts_with(b), "{a:?} vs {b:?}"),
+            (Ok(_), Err(_)) => panic!("whole {whole:?} vs sliced {sliced:?}"),
+            (Err(_), _) => {}
+        }
+    });
 }

@@ -14,8 +14,8 @@ pub mod dump;
 pub mod front;
 #[cfg(test)]
 mod fuzz_tests;
+mod guard;
 mod handlers;
-pub mod head_guard;
 mod http;
 pub mod overlay;
 pub mod status;

@@ -22,7 +22,18 @@ pub struct Url {
 
 impl Url {
     pub fn parse(text: &str) -> Result<Url, String> {
-        let bad = |why: &str| format!("{}: {why}", shown(text));
+        // Quoted without user info and query: they may hold secrets. An
+        // `@` left (user info not told apart, as in `htps//u:pass@h/`)
+        // may still be a password: then not quoted at all.
+        let shown = crate::config::secrets::url_for_logs(text);
+        let hide = shown.contains('@');
+        let bad = |why: &str| {
+            if hide {
+                format!("the URL (not shown: it may hold a password): {why}")
+            } else {
+                format!("\"{shown}\": {why}")
+            }
+        };
         let (https, rest) = if let Some(r) = strip_prefix_ci(text, "http://") {
             (false, r)
         } else if let Some(r) = strip_prefix_ci(text, "https://") {
@@ -40,10 +51,10 @@ impl Url {
         let (host, port) = split_authority(authority).map_err(|e| {
             // The detail quotes a piece of the host or port: a password
             // when the user info could not be told apart.
-            if shown_whole(text) {
-                bad(&e)
-            } else {
+            if hide {
                 bad("bad host or port")
+            } else {
+                bad(&e)
             }
         })?;
         let port = port.unwrap_or(if https { 443 } else { 80 });
@@ -134,26 +145,6 @@ pub fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `text` for an error message: without its query and fragment (tokens),
-/// and not at all when it has an `@` (a password in user info that the
-/// caller could not strip, as in `htps//user:pass@host/`): config errors
-/// are logged.
-fn shown(text: &str) -> String {
-    if shown_whole(text) {
-        format!("\"{}\"", without_query(text))
-    } else {
-        "the URL (not shown: it may hold a password)".into()
-    }
-}
-
-fn without_query(text: &str) -> &str {
-    text.split(['?', '#']).next().unwrap_or_default()
-}
-
-fn shown_whole(text: &str) -> bool {
-    !without_query(text).contains('@')
 }
 
 fn strip_prefix_ci<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
@@ -255,6 +246,18 @@ mod tests {
         ];
         for text in bad {
             assert!(Url::parse(text).is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn errors_quote_the_url_without_user_info_or_query() {
+        for text in [
+            "ftp://u:S1@h/x?token=S2",
+            "http://h:x/p?token=S2",
+            "http://h:1/a b?k=S2",
+        ] {
+            let e = Url::parse(text).unwrap_err();
+            assert!(!e.contains("S1") && !e.contains("S2"), "{e}");
         }
     }
 
