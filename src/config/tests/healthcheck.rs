@@ -48,7 +48,7 @@ fn common_keys() {
 #[test]
 fn common_key_errors() {
     let e = errors(&hc(
-        "kind = \"ping\"\ntimeout = \"1\"\ninitial_status = \"up\"\njitter = 101\nport = 0\non_down = \"drop\"\nfast_interval = \"0\"",
+        "kind = \"ping\"\ntimeout = \"1\"\ninitial_status = \"up\"\njitter = 101\nport = 0\non_down = \"drop\"\nfast_interval = \"0\"\nscore_window = 1001",
     ));
     assert_has(&e, "servers.web.healthcheck.interval: required");
     assert!(e.contains(
@@ -59,6 +59,10 @@ fn common_key_errors() {
         "servers.web.healthcheck.initial_status: \"up\" is not one of: healthy, unhealthy",
     );
     assert_has(&e, "servers.web.healthcheck.jitter: a percentage");
+    assert_has(
+        &e,
+        "servers.web.healthcheck.score_window: at most 1000 results (0 = off)",
+    );
     assert_has(&e, "servers.web.healthcheck.port: must be 1-65535");
     assert_has(
         &e,

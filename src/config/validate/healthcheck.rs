@@ -11,6 +11,10 @@ use super::{Ctx, join};
 use crate::config::raw::RawHealthcheck;
 use crate::config::{Check, Healthcheck, OnDown, Protocol};
 
+/// Longest `score_window`: the score is recomputed over the whole window
+/// on every result.
+pub const MAX_SCORE_WINDOW: u32 = 1000;
+
 const KINDS: [(&str, &str); 8] = [
     ("none", "none"),
     ("ping", "ping"),
@@ -144,6 +148,13 @@ fn common(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck, kind: &str) -> Health
     if jitter > 100 {
         ctx.error(&at("jitter"), "a percentage: 0-100");
     }
+    let score_window = raw.score_window.unwrap_or(0);
+    if score_window > MAX_SCORE_WINDOW {
+        ctx.error(
+            &at("score_window"),
+            format!("at most {MAX_SCORE_WINDOW} results (0 = off)"),
+        );
+    }
     let on_down = [("keep", OnDown::Keep), ("close", OnDown::Close)];
     Healthcheck {
         kind: kind.to_string(),
@@ -157,7 +168,7 @@ fn common(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck, kind: &str) -> Health
         fast_interval: optional_interval(ctx, &at("fast_interval"), raw.fast_interval.as_ref()),
         down_interval: optional_interval(ctx, &at("down_interval"), raw.down_interval.as_ref()),
         jitter,
-        score_window: raw.score_window.unwrap_or(0),
+        score_window: score_window.min(MAX_SCORE_WINDOW),
         on_down: choice(
             ctx,
             &at("on_down"),
