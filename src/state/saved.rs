@@ -68,10 +68,14 @@ pub fn decode(bytes: &[u8]) -> Result<Saved, String> {
         .get(..4)
         .and_then(|b| b.try_into().ok())
         .ok_or("truncated")?;
-    let len = u32::from_le_bytes(len_bytes) as usize;
-    let payload = rest.get(4..4 + len).ok_or("truncated")?;
+    // On a 32-bit target `4 + len` can overflow: such a length is truncated.
+    let end = usize::try_from(u32::from_le_bytes(len_bytes))
+        .ok()
+        .and_then(|len| len.checked_add(4))
+        .ok_or("truncated")?;
+    let payload = rest.get(4..end).ok_or("truncated")?;
     let sum: [u8; 8] = rest
-        .get(4 + len..)
+        .get(end..)
         .and_then(|b| b.try_into().ok())
         .ok_or("truncated or trailing bytes")?;
     if u64::from_le_bytes(sum) != fnv1a(payload) {
