@@ -257,6 +257,35 @@ fn reload_changing_bind_moves_the_listener() {
 }
 
 #[test]
+fn server_that_could_not_listen_is_started_by_the_next_reload() {
+    // A reload adds y on a port another process holds: y cannot listen.
+    // Once the port is free, SIGHUP with the same file must start y (the
+    // config did not change, but y is not running).
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let (px, py) = (free_port(), free_port());
+    let x = server_section("x", px, "roundrobin", &[a.line()], "");
+    let y = server_section("y", py, "roundrobin", &[b.line()], "");
+    let bx = Betwixt::start_quiet(&format!("{LOGGING}{x}"), &[px]);
+    let holder = TcpListener::bind(("127.0.0.1", py)).expect("hold the port");
+    let both = format!("{LOGGING}{x}{y}");
+    assert!(bx.reload(&both), "{}", bx.logs());
+    let logs = bx.logs();
+    assert!(
+        logs.contains("not listening: y"),
+        "the reload did not say y is down:\n{logs}"
+    );
+    drop(holder);
+    assert!(bx.reload(&both), "{}", bx.logs());
+    assert!(
+        wait_until(Duration::from_secs(5), || !refused(py)),
+        "y still not listening after the port was freed:\n{}",
+        bx.logs()
+    );
+    assert_eq!(who(py), "B");
+    assert_eq!(who(px), "A", "x was disturbed");
+}
+
+#[test]
 fn removed_server_is_drained_up_to_its_drain_timeout() {
     let (a, b) = (Backend::start("A"), Backend::start("B"));
     let (px, py) = (free_port(), free_port());

@@ -173,7 +173,7 @@ impl Daemon {
         r.stop.send_replace(true);
         info!(
             name,
-            "stopped; draining {} connections",
+            "stopped; draining {} connection(s)",
             r.runtime.tracker.open()
         );
         tokio::spawn(drain(r.runtime, plan.config.drain_timeout));
@@ -214,6 +214,12 @@ impl Daemon {
             }
         };
         let new = loaded.config;
+        // A server that could not listen is configured but not running:
+        // diff it as absent, so that this reload tries to start it again.
+        let running: BTreeMap<String, Server> = (self.config.servers.iter())
+            .filter(|(name, _)| !self.failed.contains_key(*name))
+            .map(|(name, cfg)| (name.clone(), cfg.clone()))
+            .collect();
         self.failed.retain(|name, _| new.servers.contains_key(name));
         if new.logging != self.config.logging
             && let Err(e) = crate::log::configure(&new.logging)
@@ -230,7 +236,7 @@ impl Daemon {
         }
         // Servers stopped for a new listener start again from their plan.
         let mut stopped = BTreeMap::new();
-        for op in diff(&self.config.servers, &new.servers) {
+        for op in diff(&running, &new.servers) {
             match op {
                 Op::Stop(name) => {
                     if let Some(plan) = self.stop(&name) {
@@ -350,7 +356,7 @@ async fn drain(runtime: Arc<ServerRuntime>, timeout: Duration) {
     {
         warn!(
             &runtime.name,
-            "drain timeout: closing {} connections",
+            "drain timeout: closing {} connection(s)",
             runtime.tracker.open()
         );
         runtime.tracker.kill_all();

@@ -130,8 +130,17 @@ pub(super) fn reload(daemon: &mut Daemon, loaded: Reloaded) {
                         return;
                     }
                     daemon.file_raw = loaded.raw.clone();
-                    daemon.apply(merged);
-                    info!("main", "reload applied");
+                    let failed = daemon.apply(merged);
+                    if failed.is_empty() {
+                        info!("main", "reload applied");
+                    } else {
+                        let names: Vec<&str> = failed.keys().map(String::as_str).collect();
+                        error!(
+                            "main",
+                            "reload applied, but not listening: {} (the next SIGHUP tries again)",
+                            names.join(", ")
+                        );
+                    }
                 }
                 Err(errors) => {
                     for e in &errors {
@@ -147,7 +156,7 @@ pub(super) fn reload(daemon: &mut Daemon, loaded: Reloaded) {
             }
             error!(
                 "main",
-                "reload rejected ({} errors); still running the previous config",
+                "reload rejected ({} error(s)); still running the previous config",
                 errors.len()
             );
         }
