@@ -161,8 +161,12 @@ fn json_by_extension_and_by_flag() {
     let (code, out, err) = check(&by_flag, &["-f", "json"]);
     assert_eq!((code, out.contains("configuration OK")), (0, true), "{err}");
     // Without the flag, a non-.json name is read as TOML, which JSON is not.
-    let (code, _, _) = check(&by_flag, &[]);
+    let (code, _, err) = check(&by_flag, &[]);
     assert_eq!(code, 2, "JSON text parsed as TOML should fail");
+    assert!(
+        err.contains("the text reads as JSON: name the file *.json or pass -f json"),
+        "no hint to read it as JSON:\n{err}"
+    );
 }
 
 #[test]
@@ -191,8 +195,12 @@ fn env_vars_are_substituted_with_e() {
     let (code, out, err) = run_cli_env(&["-t", "-e", "-c", &path], &env);
     assert_eq!((code, out.contains("configuration OK")), (0, true), "{err}");
     // Without -e the placeholder stays and the bind address is invalid.
-    let (code, _, _) = run_cli_env(&["-t", "-c", &path], &env);
+    let (code, _, err) = run_cli_env(&["-t", "-c", &path], &env);
     assert_eq!(code, 2, "${{...}} must not be substituted without -e");
+    assert!(
+        err.contains("${BETWIXT_TEST_PORT} was not replaced: environment variables are substituted only with -e"),
+        "no hint that -e is missing:\n{err}"
+    );
 
     let mut b = Betwixt::spawn(&text, "env.toml", &["-e"], |cmd| {
         cmd.env("BETWIXT_TEST_PORT", &port_s);

@@ -78,6 +78,11 @@ pub fn decode(text: &str, format: Format) -> Decoded {
     }
 }
 
+/// True when `text` has no syntax error in `format`.
+pub fn syntax_ok(text: &str, format: Format) -> bool {
+    generic(text, format).is_some()
+}
+
 /// The document as a generic value (`None` on a syntax error).
 fn generic(text: &str, format: Format) -> Option<serde_json::Value> {
     match format {

@@ -33,18 +33,22 @@ impl Source {
     }
 
     fn parse(&self, text: String) -> Result<Loaded, Vec<String>> {
-        let (text, unset) = if self.env_vars {
-            (config::substitute_env(&text), config::unset_env(&text))
+        // Said with the errors: an empty value, or a `${NAME}` left as
+        // written, is often what they are about.
+        let (text, notes) = if self.env_vars {
+            let unset = config::unset_env(&text).into_iter();
+            let notes =
+                unset.map(|n| format!("-e: ${{{n}}} is not set; it was replaced by nothing"));
+            (config::substitute_env(&text), notes.collect())
         } else {
-            (text, Vec::new())
+            let refs = config::env_refs(&text).into_iter();
+            let notes = refs.map(|n| {
+                format!("${{{n}}} was not replaced: environment variables are substituted only with -e (--use-config-env-vars)")
+            });
+            (text, notes.collect::<Vec<_>>())
         };
-        // Said with the errors: an empty value is often what they are about.
         let hint = |mut errors: Vec<String>| {
-            errors.extend(
-                unset
-                    .iter()
-                    .map(|n| format!("-e: ${{{n}}} is not set; it was replaced by nothing")),
-            );
+            errors.extend(notes.iter().cloned());
             errors
         };
         let loaded = config::parse(&text, self.format).map_err(|e| hint(lines(e)))?;

@@ -67,3 +67,30 @@ fn a_syntax_error_still_stops_the_parse() {
     let e = errors("[servers.a]\nbind = 5\nmax_connections = \n");
     assert_eq!(e.len(), 1, "{e:#?}");
 }
+
+#[test]
+fn a_text_in_the_other_format_says_how_to_read_it() {
+    let json = r#"{"servers": {"a": {"bind": ":8080"}}}"#;
+    let e = errors(json);
+    assert_eq!(
+        e.last().map(String::as_str),
+        Some("the text reads as JSON: name the file *.json or pass -f json"),
+        "{e:#?}"
+    );
+    let toml = server("");
+    let e: Vec<String> = parse(&toml, Format::Json)
+        .err()
+        .expect("TOML read as JSON")
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        e.last().map(String::as_str),
+        Some("the text reads as TOML: pass -f toml")
+    );
+    // A plain syntax error, and an empty JSON file, get no such hint.
+    let e = errors("[servers.a\n");
+    assert!(!e.iter().any(|l| l.contains("reads as")), "{e:#?}");
+    let e = parse(" \n", Format::Json).err().expect("empty JSON");
+    assert!(!e.iter().any(|l| l.message.contains("reads as")), "{e:#?}");
+}
