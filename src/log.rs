@@ -28,7 +28,13 @@ pub fn configure(cfg: &Logging) -> std::io::Result<()> {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(p)?,
+                .open(p)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open output {}: {e}", p.display()),
+                    )
+                })?,
         ),
     };
     if let Ok(mut sink) = SINK.lock() {
@@ -38,6 +44,35 @@ pub fn configure(cfg: &Logging) -> std::io::Result<()> {
         });
     }
     LEVEL.store(cfg.level as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether [`configure`] could open the output file (for `betwixt -t`),
+/// without creating or changing anything: an existing file must open for
+/// appending, a new one needs a writable directory.
+pub fn check_output(cfg: &Logging) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let LogOutput::File(path) = &cfg.output else {
+        return Ok(());
+    };
+    let fail =
+        |e: &dyn std::fmt::Display| format!("logging.output: cannot open {}: {e}", path.display());
+    if path.exists() {
+        let file = std::fs::OpenOptions::new().append(true).open(path);
+        return file.map(drop).map_err(|e| fail(&e));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(fail(&format!("{} is not a directory", dir.display())));
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| fail(&e))?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(fail(&std::io::Error::last_os_error()));
+    }
     Ok(())
 }
 

@@ -292,3 +292,36 @@ fn stale_pidfile_does_not_block_start() {
         read_pid(&pidfile) == Some(b.pid())
     }));
 }
+
+#[test]
+fn a_log_file_that_cannot_be_opened_is_named_by_t_and_at_start() {
+    let dir = tmp();
+    let missing = dir.path().join("no-such-dir/betwixt.log");
+    let logging = format!("[logging]\noutput = \"{}\"\n", missing.display());
+    let path = write(
+        dir.path(),
+        "log.toml",
+        &(logging + &valid_toml(free_port())),
+    );
+    let (code, out, err) = check(&path, &[]);
+    assert_eq!(code, 2, "-t passed a log file it cannot open:\n{out}{err}");
+    let line = line_with(&err, "logging.output");
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+    assert!(!missing.parent().unwrap().exists(), "-t created something");
+
+    // A start names the file too (it said only "No such file or directory").
+    let (code, _, err) = run_cli(&["-c", &path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot open output {}", missing.display())),
+        "{err}"
+    );
+
+    // A log file in a writable directory passes, and -t does not create it.
+    let fine = dir.path().join("betwixt.log");
+    let logging = format!("[logging]\noutput = \"{}\"\n", fine.display());
+    let path = write(dir.path(), "ok.toml", &(logging + &valid_toml(free_port())));
+    let (code, out, err) = check(&path, &[]);
+    assert_eq!((code, out.contains("configuration OK")), (0, true), "{err}");
+    assert!(!fine.exists(), "-t created the log file");
+}
