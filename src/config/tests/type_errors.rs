@@ -78,12 +78,10 @@ fn a_text_in_the_other_format_says_how_to_read_it() {
         "{e:#?}"
     );
     let toml = server("");
-    let e: Vec<String> = parse(&toml, Format::Json)
-        .err()
-        .expect("TOML read as JSON")
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let Err(e) = parse(&toml, Format::Json) else {
+        panic!("TOML read as JSON passed");
+    };
+    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
     assert_eq!(
         e.last().map(String::as_str),
         Some("the text reads as TOML: pass -f toml")
@@ -91,6 +89,8 @@ fn a_text_in_the_other_format_says_how_to_read_it() {
     // A plain syntax error, and an empty JSON file, get no such hint.
     let e = errors("[servers.a\n");
     assert!(!e.iter().any(|l| l.contains("reads as")), "{e:#?}");
-    let e = parse(" \n", Format::Json).err().expect("empty JSON");
+    let Err(e) = parse(" \n", Format::Json) else {
+        panic!("an empty JSON text passed");
+    };
     assert!(!e.iter().any(|l| l.message.contains("reads as")), "{e:#?}");
 }
