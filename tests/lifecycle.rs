@@ -364,6 +364,25 @@ fn sigint_exits_at_once() {
 }
 
 #[test]
+fn sigint_during_a_drain_exits_at_once() {
+    // drain_timeout 30 s (the default) and a connection that stays open:
+    // after SIGTERM, SIGINT must still end the process at once.
+    let (_a, port, cfg) = backend_a("");
+    let mut bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut held = open(port, "A");
+    bx.signal(libc::SIGTERM);
+    assert!(
+        bx.wait_log("SIGTERM: draining", Duration::from_secs(5)),
+        "{}",
+        bx.logs()
+    );
+    let (status, took) = exit_on(&mut bx, libc::SIGINT);
+    assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");
+    assert_eq!(status.code(), Some(0), "{}", bx.logs());
+    assert!(closed_without_data(&mut held, Duration::from_secs(2)));
+}
+
+#[test]
 fn client_half_close_passes_through() {
     let (_a, port, cfg) = backend_a("");
     let _bx = Betwixt::start_quiet(&cfg, &[port]);

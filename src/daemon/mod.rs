@@ -4,7 +4,7 @@
 //!   running the old config. Valid: apply [`crate::state::diff::diff`].
 //! - SIGTERM: close listeners, let connections finish up to the largest
 //!   `drain_timeout`, close the rest, exit 0.
-//! - SIGINT: exit at once.
+//! - SIGINT: exit at once, also during a SIGTERM drain.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -409,7 +409,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     for w in &loaded.warnings {
         warn!("config", "{w}");
     }
-    let sigs = match signals::Signals::install() {
+    let mut sigs = match signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             error!("main", "signals: {e}");
@@ -479,15 +479,20 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    match signals::signals(&mut daemon, &source, &mut commands, sigs).await {
+    match signals::signals(&mut daemon, &source, &mut commands, &mut sigs).await {
         Ok(Exit::Graceful) => {
             info!("main", "SIGTERM: draining");
             refuse_commands(&mut commands);
-            daemon.shutdown().await;
-            info!("main", "exit");
+            tokio::select! {
+                _ = daemon.shutdown() => info!("main", "exit"),
+                _ = sigs.int.recv() => info!("main", "SIGINT: exit without waiting for the drain"),
+            }
             0
         }
-        Ok(Exit::Now) => 0,
+        Ok(Exit::Now) => {
+            info!("main", "SIGINT: exit");
+            0
+        }
         Err(e) => {
             error!("main", "signals: {e}");
             1

@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 pub(super) struct Signals {
     hup: Signal,
     term: Signal,
-    int: Signal,
+    /// Also read during a drain: SIGINT ends it at once.
+    pub(super) int: Signal,
 }
 
 impl Signals {
@@ -27,13 +28,9 @@ pub(super) async fn signals(
     daemon: &mut Daemon,
     source: &Source,
     commands: &mut mpsc::Receiver<api::Command>,
-    sigs: Signals,
+    sigs: &mut Signals,
 ) -> io::Result<Exit> {
-    let Signals {
-        mut hup,
-        mut term,
-        mut int,
-    } = sigs;
+    let Signals { hup, term, int } = sigs;
     let mut ticker = tokio::time::interval(RATE_WINDOW);
     let mut last = Instant::now();
     let mut updates = daemon.discovery.take_updates();
