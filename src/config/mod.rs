@@ -92,6 +92,9 @@ fn format_hint(text: &str, format: Format) -> Option<ConfigError> {
 }
 
 pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
+    // A byte-order mark (some editors write one): the TOML parser skips it,
+    // the JSON one stops at it with "expected value (line 1, column 1)".
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let decoded = load::decode(text, format);
     let mut ctx = validate::Ctx::default();
     keys::classify(&decoded.ignored, &mut ctx.errors, &mut ctx.warnings);

@@ -94,3 +94,11 @@ fn a_text_in_the_other_format_says_how_to_read_it() {
     };
     assert!(!e.iter().any(|l| l.message.contains("reads as")), "{e:#?}");
 }
+
+#[test]
+fn a_byte_order_mark_is_skipped_in_both_formats() {
+    let json = "\u{feff}{\"servers\": {}}";
+    assert!(parse(json, Format::Json).is_ok(), "JSON with a BOM");
+    let toml = format!("\u{feff}{}", server(""));
+    assert!(parse(&toml, Format::Toml).is_ok(), "TOML with a BOM");
+}
