@@ -342,6 +342,19 @@ fn udp_needs_a_way_to_end_sessions() {
 }
 
 #[test]
+fn server_max_connections_on_udp_is_warned_about() {
+    let udp = ok(&server(
+        "protocol = \"udp\"\nclient_idle_timeout = \"10s\"\nmax_connections = 5",
+    ));
+    assert_warned(
+        &udp,
+        "servers.web.max_connections: ignored for protocol \"udp\"",
+    );
+    let tcp = ok(&server("max_connections = 5"));
+    assert!(tcp.warnings.is_empty(), "{:#?}", tcp.warnings);
+}
+
+#[test]
 fn proxy_protocol_rules() {
     let text = format!(
         "{}[servers.web.proxy_protocol]\nversion = \"2\"\n",
