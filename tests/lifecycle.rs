@@ -364,6 +364,39 @@ fn sigint_exits_at_once() {
 }
 
 #[test]
+fn sigterm_waits_for_a_server_a_reload_removed() {
+    // x is removed by a reload while a connection is open (drain_timeout
+    // 30 s): a SIGTERM that follows must let that connection finish too.
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let (px, py) = (free_port(), free_port());
+    let x = server_section("x", px, "roundrobin", &[a.line()], "");
+    let y = server_section("y", py, "roundrobin", &[b.line()], "");
+    let mut bx = Betwixt::start_quiet(&format!("{LOGGING}{x}{y}"), &[px, py]);
+    let mut held = open(px, "A");
+    assert!(bx.reload(&format!("{LOGGING}{y}")), "{}", bx.logs());
+    bx.signal(libc::SIGTERM);
+    assert!(
+        bx.wait_log("SIGTERM: draining", Duration::from_secs(5)),
+        "{}",
+        bx.logs()
+    );
+    assert!(
+        bx.wait_exit(Duration::from_millis(500)).is_none(),
+        "exited while a removed server's connection was still open:\n{}",
+        bx.logs()
+    );
+    assert!(
+        echo_ok(&mut held, b"still here\n"),
+        "connection cut by SIGTERM"
+    );
+    assert_eq!(exchange(&mut held, b""), b"");
+    let status = bx
+        .wait_exit(Duration::from_secs(3))
+        .expect("no exit after the last connection closed");
+    assert_eq!(status.code(), Some(0), "{}", bx.logs());
+}
+
+#[test]
 fn sigint_during_a_drain_exits_at_once() {
     // drain_timeout 30 s (the default) and a connection that stays open:
     // after SIGTERM, SIGINT must still end the process at once.

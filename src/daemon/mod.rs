@@ -76,6 +76,9 @@ struct Daemon {
     /// as they appear), and what was last written.
     restore: Option<Saved>,
     written: Saved,
+    /// Drains of servers stopped by a reload or the API: SIGTERM waits for
+    /// them too, each up to its own deadline.
+    draining: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -176,7 +179,8 @@ impl Daemon {
             "stopped; draining {} connection(s)",
             r.runtime.tracker.open()
         );
-        tokio::spawn(drain(r.runtime, plan.config.drain_timeout));
+        self.draining.retain(|d| !d.is_finished());
+        (self.draining).push(tokio::spawn(drain(r.runtime, plan.config.drain_timeout)));
         Some(plan)
     }
 
@@ -315,7 +319,7 @@ impl Daemon {
     /// SIGTERM: stop accepting, wait for connections up to the drain timeout.
     async fn shutdown(mut self) {
         let names: Vec<String> = self.servers.keys().cloned().collect();
-        let mut waits = Vec::new();
+        let mut waits = std::mem::take(&mut self.draining);
         for name in names {
             if let Some(r) = self.servers.remove(&name) {
                 r.stop.send_replace(true);
@@ -433,6 +437,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         written: restore.clone().unwrap_or_default(),
         restore,
         discovery: Discovery::default(),
+        draining: Vec::new(),
     };
     for (name, cfg) in &effective.config.servers {
         let contexts = match Contexts::build(cfg) {
