@@ -197,6 +197,7 @@ fn decode_toml(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
         let (segs, path) = (segs(e.path()), path_string(e.path()));
         let inner = e.into_inner();
         let mut message = inner.message().trim_end().to_string();
+        duration_hint(&segs, &mut message);
         if let Some(span) = inner.span() {
             let (line, column) = line_column(text, span.start);
             message.push_str(&format!(" (line {line}, column {column})"));
@@ -211,7 +212,9 @@ fn decode_json(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
     let de = serde_ignored::Deserializer::new(&mut json, &mut callback);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let (segs, path) = (segs(e.path()), path_string(e.path()));
-        (segs, json_error(path, e.inner()))
+        let mut error = json_error(path, e.inner());
+        duration_hint(&segs, &mut error.message);
+        (segs, error)
     })?;
     json.end()
         .map_err(|e| (Vec::new(), json_error(String::new(), &e)))?;
@@ -226,6 +229,22 @@ fn json_error(path: String, e: &serde_json::Error) -> ConfigError {
         _ => text,
     };
     ConfigError { path, message }
+}
+
+/// A number where a duration goes (`timeout = 5`): say how to write one.
+/// Every `*timeout`, `*interval` and `state_max_age` key is a duration.
+fn duration_hint(path: &[Seg], message: &mut String) {
+    let Some(Seg::Key(key)) = path.last() else {
+        return;
+    };
+    let duration = key.ends_with("timeout") || key.ends_with("interval") || key == "state_max_age";
+    let number = message.starts_with("invalid type: integer")
+        || message.starts_with("invalid type: floating point");
+    let expected = "expected a string";
+    if duration && number && message.contains(expected) {
+        let hint = format!("{expected} (a duration with a unit, e.g. \"5s\" or \"500ms\")");
+        *message = message.replacen(expected, &hint, 1);
+    }
 }
 
 /// The known part of an error's path (a syntax error inside a map ends in

@@ -102,3 +102,20 @@ fn a_byte_order_mark_is_skipped_in_both_formats() {
     let toml = format!("\u{feff}{}", server(""));
     assert!(parse(&toml, Format::Toml).is_ok(), "TOML with a BOM");
 }
+
+#[test]
+fn a_number_for_a_duration_says_how_to_write_one() {
+    let hint = "expected a string (a duration with a unit, e.g. \"5s\" or \"500ms\")";
+    let e = errors(&server("client_idle_timeout = 5\ndrain_timeout = 1.5"));
+    assert!(e.iter().all(|l| l.contains(hint)), "{e:#?}");
+    assert_eq!(e.len(), 2, "{e:#?}");
+    let json = r#"{"servers": {"a": {"bind": ":8080", "backend_idle_timeout": 5,
+        "discovery": {"kind": "static", "static_list": ["10.0.0.1:80"]}}}}"#;
+    let Err(e) = parse(json, Format::Json) else {
+        panic!("a number for a duration passed");
+    };
+    assert!(e[0].message.contains(hint), "{e:#?}");
+    // Other string keys keep serde's message alone.
+    let e = errors(&server("balance = 5"));
+    assert!(!e.iter().any(|l| l.contains("duration")), "{e:#?}");
+}
