@@ -197,7 +197,7 @@ fn decode_toml(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
         let (segs, path) = (segs(e.path()), path_string(e.path()));
         let inner = e.into_inner();
         let mut message = inner.message().trim_end().to_string();
-        duration_hint(&segs, &mut message);
+        number_hint(&segs, &mut message);
         if let Some(span) = inner.span() {
             let (line, column) = line_column(text, span.start);
             message.push_str(&format!(" (line {line}, column {column})"));
@@ -213,7 +213,7 @@ fn decode_json(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let (segs, path) = (segs(e.path()), path_string(e.path()));
         let mut error = json_error(path, e.inner());
-        duration_hint(&segs, &mut error.message);
+        number_hint(&segs, &mut error.message);
         (segs, error)
     })?;
     json.end()
@@ -231,19 +231,29 @@ fn json_error(path: String, e: &serde_json::Error) -> ConfigError {
     ConfigError { path, message }
 }
 
-/// A number where a duration goes (`timeout = 5`): say how to write one.
+/// A number where a string goes that holds one: a duration (`timeout = 5`)
+/// or the PROXY protocol version (`version = 2`): say how to write it.
 /// Every `*timeout`, `*interval` and `state_max_age` key is a duration.
-fn duration_hint(path: &[Seg], message: &mut String) {
+fn number_hint(path: &[Seg], message: &mut String) {
     let Some(Seg::Key(key)) = path.last() else {
         return;
     };
-    let duration = key.ends_with("timeout") || key.ends_with("interval") || key == "state_max_age";
+    let parent = match path.len() {
+        2.. => &path[path.len() - 2],
+        _ => &Seg::Index(0),
+    };
+    let hint = if key.ends_with("timeout") || key.ends_with("interval") || key == "state_max_age" {
+        "a duration with a unit, e.g. \"5s\" or \"500ms\""
+    } else if key == "version" && *parent == Seg::Key("proxy_protocol".into()) {
+        "write \"1\" or \"2\" in quotes"
+    } else {
+        return;
+    };
     let number = message.starts_with("invalid type: integer")
         || message.starts_with("invalid type: floating point");
     let expected = "expected a string";
-    if duration && number && message.contains(expected) {
-        let hint = format!("{expected} (a duration with a unit, e.g. \"5s\" or \"500ms\")");
-        *message = message.replacen(expected, &hint, 1);
+    if number && message.contains(expected) {
+        *message = message.replacen(expected, &format!("{expected} ({hint})"), 1);
     }
 }
 

@@ -115,6 +115,14 @@ fn a_number_for_a_duration_says_how_to_write_one() {
         panic!("a number for a duration passed");
     };
     assert!(e[0].message.contains(hint), "{e:#?}");
+    let e = errors(&format!(
+        "{}[servers.web.proxy_protocol]\nversion = 2\n",
+        server("")
+    ));
+    assert!(
+        e[0].contains("expected a string (write \"1\" or \"2\" in quotes)"),
+        "{e:#?}"
+    );
     // Other string keys keep serde's message alone.
     let e = errors(&server("balance = 5"));
     assert!(!e.iter().any(|l| l.contains("duration")), "{e:#?}");
