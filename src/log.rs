@@ -106,7 +106,11 @@ pub fn write(level: Level, component: &str, message: std::fmt::Arguments<'_>) {
             json_str(component),
             json_str(&message.to_string())
         ),
-        _ => format!("{stamp} [{}] ({component}): {message}\n", level_name(level)),
+        _ => format!(
+            "{stamp} [{}] ({component}): {}\n",
+            level_name(level),
+            one_line(&message.to_string())
+        ),
     };
     match guard.as_mut() {
         Some(sink) => {
@@ -117,6 +121,24 @@ pub fn write(level: Level, component: &str, message: std::fmt::Arguments<'_>) {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
+}
+
+/// A text-format message as one line: line breaks and other control
+/// characters (in an HTTP error body, a script's output...) are escaped, so
+/// a record is always one line and no text from outside can forge another.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(|c| c.is_control() && c != '\t') {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 fn json_str(s: &str) -> String {
@@ -236,6 +258,15 @@ mod tests {
         assert_eq!(t.pass(6_000, 5_000), None);
         assert_eq!(skipped_note(0), "");
         assert_eq!(skipped_note(2), " (2 more since the last such line)");
+    }
+
+    #[test]
+    fn text_records_are_one_line() {
+        assert_eq!(one_line("plain\ttext é"), "plain\ttext é");
+        assert_eq!(
+            one_line("404: <html>\r\n2026-01-01 [ERROR] (x): forged\u{1b}[0m"),
+            "404: <html>\\r\\n2026-01-01 [ERROR] (x): forged\\u{1b}[0m"
+        );
     }
 
     #[test]
