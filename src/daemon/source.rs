@@ -24,12 +24,24 @@ impl Source {
         self.parse(text)
     }
 
-    /// [`Self::load`] inside the runtime (SIGHUP).
+    /// [`Self::load`] inside the runtime (SIGHUP). Reading the file and
+    /// parsing (which resolves host names in `bind`s, a blocking
+    /// getaddrinfo) run on the blocking pool: on a single-CPU box the
+    /// runtime has one thread, and a slow file system or resolver would
+    /// stall every connection meanwhile.
     pub async fn load_async(&self) -> Result<Loaded, Vec<String>> {
-        match &self.remote {
-            Some(r) => self.parse(r.fetch().await.map_err(|e| vec![e])?),
-            None => self.load(),
-        }
+        let text = match &self.remote {
+            Some(r) => Some(r.fetch().await.map_err(|e| vec![e])?),
+            None => None,
+        };
+        let source = self.clone();
+        let work = move || match text {
+            Some(text) => source.parse(text),
+            None => source.load(),
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("reading the config failed: {e}")]))
     }
 
     fn parse(&self, text: String) -> Result<Loaded, Vec<String>> {
