@@ -300,6 +300,18 @@ fn connect_failure_retries_another_backend() {
 }
 
 #[test]
+fn a_failed_connect_is_not_called_no_backend_available() {
+    // The only backend refuses: the log says so, not that there was none.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (b, port) = start("roundrobin", std::slice::from_ref(&dead), "");
+    let mut s = connect(port);
+    assert!(closed_without_data(&mut s, Duration::from_secs(3)));
+    let failed = format!("connect to {dead} failed");
+    assert!(b.wait_log(&failed, Duration::from_secs(5)), "{}", b.logs());
+    assert!(!b.logs().contains("no backend available"), "{}", b.logs());
+}
+
+#[test]
 fn access_rules_allow_only_listed_sources() {
     let bs = backends();
     let extra = "[servers.test.access]\ndefault = \"deny\"\nrules = [\"allow 127.0.0.2\"]\n";

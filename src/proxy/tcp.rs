@@ -201,7 +201,11 @@ where
     let mut tried = Vec::new();
     for _ in 0..=plan.config.backend_connection_retries {
         let Some(elected) = plan.elect_sni(peer.ip(), &tried, host) else {
-            no_backend(plan, server, peer, host);
+            // After failed connects (each logged) there was a backend: only
+            // none left to try, which "no backend available" would deny.
+            if tried.is_empty() {
+                no_backend(plan, server, peer, host);
+            }
             return None;
         };
         let b = &plan.backends[elected.index];
