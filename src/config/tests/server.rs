@@ -355,6 +355,20 @@ fn server_max_connections_on_udp_is_warned_about() {
 }
 
 #[test]
+fn backend_sni_without_an_sni_section_is_warned_about() {
+    let text = server("").replace(
+        "\"10.0.0.1:80\"",
+        "\"10.0.0.1:80\", \"10.0.0.2:80 sni=a.example\"",
+    );
+    assert_warned(
+        &ok(&text),
+        "servers.web.discovery.static_list[1]: sni= does nothing without a [servers.web.sni] section",
+    );
+    let with = format!("{text}[servers.web.sni]\n");
+    assert!(ok(&with).warnings.is_empty(), "{:#?}", ok(&with).warnings);
+}
+
+#[test]
 fn proxy_protocol_rules() {
     let text = format!(
         "{}[servers.web.proxy_protocol]\nversion = \"2\"\n",
