@@ -223,7 +223,7 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         let (words, limit, ctx) = (words.clone(), args.script_timeout, ctx.clone());
         tasks.push(tokio::spawn(async move {
             let o = script(&words, limit, &ctx).await;
-            (format!("script {}", words.join(" ")), o)
+            (script_name(&words), o)
         }));
     }
     let mut out = Vec::with_capacity(tasks.len());
@@ -237,6 +237,15 @@ async fn evaluate(args: &Args, ctx: &Context) -> Results {
         }
     }
     out
+}
+
+/// How a `--script` is named in responses and logs: secret-looking
+/// arguments hidden (`--token <redacted>`, see `config::secrets`).
+fn script_name(words: &[String]) -> String {
+    format!(
+        "script {}",
+        crate::config::secrets::mask_args(words).join(" ")
+    )
 }
 
 /// Run one `--script` once a process slot is free; the group is killed
@@ -370,7 +379,7 @@ pub fn run(args: Args) -> i32 {
             return 1;
         }
     };
-    let server = match tiny_http::Server::http(args.listener) {
+    let server = match listen(args.listener) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("betwixt healthd: cannot listen on {}: {e}", args.listener);
@@ -392,9 +401,22 @@ pub fn run(args: Args) -> i32 {
         seen: Mutex::new(HashMap::new()),
     });
     serve(&server, &shared);
+    // tiny_http's `Drop` for a server on an abstract unix socket unwraps
+    // its (absent) path; the process is exiting, so never drop it.
+    std::mem::forget(server);
     // Dropping the runtime cancels running checks; a script's group is
     // killed when its run is dropped.
     0
+}
+
+/// tiny_http behind the API's front (`crate::api::front`): a cap on
+/// connections, an idle timeout, and requests framed before tiny_http
+/// reads them.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tiny_http::Server> {
+    use crate::api::front::{self, Upgrade};
+    // Above MAX_REQUESTS, so that a flood gets 503s rather than resets.
+    let unix = front::start_capped(addr, "healthd", Upgrade::Plain, MAX_REQUESTS + 64)?;
+    tiny_http::Server::from_listener(unix, None).map_err(std::io::Error::other)
 }
 
 /// Resolves with the signal's name on SIGTERM or SIGINT (installed now).
@@ -521,6 +543,23 @@ mod tests {
                 .iter()
                 .any(|e| e.starts_with("healthd.checks.x.healthcheck.kind")),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn script_names_hide_secret_arguments() {
+        let words = [
+            "/bin/check",
+            "--password",
+            "S1",
+            "--url=http://h/?k=S2",
+            "-v",
+        ]
+        .map(String::from);
+        let name = script_name(&words);
+        assert_eq!(
+            name,
+            "script /bin/check --password <redacted> --url=http://h/?k=<redacted> -v"
         );
     }
 

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::http::{json, request};
+use common::http::{json, raw, request};
 use common::*;
 
 const AUTH: Option<&str> = Some("admin:pw");
@@ -150,6 +150,46 @@ fn clients_that_stall_their_body_do_not_block_the_api() {
     assert_eq!(request(metrics, "GET", "/metrics", None, b"").0, 200);
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     drop(stalled);
+}
+
+#[test]
+fn absurd_or_chunked_bodies_are_refused_and_the_daemon_lives() {
+    let b = Backend::start("one");
+    let (mut bx, api, metrics) = start_with_metrics(&b.line());
+    // tiny_http alone allocated the declared length when it drained an
+    // unread body, and the process aborted (no credentials needed).
+    for port in [api, metrics] {
+        let answer = raw(
+            port,
+            b"POST /servers/x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999\r\n\r\nabc",
+        );
+        assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+        assert!(
+            answer.contains("body larger than 1048576 bytes"),
+            "{answer}"
+        );
+    }
+    // A request before the refused one on the same connection is answered
+    // first; a chunked body is refused with 411.
+    let answer = raw(
+        api,
+        b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /servers/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    );
+    let (first, second) = answer.split_once("\r\n\r\nOK").expect(&answer);
+    assert!(first.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        second.contains("HTTP/1.1 411 Length Required\r\n"),
+        "{answer}"
+    );
+    assert_eq!(
+        bx.wait_exit(Duration::from_millis(50)),
+        None,
+        "{}",
+        bx.logs()
+    );
+    assert_eq!(request(api, "GET", "/ping", None, b""), (200, "OK".into()));
+    assert_eq!(names(api), ["web"]);
 }
 
 #[test]

@@ -190,6 +190,22 @@ fn a_failing_check_gives_504() {
 }
 
 #[test]
+fn a_request_declaring_a_huge_body_gets_413_and_healthd_lives() {
+    let b = Backend::start("one");
+    let port = free_port();
+    let mut h = Healthd::start(port, &["--port", &b.line().replace("127.0.0.1:", "")]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999\r\n\r\nab")
+        .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413 "), "{answer}");
+    assert_eq!(h.wait_exit(Duration::from_millis(50)), None, "{}", h.logs());
+    assert_eq!(get(port).0, 200, "{}", h.logs());
+}
+
+#[test]
 fn a_hung_script_times_out_as_a_group() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hang.sh");

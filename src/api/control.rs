@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::overlay::{Overlay, errors_json, merge};
 use super::{Op, Reply};
-use crate::config::raw::RawConfig;
+use crate::config::raw::{RawConfig, RawServer};
 use crate::config::{Config, ConfigError, Loaded};
 use crate::health::runner::unix_ms;
 use crate::metrics::view::admin_label;
@@ -41,9 +41,13 @@ pub fn execute(ctl: &mut impl Control, op: Op) -> Reply {
             }
             change(ctl, &name, Some(body))
         }
-        Op::Replace { name, body } => {
+        Op::Replace { name, mut body } => {
             if !ctl.config().servers.contains_key(&name) {
                 return Reply::error(404, format!("no server {name}"));
+            }
+            // A section read from /servers and sent back keeps its secrets.
+            if let Some(current) = current_section(ctl, &name) {
+                crate::config::secrets::restore(&mut body, &current);
             }
             change(ctl, &name, Some(body))
         }
@@ -127,6 +131,15 @@ fn change(ctl: &mut impl Control, name: &str, entry: Option<Value>) -> Reply {
         }
     }
     Reply::error(409, why)
+}
+
+/// The section `name` runs with: the API's (as posted) or the file's.
+fn current_section(ctl: &mut impl Control, name: &str) -> Option<RawServer> {
+    match ctl.overlay_mut().get(name) {
+        Some(Some(v)) => serde_json::from_value(v.clone()).ok(),
+        Some(None) => None,
+        None => ctl.file_raw().servers.as_ref()?.get(name).cloned(),
+    }
 }
 
 /// Why `server.bind` cannot be listened on with its protocol, if it cannot.
@@ -345,6 +358,59 @@ mod tests {
         let r = execute(&mut ctl, Op::Delete { name: "web".into() });
         assert_eq!(r.status, 409, "{r:?}");
         assert!(ctl.overlay.is_empty(), "{:?}", ctl.overlay);
+    }
+
+    /// What a client reads from `/servers/NAME` for the overlay's `name`.
+    fn shown(ctl: &Fake, name: &str) -> Value {
+        let raw: RawServer = serde_json::from_value(ctl.overlay[name].clone().unwrap()).unwrap();
+        super::super::dump::filled(&raw, &ctl.loaded.config.servers[name])
+    }
+
+    #[test]
+    fn a_section_sent_back_keeps_its_secrets_and_a_copy_is_refused() {
+        let mut ctl = Fake::new();
+        let mut b = body(&free(), "tcp");
+        b["healthcheck"] = json!({
+            "kind": "webhook", "interval": "2s", "timeout": "1s",
+            "webhook_url": "http://127.0.0.1:1/hook?token=S1",
+        });
+        assert_eq!(execute(&mut ctl, create("h", b)).status, 200);
+        let mut read = shown(&ctl, "h");
+        assert_eq!(
+            read["healthcheck"]["webhook_url"],
+            "http://127.0.0.1:1/hook?token=<redacted>"
+        );
+        read["balance"] = "roundrobin".into();
+        let put = Op::Replace {
+            name: "h".into(),
+            body: read.clone(),
+        };
+        let r = execute(&mut ctl, put);
+        assert_eq!(r.status, 200, "{r:?}");
+        let kept = ctl.overlay["h"].clone().unwrap();
+        assert_eq!(
+            kept["healthcheck"]["webhook_url"],
+            "http://127.0.0.1:1/hook?token=S1"
+        );
+        assert_eq!(kept["balance"], "roundrobin");
+        // A new server has no secret to keep: the mark is refused by name.
+        read["bind"] = free().into();
+        let r = execute(&mut ctl, create("copy", read.clone()));
+        assert_eq!(r.status, 400, "{r:?}");
+        assert_eq!(
+            r.body["errors"][0]["field"], "servers.copy.healthcheck.webhook_url",
+            "{r:?}"
+        );
+        // A changed value with the mark in it is not the current secret.
+        read["healthcheck"]["webhook_url"] = "http://127.0.0.1:2/hook?token=<redacted>".into();
+        let r = execute(
+            &mut ctl,
+            Op::Replace {
+                name: "h".into(),
+                body: read,
+            },
+        );
+        assert_eq!(r.status, 400, "{r:?}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `/dump` and the server objects of `/servers`: the effective config as
-//! written, defaults filled in, secrets replaced. Pure code.
+//! written, defaults filled in, secrets hidden (`config::secrets`). Pure code.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -9,19 +9,7 @@ use super::http::Answer;
 use crate::config::Server;
 use crate::config::raw::{RawConfig, RawServer};
 
-/// What a secret is replaced with in dumps.
-pub const REDACTED: &str = "<redacted>";
-
-/// Words that mark a header's value as a credential (`Authorization`,
-/// `X-Auth-Token`, `X-Vault-Token`, `X-API-Key`, `Cookie`, ...).
-const SECRET_HEADER_WORDS: [&str; 7] = [
-    "auth", "token", "key", "cookie", "secret", "passw", "session",
-];
-
-fn is_secret_header(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    SECRET_HEADER_WORDS.iter().any(|w| name.contains(w))
-}
+pub use crate::config::secrets::{REDACTED, redact};
 
 /// `GET /dump?format=toml|json` (default toml; unknown -> 500 as gobetween).
 pub fn dump(raw: &RawConfig, format: Option<String>) -> Answer {
@@ -36,56 +24,12 @@ pub fn dump(raw: &RawConfig, format: Option<String>) -> Answer {
     }
 }
 
-/// A copy with every secret replaced by [`REDACTED`]: the API password,
-/// discovery credentials and credential headers of http checks.
-pub fn redact(raw: &RawConfig) -> RawConfig {
-    let mut raw = raw.clone();
-    let hide = |s: &mut Option<String>| {
-        if s.is_some() {
-            *s = Some(REDACTED.into());
-        }
-    };
-    if let Some(auth) = raw.api.as_mut().and_then(|a| a.basic_auth.as_mut()) {
-        hide(&mut auth.password);
-    }
-    for s in raw.servers.iter_mut().flat_map(|m| m.values_mut()) {
-        redact_server(s, hide);
-    }
-    raw
-}
-
-fn redact_server(s: &mut RawServer, hide: impl Fn(&mut Option<String>)) {
-    if let Some(d) = s.discovery.as_mut() {
-        hide(&mut d.consul_auth_password);
-        hide(&mut d.consul_acl_token);
-        hide(&mut d.lxd_server_remote_password);
-        for url in [&mut d.json_endpoint, &mut d.plaintext_endpoint] {
-            if let Some(u) = url.as_mut() {
-                *u = crate::discovery::web::mask_password(u, REDACTED);
-            }
-        }
-    }
-    if let Some(headers) = s.healthcheck.as_mut().and_then(|h| h.headers.as_mut()) {
-        for (name, value) in headers.iter_mut() {
-            if is_secret_header(name) {
-                *value = REDACTED.into();
-            }
-        }
-    }
-}
-
 /// gobetween's server object: the section as written with the defaults the
-/// daemon applied filled in; secrets redacted. POSTing it back is valid.
+/// daemon applied filled in; secrets redacted. POSTing it back is valid
+/// when it holds no secret; `PUT` keeps the secrets behind unchanged marks.
 pub fn filled(raw: &RawServer, s: &Server) -> Value {
-    let mut one = RawConfig {
-        servers: Some([(String::new(), raw.clone())].into()),
-        ..Default::default()
-    };
-    one = redact(&one);
-    let raw = one
-        .servers
-        .and_then(|mut m| m.remove(""))
-        .unwrap_or_default();
+    let mut raw = raw.clone();
+    crate::config::secrets::redact_server(&mut raw);
     let mut v = serde_json::to_value(&raw).unwrap_or_else(|_| json!({}));
     let dur = |d: Option<Duration>| json!(d.map_or("0".to_string(), go_duration));
     let defaults = [
@@ -242,13 +186,76 @@ timeout = "1s"
     }
 
     #[test]
-    fn toml_dump_loads_back() {
+    fn toml_dump_loads_back_and_its_marks_are_refused() {
         let loaded = parse(CONFIG, Format::Toml).unwrap();
+        let Answer::Text(_, _, text) = dump(&loaded.raw, None) else {
+            panic!()
+        };
+        let errors = parse(&text, Format::Toml).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].path, "api.basic_auth.password");
+        let no_api = CONFIG.replace(
+            "[api.basic_auth]\nlogin = \"admin\"\npassword = \"hunter2\"",
+            "",
+        );
+        let loaded = parse(&no_api, Format::Toml).unwrap();
         let Answer::Text(_, _, text) = dump(&loaded.raw, None) else {
             panic!()
         };
         let again = parse(&text, Format::Toml).unwrap();
         assert_eq!(again.config.servers, loaded.config.servers);
+    }
+
+    #[test]
+    fn every_secret_kind_is_hidden_in_both_formats() {
+        let text = format!(
+            "{CONFIG}[servers.s]\nbind = \"127.0.0.1:3002\"\n\
+             [servers.s.discovery]\nkind = \"exec\"\n\
+             exec_command = [\"/bin/list\", \"--token\", \"S1\", \"http://127.0.0.1:9/x?key=S2\"]\n\
+             [servers.s.healthcheck]\nkind = \"webhook\"\ninterval = \"2s\"\ntimeout = \"1s\"\n\
+             webhook_url = \"http://127.0.0.1:9/hook?token=S4\"\n\
+             [servers.c]\nbind = \"127.0.0.1:3003\"\n\
+             [servers.c.discovery]\nkind = \"consul\"\nconsul_host = \"127.0.0.1:8500\"\n\
+             consul_service_name = \"x\"\nconsul_acl_token = \"S5\"\n\
+             consul_auth_username = \"u\"\nconsul_auth_password = \"S6\"\n\
+             [servers.c.healthcheck]\nkind = \"probe\"\ninterval = \"2s\"\ntimeout = \"1s\"\n\
+             probe_protocol = \"tcp\"\nprobe_send = \"AUTH S7\\\\r\\\\n\"\nprobe_recv = \"+OK\"\n\
+             [servers.p]\nbind = \"127.0.0.1:3004\"\n\
+             [servers.p.discovery]\nkind = \"plaintext\"\n\
+             plaintext_endpoint = \"http://u:S3@127.0.0.1:9/list?access_token=S8\"\n\
+             [servers.p.healthcheck]\nkind = \"script\"\ninterval = \"2s\"\ntimeout = \"1s\"\n\
+             script_content = \"curl -H 'X-Token: S9' http://127.0.0.1:9/\"\n\
+             [servers.h]\nbind = \"127.0.0.1:3005\"\n\
+             [servers.h.discovery]\nkind = \"static\"\nstatic_list = [\"127.0.0.1:8000\"]\n\
+             [servers.h.healthcheck]\nkind = \"http\"\ninterval = \"2s\"\ntimeout = \"1s\"\n\
+             path = \"/health?key=S10\"\n"
+        );
+        let loaded = parse(&text, Format::Toml).unwrap_or_else(|e| panic!("{e:?}"));
+        for format in ["toml", "json"] {
+            let shown = match dump(&loaded.raw, Some(format.into())) {
+                Answer::Text(200, _, t) => t,
+                Answer::Json(200, v) => v.to_string(),
+                other => panic!("{other:?}"),
+            };
+            for n in 1..=10 {
+                assert!(!shown.contains(&format!("S{n}\\")), "S{n} in {shown}");
+                assert!(!shown.contains(&format!("S{n}\"")), "S{n} in {shown}");
+                assert!(!shown.contains(&format!("S{n}'")), "S{n} in {shown}");
+            }
+            for kept in [
+                "/bin/list",
+                "127.0.0.1:9/hook",
+                "access_token=",
+                "/health?key=",
+            ] {
+                assert!(shown.contains(kept), "{kept} missing: {shown}");
+            }
+        }
+        for (name, rt) in &loaded.config.servers {
+            let raw = &loaded.raw.servers.as_ref().unwrap()[name];
+            let v = filled(raw, rt).to_string();
+            assert!(!(1..=10).any(|n| v.contains(&format!("S{n}\""))), "{v}");
+        }
     }
 
     #[test]

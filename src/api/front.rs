@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::Semaphore;
 
+use super::guard::Guard;
+use super::http::BODY_LIMIT;
 use crate::debug;
 
 /// Concurrent plain connections per listener; more are closed. Each costs
@@ -65,6 +67,17 @@ impl Upgrade {
 /// (named `name`). Returns the unix listener for
 /// `tiny_http::Server::from_listener`.
 pub fn start(bind: SocketAddr, name: &str, upgrade: Upgrade) -> io::Result<UnixListener> {
+    start_capped(bind, name, upgrade, upgrade.max_conns())
+}
+
+/// [`start`] with at most `max` connections at once instead of the
+/// upgrade's default.
+pub fn start_capped(
+    bind: SocketAddr,
+    name: &str,
+    upgrade: Upgrade,
+    max: usize,
+) -> io::Result<UnixListener> {
     let tcp = std::net::TcpListener::bind(bind)?;
     tcp.set_nonblocking(true)?;
     let (unix, addr) = private_unix()?;
@@ -78,7 +91,7 @@ pub fn start(bind: SocketAddr, name: &str, upgrade: Upgrade) -> io::Result<UnixL
         .spawn(move || {
             rt.block_on(async move {
                 match TcpListener::from_std(tcp) {
-                    Ok(l) => serve(l, addr, upgrade, &component).await,
+                    Ok(l) => serve(l, addr, upgrade, max, &component).await,
                     Err(e) => crate::error!(&component, "listener: {e}"),
                 }
             })
@@ -103,8 +116,7 @@ fn private_unix() -> io::Result<(UnixListener, UnixAddr)> {
     Err(last.unwrap_or_else(|| io::Error::other("cannot bind a unix socket")))
 }
 
-async fn serve(listener: TcpListener, inner: UnixAddr, upgrade: Upgrade, name: &str) {
-    let max = upgrade.max_conns();
+async fn serve(listener: TcpListener, inner: UnixAddr, upgrade: Upgrade, max: usize, name: &str) {
     let slots = Arc::new(Semaphore::new(max));
     let inner = Arc::new(inner);
     loop {
@@ -153,7 +165,9 @@ fn connect(inner: &UnixAddr) -> io::Result<UnixStream> {
 }
 
 /// Copy both ways until both directions ended or `idle` passes with no
-/// traffic. The client's EOF is passed on as a half-close.
+/// traffic. The client's EOF is passed on as a half-close. What the client
+/// sends goes through a [`Guard`]: a refused request is answered after the
+/// answers already on their way, and the connection closes.
 pub async fn pump<A, B>(a: A, b: B, idle: Duration) -> io::Result<()>
 where
     A: AsyncRead + AsyncWrite,
@@ -162,6 +176,9 @@ where
     let (mut ar, mut aw) = tokio::io::split(a);
     let (mut br, mut bw) = tokio::io::split(b);
     let (mut abuf, mut bbuf) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let mut guard = Guard::new(BODY_LIMIT);
+    let mut framed = Vec::with_capacity(abuf.len());
+    let mut refused = None;
     let mut a_open = true;
     loop {
         tokio::select! {
@@ -170,7 +187,16 @@ where
                     a_open = false;
                     bw.shutdown().await?;
                 }
-                n => bw.write_all(&abuf[..n]).await?,
+                n => {
+                    framed.clear();
+                    let verdict = guard.feed(&abuf[..n], &mut framed);
+                    bw.write_all(&framed).await?;
+                    if let Err(refusal) = verdict {
+                        refused = Some(refusal);
+                        a_open = false;
+                        bw.shutdown().await?;
+                    }
+                }
             },
             r = br.read(&mut bbuf) => match r? {
                 0 => break,
@@ -183,6 +209,9 @@ where
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle"));
             }
         }
+    }
+    if let Some(refusal) = refused {
+        aw.write_all(&refusal.response()).await?;
     }
     aw.shutdown().await
 }

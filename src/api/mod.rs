@@ -12,6 +12,7 @@ pub mod auth;
 pub mod control;
 pub mod dump;
 pub mod front;
+mod guard;
 mod handlers;
 mod http;
 pub mod overlay;

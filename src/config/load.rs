@@ -196,7 +196,7 @@ fn decode_toml(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
     serde_path_to_error::deserialize(de).map_err(|e| {
         let (segs, path) = (segs(e.path()), path_string(e.path()));
         let inner = e.into_inner();
-        let mut message = inner.message().trim_end().to_string();
+        let mut message = super::secrets::scrub_message(&path, inner.message().trim_end());
         number_hint(&segs, &mut message);
         if let Some(span) = inner.span() {
             let (line, column) = line_column(text, span.start);
@@ -228,6 +228,7 @@ fn json_error(path: String, e: &serde_json::Error) -> ConfigError {
         Some(m) if e.line() > 0 => format!("{m} (line {}, column {})", e.line(), e.column()),
         _ => text,
     };
+    let message = super::secrets::scrub_message(&path, &message);
     ConfigError { path, message }
 }
 

@@ -7,6 +7,7 @@ mod env;
 mod keys;
 mod load;
 pub mod raw;
+pub mod secrets;
 mod shape;
 mod types;
 mod unescape;
@@ -104,6 +105,7 @@ pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
         return Err(ctx.errors);
     };
     let config = validate::build(&raw, &mut ctx);
+    ctx.errors.extend(secrets::marker_errors(&raw));
     if !decoded.errors.is_empty() {
         // Keys removed after a type error are absent from `raw`, not wrong:
         // drop what validation says of them and of the sections holding them.

@@ -54,15 +54,16 @@ impl Consul {
 /// `https://`; without a scheme, `tls` (`consul_tls_enabled`, `-s https`)
 /// decides. `http://` while TLS is asked for is an error.
 pub fn split_host(host: &str, tls: bool) -> Result<(bool, &str), String> {
+    let shown = crate::config::secrets::url_for_logs(host);
     match host.split_once("://") {
         None => Ok((tls, host)),
         Some(("https", rest)) => Ok((true, rest)),
         Some(("http", rest)) if !tls => Ok((false, rest)),
         Some(("http", _)) => Err(format!(
-            "\"{host}\": http:// but TLS is enabled (write https:// or no scheme)"
+            "\"{shown}\": http:// but TLS is enabled (write https:// or no scheme)"
         )),
         Some((scheme, _)) => Err(format!(
-            "\"{host}\": unknown scheme {scheme}:// (use host:port, http:// or https://)"
+            "\"{shown}\": unknown scheme {scheme}:// (use host:port, http:// or https://)"
         )),
     }
 }

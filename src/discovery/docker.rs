@@ -47,7 +47,8 @@ impl Endpoint {
             .iter()
             .find_map(|p| text.strip_prefix(p))
             .ok_or_else(|| {
-                format!("docker_endpoint \"{text}\": use unix://PATH or tcp://HOST:PORT")
+                let shown = crate::config::secrets::url_for_logs(text);
+                format!("docker_endpoint \"{shown}\": use unix://PATH or tcp://HOST:PORT")
             })?;
         let authority = rest.split('/').next().unwrap_or_default();
         let url = crate::http::Url::parse(&format!("http://{authority}"))?;

@@ -111,20 +111,7 @@ fn check(what: &str, resp: http::Response) -> Result<Vec<u8>, String> {
 /// A URL without its user info and its query (which may carry
 /// passwords and tokens), for logs.
 pub fn redact(url: &str) -> String {
-    let (plain, _) = user_info(url);
-    plain.split('?').next().unwrap_or_default().to_string()
-}
-
-/// `url` with the password of its user info, if any, replaced by `mask`
-/// (for dumps of the config).
-pub fn mask_password(url: &str, mask: &str) -> String {
-    match user_info(url) {
-        (plain, Some((name, password))) if !password.is_empty() => {
-            let start = plain.find("://").map_or(0, |i| i + 3);
-            format!("{}{name}:{mask}@{}", &plain[..start], &plain[start..])
-        }
-        _ => url.to_string(),
-    }
+    crate::config::secrets::url_for_logs(url)
 }
 
 /// `url` without `user:password@`, and the (percent-decoded) user and
@@ -179,8 +166,6 @@ mod tests {
         );
         assert_eq!(user_info("http://h:1").0, "http://h:1");
         assert_eq!(redact("http://lb:secret@h/x?token=t"), "http://h/x");
-        assert_eq!(mask_password("http://lb:s@h/x", "***"), "http://lb:***@h/x");
-        assert_eq!(mask_password("http://h/x", "***"), "http://h/x");
     }
 
     #[test]

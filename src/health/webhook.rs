@@ -6,6 +6,7 @@
 
 use super::{Cause, Outcome, Target};
 use crate::config::WebhookMethod;
+use crate::config::secrets::url_for_logs;
 use crate::http::{self, Limit, Request, Url};
 
 /// Most body bytes read from the webhook.
@@ -19,7 +20,8 @@ pub async fn check(url: &str, method: WebhookMethod, target: &Target) -> Outcome
     let req = request(&url, method, target);
     match http::fetch(&url, &req, None, Limit::Truncate(BODY_CAP)).await {
         Ok(resp) => judge(resp.status),
-        Err(e) => super::http::failed(&url.to_string(), e),
+        // The query may carry a token: reports and logs name the URL without it.
+        Err(e) => super::http::failed(&url_for_logs(&url.to_string()), e),
     }
 }
 
@@ -104,6 +106,21 @@ mod tests {
             &Target::new("a b&c", 1),
         );
         assert_eq!(odd.target, "/?ip=a%20b%26c&port=1");
+    }
+
+    #[tokio::test]
+    async fn a_failure_does_not_show_the_query() {
+        // Port 1 on loopback: refused at once.
+        let t = Target::new("127.0.0.1", 80);
+        let o = check(
+            "http://127.0.0.1:1/hook?token=SECRET",
+            WebhookMethod::Post,
+            &t,
+        )
+        .await;
+        assert_eq!(o.verdict, super::super::Verdict::Fail);
+        assert!(!o.detail.contains("SECRET"), "{}", o.detail);
+        assert!(o.detail.contains("127.0.0.1:1/hook"), "{}", o.detail);
     }
 
     #[test]

@@ -22,7 +22,9 @@ pub struct Url {
 
 impl Url {
     pub fn parse(text: &str) -> Result<Url, String> {
-        let bad = |why: &str| format!("\"{text}\": {why}");
+        // Quoted without user info and query: they may hold secrets.
+        let shown = crate::config::secrets::url_for_logs(text);
+        let bad = |why: &str| format!("\"{shown}\": {why}");
         let (https, rest) = if let Some(r) = strip_prefix_ci(text, "http://") {
             (false, r)
         } else if let Some(r) = strip_prefix_ci(text, "https://") {
@@ -227,6 +229,18 @@ mod tests {
         ];
         for text in bad {
             assert!(Url::parse(text).is_err(), "{text:?} accepted");
+        }
+    }
+
+    #[test]
+    fn errors_quote_the_url_without_user_info_or_query() {
+        for text in [
+            "ftp://u:S1@h/x?token=S2",
+            "http://h:x/p?token=S2",
+            "http://h:1/a b?k=S2",
+        ] {
+            let e = Url::parse(text).unwrap_err();
+            assert!(!e.contains("S1") && !e.contains("S2"), "{e}");
         }
     }
 

@@ -341,7 +341,8 @@ impl Lot {
         let _ = ctl(&self.epoll, libc::EPOLL_CTL_DEL, p.client.as_raw_fd(), 0);
         let _ = ctl(&self.epoll, libc::EPOLL_CTL_DEL, p.backend.as_raw_fd(), 0);
         let runtime = p.runtime.clone();
-        drop(runtime.spawn(session::resume(p)));
+        // Boxed for the same reason as a new connection's task (`tcp::serve`).
+        drop(runtime.spawn(Box::pin(session::resume(p))));
     }
 
     /// Close the entries whose time has come; the next sweep is due at the

@@ -72,13 +72,16 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 backoff = Duration::ZERO;
                 let guard = server.tracker.enter();
-                tokio::spawn(handle(
+                // Boxed: the task then holds a pointer, not the whole state
+                // machine (several KB), which tokio copies on every stage
+                // change of the task (three per connection).
+                tokio::spawn(Box::pin(handle(
                     stream,
                     peer,
                     Arc::clone(&server),
                     Arc::clone(&edge),
                     guard,
-                ));
+                )));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);

@@ -393,14 +393,15 @@ fn open(
     lock(table).insert(session.key(), Arc::clone(&session));
     let limits = Limits::of(&plan.config, udp);
     let guard = server.tracker.enter();
-    tokio::spawn(run(
+    // Boxed for the same reason as a TCP connection's task (`tcp::serve`).
+    tokio::spawn(Box::pin(run(
         Arc::clone(&session),
         Arc::clone(server),
         Arc::clone(listener),
         Arc::clone(table),
         limits,
         (slot, guard),
-    ));
+    )));
     Some(session)
 }
 

@@ -5,6 +5,7 @@ use super::globals::cert_pair;
 use super::values::{choice, host_port};
 use super::{Ctx, join};
 use crate::config::raw::RawDiscovery;
+use crate::config::secrets::url_for_logs;
 
 pub fn srv(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
     require_host_port(
@@ -131,7 +132,8 @@ pub fn consul(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
     let tls = raw.consul_tls_enabled == Some(true);
     if let Some(host) = require(ctx, base, "consul_host", "consul", raw.consul_host.as_ref())
         && let Err(e) = crate::discovery::consul::split_host(host, tls).and_then(|(_, rest)| {
-            host_port(rest).map_err(|_| format!("\"{host}\": expected \"host:port\""))
+            host_port(rest)
+                .map_err(|_| format!("\"{}\": expected \"host:port\"", url_for_logs(host)))
         })
     {
         ctx.error(&join(base, "consul_host"), e);
@@ -167,7 +169,10 @@ pub fn lxd(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
     {
         ctx.error(
             &join(base, "lxd_server_address"),
-            format!("\"{a}\" must start with \"unix:\" or \"https:\""),
+            format!(
+                "\"{}\" must start with \"unix:\" or \"https:\"",
+                url_for_logs(a)
+            ),
         );
     }
     // gobetween's lxc-client remote management; betwixt reads existing

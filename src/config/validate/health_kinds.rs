@@ -178,7 +178,8 @@ fn http(ctx: &mut Ctx, base: &str, raw: &RawHealthcheck) -> HttpCheck {
         .filter(|p| !p.is_empty())
         .unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
-        ctx.error(&at("path"), format!("\"{path}\" must start with \"/\""));
+        let shown = crate::config::secrets::url_for_logs(&path);
+        ctx.error(&at("path"), format!("\"{shown}\" must start with \"/\""));
     }
     let method = raw
         .method
