@@ -400,6 +400,10 @@ fn check_pidfile(path: &std::path::Path) -> Result<(), String> {
 }
 
 #[cfg(test)]
+#[path = "cli_fuzz_tests.rs"]
+mod fuzz_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -19,6 +19,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod discovery;
+#[cfg(test)]
+pub mod fuzz;
 pub mod health;
 pub mod healthd;
 pub mod http;

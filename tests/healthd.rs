@@ -173,6 +173,22 @@ fn singleflight_shares_evaluations() {
     );
 }
 
+/// tiny_http buffers a request head of any size before healthd sees the
+/// request: one endless header line grew the process by its length.
+#[test]
+fn a_request_head_that_never_ends_is_cut() {
+    let closed = free_port().to_string();
+    let port = free_port();
+    let _h = Healthd::start(port, &["--port", &closed]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nX: ").unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let sent = (0..256).take_while(|_| s.write_all(&chunk).is_ok()).count();
+    assert!(sent < 256, "256 MiB of one header line were taken in");
+    assert_eq!(get(port).0, 504, "healthd still answers");
+}
+
 #[test]
 fn a_failing_check_gives_504() {
     let closed = free_port().to_string();

@@ -12,6 +12,8 @@ pub mod auth;
 pub mod control;
 pub mod dump;
 pub mod front;
+#[cfg(test)]
+mod fuzz_tests;
 mod guard;
 mod handlers;
 mod http;

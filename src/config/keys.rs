@@ -60,10 +60,14 @@ fn unknown_message(key: &str, valid: &[&str]) -> String {
 /// The closest valid key, if it is close enough to be a likely typo.
 pub fn suggest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
     let lower = key.to_ascii_lowercase().replace('-', "_");
-    let limit = (key.chars().count() / 3).clamp(1, 3);
+    let len = key.chars().count();
+    let limit = (len / 3).clamp(1, 3);
     valid
         .iter()
         .filter(|v| !NOT_SUGGESTED.contains(v))
+        // The distance is at least the difference in length: skip the
+        // O(len^2) comparison for keys that cannot be close (a long key).
+        .filter(|v| len.abs_diff(v.chars().count()) <= limit)
         .map(|v| (edit_distance(&lower, v), *v))
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)

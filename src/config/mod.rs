@@ -18,6 +18,8 @@ pub use types::*;
 pub use unescape::unescape;
 pub use validate::globals::LOG_LEVELS;
 pub use validate::tls::cipher_code;
+#[cfg(test)]
+pub use validate::values::NO_LOOKUP;
 pub use validate::values::not_one_of;
 
 use std::fmt;

@@ -91,38 +91,39 @@ pub fn headers(
 
 /// Parse a `/v1/health/service` answer (pure).
 pub fn parse(body: &[u8]) -> Result<Listing, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Array(entries) = value else {
-        return Err("expected a JSON array of health entries".into());
-    };
     let mut listing = Listing::default();
-    for (i, entry) in entries.iter().enumerate() {
-        let service = &entry["Service"];
-        let address = service["Address"]
-            .as_str()
-            .filter(|a| !a.is_empty())
-            .or_else(|| entry["Node"]["Address"].as_str())
-            .filter(|a| !a.is_empty());
-        let port = service["Port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0);
-        let (Some(address), Some(port)) = (address, port) else {
-            listing
-                .warnings
-                .push(format!("entry {i}: no address or port; skipped"));
-            continue;
-        };
-        let sni = service["Tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .find_map(|t| t.strip_prefix("sni="))
-            .unwrap_or_default();
-        listing.specs.push(BackendSpec::new(address, port, sni));
-    }
+    let not_array = "expected a JSON array of health entries";
+    super::json::each_element(body, not_array, |i, entry| {
+        entry_spec(&mut listing, i, &entry);
+        Ok(())
+    })?;
     Ok(listing)
+}
+
+/// The backend of one health entry, or a warning.
+fn entry_spec(listing: &mut Listing, i: usize, entry: &Value) {
+    let service = &entry["Service"];
+    let address = service["Address"]
+        .as_str()
+        .filter(|a| !a.is_empty())
+        .or_else(|| entry["Node"]["Address"].as_str())
+        .filter(|a| !a.is_empty());
+    let port = service["Port"]
+        .as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0);
+    let (Some(address), Some(port)) = (address, port) else {
+        listing.warn(|| format!("entry {i}: no address or port; skipped"));
+        return;
+    };
+    let sni = service["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find_map(|t| t.strip_prefix("sni="))
+        .unwrap_or_default();
+    listing.specs.push(BackendSpec::new(address, port, sni));
 }
 
 /// Percent-encode everything but RFC 3986 unreserved characters.

@@ -134,10 +134,12 @@ impl Docker {
                 .filter(|p| p["PublicPort"].as_u64().is_some_and(|n| n > 0))
                 .collect();
             if mappings.is_empty() {
-                listing.warnings.push(format!(
-                    "container {name} publishes no host port for private port {}; skipped",
-                    self.private_port
-                ));
+                listing.warn(|| {
+                    format!(
+                        "container {name} publishes no host port for private port {}; skipped",
+                        self.private_port
+                    )
+                });
                 continue;
             }
             for m in mappings {

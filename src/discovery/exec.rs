@@ -47,8 +47,7 @@ impl Exec {
         }
         let text = String::from_utf8(done.stdout)
             .map_err(|_| format!("{program}: output is not UTF-8"))?;
-        let (specs, warnings) = parse_lines(&text);
-        lines_result(Listing { specs, warnings })
+        lines_result(parse_lines(&text))
     }
 }
 

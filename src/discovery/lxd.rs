@@ -107,9 +107,7 @@ impl Lxd {
             }
             match self.backend(c, &config) {
                 Ok(spec) => listing.specs.push(spec),
-                Err(e) => listing
-                    .warnings
-                    .push(format!("container {name}: {e}; skipped")),
+                Err(e) => listing.warn(|| format!("container {name}: {e}; skipped")),
             }
         }
         Ok(listing)

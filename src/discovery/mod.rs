@@ -11,6 +11,8 @@
 pub mod consul;
 pub mod docker;
 pub mod exec;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod json;
 pub mod lxd;
 pub mod plaintext;
@@ -109,11 +111,22 @@ pub fn check_host(host: &str) -> Result<(), String> {
     }
 }
 
-/// What one successful fetch found, and what it skipped (one message each).
+/// What one successful fetch found, and what it skipped: one message each
+/// for the first [`policy::MAX_KEPT`], a count for the rest (a body of
+/// millions of bad lines must not become millions of strings).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Listing {
     pub specs: Vec<BackendSpec>,
     pub warnings: Vec<String>,
+    /// Warnings past [`policy::MAX_KEPT`], counted only.
+    pub more_warnings: usize,
+}
+
+impl Listing {
+    /// Note a skipped entry; `why` is only formatted while it is kept.
+    pub fn warn(&mut self, why: impl FnOnce() -> String) {
+        policy::note(&mut self.warnings, &mut self.more_warnings, why);
+    }
 }
 
 /// A configured dynamic source.

@@ -43,8 +43,7 @@ impl Plaintext {
     /// Parse a body (pure).
     pub fn parse(&self, text: &str) -> Listing {
         let Some(re) = &self.pattern else {
-            let (specs, warnings) = parse_lines(text);
-            return Listing { specs, warnings };
+            return parse_lines(text);
         };
         let mut listing = Listing::default();
         for (n, line) in text.lines().enumerate() {
@@ -54,9 +53,7 @@ impl Plaintext {
             }
             match by_regex(re, line) {
                 Ok(spec) => listing.specs.push(spec),
-                Err(e) => listing
-                    .warnings
-                    .push(format!("line {}: {e}; skipped", n + 1)),
+                Err(e) => listing.warn(|| format!("line {}: {e}; skipped", n + 1)),
             }
         }
         listing

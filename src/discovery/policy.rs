@@ -57,21 +57,34 @@ pub fn step(
 /// change. A host that is neither an IP literal nor a host name is dropped
 /// too ([`super::check_host`]). Returns the list and one message per
 /// dropped entry.
-pub fn canonical(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>) {
+pub fn canonical(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>, usize) {
     let mut seen = HashSet::new();
-    let mut dropped = Vec::new();
+    let (mut dropped, mut more) = (Vec::new(), 0);
     let mut out = Vec::with_capacity(list.len());
     for spec in list {
         if let Err(e) = super::check_host(&spec.host) {
-            dropped.push(format!("backend skipped: {e}"));
+            note(&mut dropped, &mut more, || format!("backend skipped: {e}"));
         } else if seen.insert(spec.key()) {
             out.push(spec);
         } else {
-            dropped.push(format!("duplicate backend {} ignored", spec.key()));
+            let why = || format!("duplicate backend {} ignored", spec.key());
+            note(&mut dropped, &mut more, why);
         }
     }
     out.sort_by_cached_key(BackendSpec::key);
-    (out, dropped)
+    (out, dropped, more)
+}
+
+/// Warnings kept per fetch; more are counted, not kept.
+pub const MAX_KEPT: usize = 100;
+
+/// Keep `why` while fewer than [`MAX_KEPT`] are kept, else count it.
+pub fn note(warnings: &mut Vec<String>, more: &mut usize, why: impl FnOnce() -> String) {
+    if warnings.len() < MAX_KEPT {
+        warnings.push(why());
+    } else {
+        *more = more.saturating_add(1);
+    }
 }
 
 /// A line-format answer as the result of a fetch. When no line is a
@@ -83,7 +96,7 @@ pub fn lines_result(listing: Listing) -> Result<Listing, String> {
     match listing.warnings.first() {
         Some(first) if listing.specs.is_empty() => Err(format!(
             "no line is a backend ({} skipped; {})",
-            listing.warnings.len(),
+            listing.warnings.len() + listing.more_warnings,
             cut(first)
         )),
         _ => Ok(listing),
@@ -95,12 +108,16 @@ pub const MAX_LOGGED: usize = 10;
 /// Most characters of one logged warning.
 pub const MAX_CHARS: usize = 240;
 
-/// The log lines for a fetch's warnings: the first [`MAX_LOGGED`], each
-/// cut to [`MAX_CHARS`], then how many more there were.
-pub fn to_log(warnings: &[String]) -> Vec<String> {
+/// The log lines for a fetch's warnings (and `more` only counted): the
+/// first [`MAX_LOGGED`], each cut to [`MAX_CHARS`], then how many more.
+pub fn to_log(warnings: &[String], more: usize) -> Vec<String> {
     let mut out: Vec<String> = warnings.iter().take(MAX_LOGGED).map(|w| cut(w)).collect();
-    if warnings.len() > MAX_LOGGED {
-        out.push(format!("and {} more skipped", warnings.len() - MAX_LOGGED));
+    let left = warnings
+        .len()
+        .saturating_sub(MAX_LOGGED)
+        .saturating_add(more);
+    if left > 0 {
+        out.push(format!("and {left} more skipped"));
     }
     out
 }
@@ -115,19 +132,18 @@ pub fn cut(text: &str) -> String {
 
 /// Parse text in the backend line format, one backend per line; blank
 /// lines are skipped, bad ones reported (the fetch still succeeds).
-pub fn parse_lines(text: &str) -> (Vec<BackendSpec>, Vec<String>) {
-    let mut specs = Vec::new();
-    let mut bad = Vec::new();
+pub fn parse_lines(text: &str) -> Listing {
+    let mut listing = Listing::default();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match super::static_list::parse_line(line) {
-            Ok(spec) => specs.push(spec),
-            Err(e) => bad.push(format!("line {}: {e}; skipped", n + 1)),
+            Ok(spec) => listing.specs.push(spec),
+            Err(e) => listing.warn(|| format!("line {}: {e}; skipped", n + 1)),
         }
     }
-    (specs, bad)
+    listing
 }
 
 /// A run of failed fetches logs its first failure, each failure whose
@@ -234,7 +250,7 @@ mod tests {
 
     #[test]
     fn canonical_keeps_first() {
-        let (out, dropped) = canonical(list(&["a:1 weight=3", "b:1", "a:1"]));
+        let (out, dropped, _) = canonical(list(&["a:1 weight=3", "b:1", "a:1"]));
         assert_eq!(out, list(&["a:1 weight=3", "b:1"]));
         assert_eq!(dropped.len(), 1);
     }
@@ -243,7 +259,7 @@ mod tests {
     fn canonical_skips_hosts_that_are_not_addresses_or_names() {
         let mut specs = list(&["a:1", "b:1"]);
         specs[1].host = "127.0.0.1 evil".into();
-        let (out, dropped) = canonical(specs);
+        let (out, dropped, _) = canonical(specs);
         assert_eq!(out, list(&["a:1"]));
         assert_eq!(
             dropped,
@@ -255,8 +271,8 @@ mod tests {
     /// must not count as a change at every fetch.
     #[test]
     fn reordered_list_is_no_change() {
-        let (first, _) = canonical(list(&["b:1", "a:1 weight=2", "c:1"]));
-        let (again, _) = canonical(list(&["c:1", "b:1", "a:1 weight=2"]));
+        let (first, ..) = canonical(list(&["b:1", "a:1 weight=2", "c:1"]));
+        let (again, ..) = canonical(list(&["c:1", "b:1", "a:1 weight=2"]));
         let s = step(FailPolicy::KeepLast, MIN, Ok(again), Some(&first));
         assert_eq!(s.send, None, "the same backends in another order");
     }
@@ -266,15 +282,15 @@ mod tests {
     #[test]
     fn logged_warnings_are_bounded() {
         let many: Vec<String> = (0..20_000).map(|i| format!("line {i}: bad")).collect();
-        let shown = to_log(&many);
+        let shown = to_log(&many, 5);
         assert_eq!(shown.len(), MAX_LOGGED + 1);
         assert_eq!(shown[0], "line 0: bad");
-        assert_eq!(shown[MAX_LOGGED], "and 19990 more skipped");
+        assert_eq!(shown[MAX_LOGGED], "and 19995 more skipped");
         let huge = vec![format!(
             "line 1: `{}`: expected host:port",
             "é".repeat(1 << 20)
         )];
-        let shown = to_log(&huge);
+        let shown = to_log(&huge, 0);
         assert_eq!(shown.len(), 1);
         assert!(
             shown[0].chars().count() <= MAX_CHARS + 1,
@@ -282,14 +298,14 @@ mod tests {
             shown[0].len()
         );
         assert!(shown[0].ends_with('…'));
-        assert_eq!(to_log(&many[..2]), many[..2].to_vec());
+        assert_eq!(to_log(&many[..2], 0), many[..2].to_vec());
     }
 
     #[test]
     fn lines_skip_blank_and_report_bad() {
-        let (specs, bad) = parse_lines("a:1\n\n  \nnope\nb:2 weight=4\r\n");
-        assert_eq!(specs, list(&["a:1", "b:2 weight=4"]));
-        assert_eq!(bad.len(), 1);
-        assert!(bad[0].starts_with("line 4:"), "{bad:?}");
+        let l = parse_lines("a:1\n\n  \nnope\nb:2 weight=4\r\n");
+        assert_eq!(l.specs, list(&["a:1", "b:2 weight=4"]));
+        assert_eq!(l.warnings.len(), 1);
+        assert!(l.warnings[0].starts_with("line 4:"), "{:?}", l.warnings);
     }
 }

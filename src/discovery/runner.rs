@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 
-use super::policy::{FailureLog, canonical, step, to_log};
+use super::policy::{self, FailureLog, canonical, step, to_log};
 use super::{BackendSpec, Fetcher, Listing};
 use crate::config::{Discovery, FailPolicy};
 use crate::{debug, info, warn};
@@ -127,21 +127,25 @@ impl Worker {
     async fn run(mut self) {
         let mut last: Option<Vec<BackendSpec>> = self.serving.take();
         let name = self.server.as_str();
-        let mut last_warnings: Vec<String> = Vec::new();
+        let mut last_warnings: (Vec<String>, usize) = (Vec::new(), 0);
         let (mut failures, started) = (FailureLog::default(), std::time::Instant::now());
         loop {
             let result = self.fetch().await.map(|listing| {
-                let (specs, mut warnings) = canonical(listing.specs);
-                warnings.splice(0..0, listing.warnings);
+                let (specs, dropped, more) = canonical(listing.specs);
+                let mut warnings = listing.warnings;
+                let mut more = more.saturating_add(listing.more_warnings);
+                for w in dropped {
+                    policy::note(&mut warnings, &mut more, || w);
+                }
                 // Compared in order-free form: srv warnings follow the
                 // order of the records, which DNS servers rotate.
                 let mut seen = warnings.clone();
                 seen.sort_unstable();
-                if seen != last_warnings {
-                    for w in to_log(&warnings) {
+                if (&seen, more) != (&last_warnings.0, last_warnings.1) {
+                    for w in to_log(&warnings, more) {
                         warn!(name, "discovery: {w}");
                     }
-                    last_warnings = seen;
+                    last_warnings = (seen, more);
                 }
                 specs
             });

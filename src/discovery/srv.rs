@@ -139,12 +139,12 @@ impl Srv {
             if record.target.is_empty() {
                 // RFC 2782: target "." = the service is not available here.
                 let warning = "a record with target \".\" (service not available); skipped";
-                listing.warnings.push(warning.to_string());
+                listing.warn(|| warning.to_string());
                 continue;
             }
             if record.port == 0 {
                 let warning = format!("{}: port 0; skipped", record.target);
-                listing.warnings.push(warning);
+                listing.warn(|| warning);
                 continue;
             }
             let ip = match answer.addrs.get(&record.target).and_then(|a| pick(a)) {
@@ -153,10 +153,9 @@ impl Srv {
             };
             match ip {
                 Some(ip) => listing.specs.push(spec(record, ip)),
-                None => listing.warnings.push(format!(
-                    "{} has no A or AAAA record; skipped",
-                    record.target
-                )),
+                None => {
+                    listing.warn(|| format!("{} has no A or AAAA record; skipped", record.target))
+                }
             }
         }
         Ok(listing)

@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 use crate::config::{Check, Healthcheck};
 
 pub mod exec;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod http;
 pub mod icmp;
 pub mod machine;

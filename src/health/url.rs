@@ -124,6 +124,14 @@ fn host_port(authority: &str, default: Option<u16>) -> Result<(String, u16), Str
     if host.is_empty() || authority.contains('@') {
         return Err(format!("{authority:?}: expected HOST or HOST:PORT"));
     }
+    // A name, an IPv4 or a bracketed IPv6 address (`]` alone was a host,
+    // and an empty one once its brackets were trimmed).
+    let full = if authority.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    crate::discovery::check_host(&full)?;
     let port = match (port, default) {
         (Some(p), _) => p
             .parse::<u16>()

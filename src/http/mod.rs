@@ -42,6 +42,9 @@ pub mod client;
 pub mod url;
 pub mod wire;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::future::Future;
 use std::time::Duration;
 

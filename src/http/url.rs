@@ -22,9 +22,18 @@ pub struct Url {
 
 impl Url {
     pub fn parse(text: &str) -> Result<Url, String> {
-        // Quoted without user info and query: they may hold secrets.
+        // Quoted without user info and query: they may hold secrets. An
+        // `@` left (user info not told apart, as in `htps//u:pass@h/`)
+        // may still be a password: then not quoted at all.
         let shown = crate::config::secrets::url_for_logs(text);
-        let bad = |why: &str| format!("\"{shown}\": {why}");
+        let hide = shown.contains('@');
+        let bad = |why: &str| {
+            if hide {
+                format!("the URL (not shown: it may hold a password): {why}")
+            } else {
+                format!("\"{shown}\": {why}")
+            }
+        };
         let (https, rest) = if let Some(r) = strip_prefix_ci(text, "http://") {
             (false, r)
         } else if let Some(r) = strip_prefix_ci(text, "https://") {
@@ -39,7 +48,15 @@ impl Url {
             // Not quoted: the user info may hold a password.
             return Err("user info (user:password@) is not supported".into());
         }
-        let (host, port) = split_authority(authority).map_err(|e| bad(&e))?;
+        let (host, port) = split_authority(authority).map_err(|e| {
+            // The detail quotes a piece of the host or port: a password
+            // when the user info could not be told apart.
+            if hide {
+                bad("bad host or port")
+            } else {
+                bad(&e)
+            }
+        })?;
         let port = port.unwrap_or(if https { 443 } else { 80 });
         if target.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(bad("spaces or control characters in the path"));

@@ -24,6 +24,8 @@ pub mod udp;
 mod udp_pktinfo;
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_park;

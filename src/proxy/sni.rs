@@ -145,7 +145,12 @@ fn server_name(data: &[u8]) -> Result<String, HelloError> {
                 .ok()
                 .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic()))
                 .ok_or(HelloError::Malformed("server name is not a host name"))?;
-            return Ok(name.trim_end_matches('.').to_ascii_lowercase());
+            // "." (or ".."): no name left once the root dot is gone.
+            let name = name.trim_end_matches('.');
+            if name.is_empty() {
+                return Err(HelloError::Malformed("server name is not a host name"));
+            }
+            return Ok(name.to_ascii_lowercase());
         }
     }
     Err(HelloError::Malformed(

@@ -88,6 +88,12 @@ pub fn decode(control: &CmsgBuf, len: usize) -> Option<Local> {
         let mut found = None;
         let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
         while !cmsg.is_null() {
+            // A length past the end stops the walk: CMSG_NXTHDR would
+            // overflow on a huge one (a debug build aborts in there).
+            let room = end as usize - cmsg as usize;
+            if (*cmsg).cmsg_len as usize > room {
+                break;
+            }
             let data = libc::CMSG_DATA(cmsg).cast_const();
             let payload = ((*cmsg).cmsg_len as usize).saturating_sub(libc::CMSG_LEN(0) as usize);
             let level = (*cmsg).cmsg_level;

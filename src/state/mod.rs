@@ -7,6 +7,8 @@
 //! that the next plan reuses for the same `host:port`.
 
 pub mod diff;
+#[cfg(test)]
+mod fuzz_tests;
 mod plan;
 pub mod saved;
 mod tracker;

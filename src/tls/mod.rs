@@ -279,6 +279,8 @@ impl ServerCertVerifier for NoVerify {
 }
 
 #[cfg(test)]
+mod fuzz_tests;
+#[cfg(test)]
 mod tests {
     use super::*;
 

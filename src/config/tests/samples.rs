@@ -7,7 +7,7 @@ use super::*;
 use crate::balance::BalanceKind;
 use crate::discovery::BackendSpec;
 
-const SAMPLE_TOML: &str = r#"
+pub const SAMPLE_TOML: &str = r#"
 [logging]
 level = "info"
 output = "stdout"
@@ -77,7 +77,7 @@ probe_send = '\x00\x01'
 probe_recv = 'ok'
 "#;
 
-const SAMPLE_JSON: &str = r#"{
+pub const SAMPLE_JSON: &str = r#"{
   "logging": {"level": "info", "output": "stdout"},
   "api": {"enabled": true, "bind": ":8888", "cors": false,
           "basic_auth": {"login": "admin", "password": "secret"}},
