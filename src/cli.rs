@@ -71,7 +71,7 @@ SIGNALS:
     SIGHUP   reload the config; an invalid one is logged and the old one kept;
              unchanged servers keep their listeners and connections
     SIGTERM  stop accepting, let connections finish (up to drain_timeout), exit 0
-    SIGINT   exit at once
+    SIGINT   exit at once (also during a SIGTERM drain)
 
 EXIT CODES:
     0 ok, 1 runtime failure (bind, pidfile...), 2 usage or configuration error

@@ -28,7 +28,13 @@ pub fn configure(cfg: &Logging) -> std::io::Result<()> {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(p)?,
+                .open(p)
+                .map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot open output {}: {e}", p.display()),
+                    )
+                })?,
         ),
     };
     if let Ok(mut sink) = SINK.lock() {
@@ -38,6 +44,35 @@ pub fn configure(cfg: &Logging) -> std::io::Result<()> {
         });
     }
     LEVEL.store(cfg.level as u8, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Whether [`configure`] could open the output file (for `betwixt -t`),
+/// without creating or changing anything: an existing file must open for
+/// appending, a new one needs a writable directory.
+pub fn check_output(cfg: &Logging) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let LogOutput::File(path) = &cfg.output else {
+        return Ok(());
+    };
+    let fail =
+        |e: &dyn std::fmt::Display| format!("logging.output: cannot open {}: {e}", path.display());
+    if path.exists() {
+        let file = std::fs::OpenOptions::new().append(true).open(path);
+        return file.map(drop).map_err(|e| fail(&e));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(fail(&format!("{} is not a directory", dir.display())));
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| fail(&e))?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK) } != 0 {
+        return Err(fail(&std::io::Error::last_os_error()));
+    }
     Ok(())
 }
 
@@ -71,7 +106,11 @@ pub fn write(level: Level, component: &str, message: std::fmt::Arguments<'_>) {
             json_str(component),
             json_str(&message.to_string())
         ),
-        _ => format!("{stamp} [{}] ({component}): {message}\n", level_name(level)),
+        _ => format!(
+            "{stamp} [{}] ({component}): {}\n",
+            level_name(level),
+            one_line(&message.to_string())
+        ),
     };
     match guard.as_mut() {
         Some(sink) => {
@@ -82,6 +121,24 @@ pub fn write(level: Level, component: &str, message: std::fmt::Arguments<'_>) {
             let _ = std::io::stderr().write_all(line.as_bytes());
         }
     }
+}
+
+/// A text-format message as one line: line breaks and other control
+/// characters (in an HTTP error body, a script's output...) are escaped, so
+/// a record is always one line and no text from outside can forge another.
+fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(|c| c.is_control() && c != '\t') {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.into()
 }
 
 fn json_str(s: &str) -> String {
@@ -201,6 +258,15 @@ mod tests {
         assert_eq!(t.pass(6_000, 5_000), None);
         assert_eq!(skipped_note(0), "");
         assert_eq!(skipped_note(2), " (2 more since the last such line)");
+    }
+
+    #[test]
+    fn text_records_are_one_line() {
+        assert_eq!(one_line("plain\ttext é"), "plain\ttext é");
+        assert_eq!(
+            one_line("404: <html>\r\n2026-01-01 [ERROR] (x): forged\u{1b}[0m"),
+            "404: <html>\\r\\n2026-01-01 [ERROR] (x): forged\\u{1b}[0m"
+        );
     }
 
     #[test]

@@ -259,14 +259,30 @@ fn backend_max_connections_overflows_to_standby() {
 #[test]
 fn server_max_connections_refuses_the_third() {
     let bs = backends();
-    let (_b, port) = start("roundrobin", &plain_lines(&bs), "max_connections = 2\n");
+    let port = free_port();
+    let cfg = config(
+        port,
+        "roundrobin",
+        &plain_lines(&bs),
+        "max_connections = 2\n",
+    )
+    .replace("level = \"debug\"", "level = \"info\"");
+    let b = Betwixt::start_quiet(&cfg, &[port]);
     let one = greeted_eventually(port);
     let two = greeted_eventually(port);
-    let mut third = connect(port);
-    assert!(
-        closed_without_data(&mut third, Duration::from_secs(3)),
-        "third concurrent connection was not closed without a greeting"
-    );
+    for _ in 0..3 {
+        let mut third = connect(port);
+        assert!(
+            closed_without_data(&mut third, Duration::from_secs(3)),
+            "third concurrent connection was not closed without a greeting"
+        );
+    }
+    // Said at the default log level, once for a burst.
+    let said = b
+        .logs()
+        .matches("closed: max_connections (2) reached")
+        .count();
+    assert_eq!(said, 1, "{}", b.logs());
     close(one.0);
     let (_s, name) = greeted_eventually(port);
     assert!(!name.is_empty());
@@ -281,6 +297,18 @@ fn connect_failure_retries_another_backend() {
     for i in 0..10 {
         assert_eq!(who(port), "LIVE", "connection {i}");
     }
+}
+
+#[test]
+fn a_failed_connect_is_not_called_no_backend_available() {
+    // The only backend refuses: the log says so, not that there was none.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (b, port) = start("roundrobin", std::slice::from_ref(&dead), "");
+    let mut s = connect(port);
+    assert!(closed_without_data(&mut s, Duration::from_secs(3)));
+    let failed = format!("connect to {dead} failed");
+    assert!(b.wait_log(&failed, Duration::from_secs(5)), "{}", b.logs());
+    assert!(!b.logs().contains("no backend available"), "{}", b.logs());
 }
 
 #[test]

@@ -161,8 +161,12 @@ fn json_by_extension_and_by_flag() {
     let (code, out, err) = check(&by_flag, &["-f", "json"]);
     assert_eq!((code, out.contains("configuration OK")), (0, true), "{err}");
     // Without the flag, a non-.json name is read as TOML, which JSON is not.
-    let (code, _, _) = check(&by_flag, &[]);
+    let (code, _, err) = check(&by_flag, &[]);
     assert_eq!(code, 2, "JSON text parsed as TOML should fail");
+    assert!(
+        err.contains("the text reads as JSON: name the file *.json or pass -f json"),
+        "no hint to read it as JSON:\n{err}"
+    );
 }
 
 #[test]
@@ -191,8 +195,12 @@ fn env_vars_are_substituted_with_e() {
     let (code, out, err) = run_cli_env(&["-t", "-e", "-c", &path], &env);
     assert_eq!((code, out.contains("configuration OK")), (0, true), "{err}");
     // Without -e the placeholder stays and the bind address is invalid.
-    let (code, _, _) = run_cli_env(&["-t", "-c", &path], &env);
+    let (code, _, err) = run_cli_env(&["-t", "-c", &path], &env);
     assert_eq!(code, 2, "${{...}} must not be substituted without -e");
+    assert!(
+        err.contains("${BETWIXT_TEST_PORT} was not replaced: environment variables are substituted only with -e"),
+        "no hint that -e is missing:\n{err}"
+    );
 
     let mut b = Betwixt::spawn(&text, "env.toml", &["-e"], |cmd| {
         cmd.env("BETWIXT_TEST_PORT", &port_s);
@@ -283,4 +291,37 @@ fn stale_pidfile_does_not_block_start() {
     assert!(wait_until(Duration::from_secs(5), || {
         read_pid(&pidfile) == Some(b.pid())
     }));
+}
+
+#[test]
+fn a_log_file_that_cannot_be_opened_is_named_by_t_and_at_start() {
+    let dir = tmp();
+    let missing = dir.path().join("no-such-dir/betwixt.log");
+    let logging = format!("[logging]\noutput = \"{}\"\n", missing.display());
+    let path = write(
+        dir.path(),
+        "log.toml",
+        &(logging + &valid_toml(free_port())),
+    );
+    let (code, out, err) = check(&path, &[]);
+    assert_eq!(code, 2, "-t passed a log file it cannot open:\n{out}{err}");
+    let line = line_with(&err, "logging.output");
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+    assert!(!missing.parent().unwrap().exists(), "-t created something");
+
+    // A start names the file too (it said only "No such file or directory").
+    let (code, _, err) = run_cli(&["-c", &path]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot open output {}", missing.display())),
+        "{err}"
+    );
+
+    // A log file in a writable directory passes, and -t does not create it.
+    let fine = dir.path().join("betwixt.log");
+    let logging = format!("[logging]\noutput = \"{}\"\n", fine.display());
+    let path = write(dir.path(), "ok.toml", &(logging + &valid_toml(free_port())));
+    let (code, out, err) = check(&path, &[]);
+    assert_eq!((code, out.contains("configuration OK")), (0, true), "{err}");
+    assert!(!fine.exists(), "-t created the log file");
 }

@@ -13,6 +13,9 @@ use std::time::Duration;
 use common::discovery::{LIMIT, discovery_config, logged, serves, serves_nothing};
 use common::*;
 
+/// A log record a failing script's stderr tries to forge.
+const FORGED: &str = "2026-01-01 00:00:00 [ERROR] (main): forged";
+
 /// A script source: `list` holds the lines; a `down` file makes it fail.
 struct Script {
     dir: tempfile::TempDir,
@@ -23,7 +26,7 @@ impl Script {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         let body = format!(
-            "#!/bin/sh\n[ -e {d}/down ] && {{ echo source down >&2; exit 1; }}\n\
+            "#!/bin/sh\n[ -e {d}/down ] && {{ printf 'source down\\n{FORGED}\\n' >&2; exit 1; }}\n\
              [ -e {d}/slow ] && sleep 5\ncat {d}/list\n"
         );
         std::fs::write(dir.path().join("list.sh"), body).unwrap();
@@ -183,6 +186,10 @@ fn exec_keeplast_keeps_serving_when_the_source_fails() {
         "stderr is quoted: {}",
         bx.logs()
     );
+    // On one line: the second line of stderr is no log record.
+    let logs = bx.logs();
+    assert!(!logs.lines().any(|l| l.starts_with(FORGED)), "{logs}");
+    assert!(logs.contains(&format!("source down\\n{FORGED}")), "{logs}");
     assert_eq!(who(port), "a");
 }
 

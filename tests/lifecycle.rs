@@ -257,6 +257,35 @@ fn reload_changing_bind_moves_the_listener() {
 }
 
 #[test]
+fn server_that_could_not_listen_is_started_by_the_next_reload() {
+    // A reload adds y on a port another process holds: y cannot listen.
+    // Once the port is free, SIGHUP with the same file must start y (the
+    // config did not change, but y is not running).
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let (px, py) = (free_port(), free_port());
+    let x = server_section("x", px, "roundrobin", &[a.line()], "");
+    let y = server_section("y", py, "roundrobin", &[b.line()], "");
+    let bx = Betwixt::start_quiet(&format!("{LOGGING}{x}"), &[px]);
+    let holder = TcpListener::bind(("127.0.0.1", py)).expect("hold the port");
+    let both = format!("{LOGGING}{x}{y}");
+    assert!(bx.reload(&both), "{}", bx.logs());
+    let logs = bx.logs();
+    assert!(
+        logs.contains("not listening: y"),
+        "the reload did not say y is down:\n{logs}"
+    );
+    drop(holder);
+    assert!(bx.reload(&both), "{}", bx.logs());
+    assert!(
+        wait_until(Duration::from_secs(5), || !refused(py)),
+        "y still not listening after the port was freed:\n{}",
+        bx.logs()
+    );
+    assert_eq!(who(py), "B");
+    assert_eq!(who(px), "A", "x was disturbed");
+}
+
+#[test]
 fn removed_server_is_drained_up_to_its_drain_timeout() {
     let (a, b) = (Backend::start("A"), Backend::start("B"));
     let (px, py) = (free_port(), free_port());
@@ -331,6 +360,58 @@ fn sigint_exits_at_once() {
     let mut held = open(port, "A");
     let (_, took) = exit_on(&mut bx, libc::SIGINT);
     assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");
+    assert!(closed_without_data(&mut held, Duration::from_secs(2)));
+}
+
+#[test]
+fn sigterm_waits_for_a_server_a_reload_removed() {
+    // x is removed by a reload while a connection is open (drain_timeout
+    // 30 s): a SIGTERM that follows must let that connection finish too.
+    let (a, b) = (Backend::start("A"), Backend::start("B"));
+    let (px, py) = (free_port(), free_port());
+    let x = server_section("x", px, "roundrobin", &[a.line()], "");
+    let y = server_section("y", py, "roundrobin", &[b.line()], "");
+    let mut bx = Betwixt::start_quiet(&format!("{LOGGING}{x}{y}"), &[px, py]);
+    let mut held = open(px, "A");
+    assert!(bx.reload(&format!("{LOGGING}{y}")), "{}", bx.logs());
+    bx.signal(libc::SIGTERM);
+    assert!(
+        bx.wait_log("SIGTERM: draining", Duration::from_secs(5)),
+        "{}",
+        bx.logs()
+    );
+    assert!(
+        bx.wait_exit(Duration::from_millis(500)).is_none(),
+        "exited while a removed server's connection was still open:\n{}",
+        bx.logs()
+    );
+    assert!(
+        echo_ok(&mut held, b"still here\n"),
+        "connection cut by SIGTERM"
+    );
+    assert_eq!(exchange(&mut held, b""), b"");
+    let status = bx
+        .wait_exit(Duration::from_secs(3))
+        .expect("no exit after the last connection closed");
+    assert_eq!(status.code(), Some(0), "{}", bx.logs());
+}
+
+#[test]
+fn sigint_during_a_drain_exits_at_once() {
+    // drain_timeout 30 s (the default) and a connection that stays open:
+    // after SIGTERM, SIGINT must still end the process at once.
+    let (_a, port, cfg) = backend_a("");
+    let mut bx = Betwixt::start_quiet(&cfg, &[port]);
+    let mut held = open(port, "A");
+    bx.signal(libc::SIGTERM);
+    assert!(
+        bx.wait_log("SIGTERM: draining", Duration::from_secs(5)),
+        "{}",
+        bx.logs()
+    );
+    let (status, took) = exit_on(&mut bx, libc::SIGINT);
+    assert!(took < Duration::from_secs(1), "SIGINT took {took:?}");
+    assert_eq!(status.code(), Some(0), "{}", bx.logs());
     assert!(closed_without_data(&mut held, Duration::from_secs(2)));
 }
 

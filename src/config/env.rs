@@ -21,6 +21,18 @@ pub fn unset_env(text: &str) -> Vec<String> {
     unset
 }
 
+/// The names of `text`'s `${NAME}`s, each once (for a hint when `-e` is off).
+pub fn env_refs(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    substitute_with(text, |name| {
+        if !names.iter().any(|n: &String| n == name) {
+            names.push(name.to_string());
+        }
+        None
+    });
+    names
+}
+
 /// [`substitute_env`] with a custom lookup (for tests).
 pub fn substitute_with(text: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(text.len());
@@ -72,6 +84,12 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(substitute_with(text, lookup), want, "{text}");
         }
+    }
+
+    #[test]
+    fn lists_referenced_names_once() {
+        let refs = env_refs("a = \"${HOST}:${PORT}\" b = \"$X ${ Y} ${HOST}\"");
+        assert_eq!(refs, ["HOST", "PORT"]);
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub fn decode(text: &str, format: Format) -> Decoded {
     }
 }
 
+/// True when `text` has no syntax error in `format`.
+pub fn syntax_ok(text: &str, format: Format) -> bool {
+    generic(text, format).is_some()
+}
+
 /// The document as a generic value (`None` on a syntax error).
 fn generic(text: &str, format: Format) -> Option<serde_json::Value> {
     match format {
@@ -192,6 +197,7 @@ fn decode_toml(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
         let (segs, path) = (segs(e.path()), path_string(e.path()));
         let inner = e.into_inner();
         let mut message = super::secrets::scrub_message(&path, inner.message().trim_end());
+        number_hint(&segs, &mut message);
         if let Some(span) = inner.span() {
             let (line, column) = line_column(text, span.start);
             message.push_str(&format!(" (line {line}, column {column})"));
@@ -206,7 +212,9 @@ fn decode_json(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
     let de = serde_ignored::Deserializer::new(&mut json, &mut callback);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let (segs, path) = (segs(e.path()), path_string(e.path()));
-        (segs, json_error(path, e.inner()))
+        let mut error = json_error(path, e.inner());
+        number_hint(&segs, &mut error.message);
+        (segs, error)
     })?;
     json.end()
         .map_err(|e| (Vec::new(), json_error(String::new(), &e)))?;
@@ -222,6 +230,32 @@ fn json_error(path: String, e: &serde_json::Error) -> ConfigError {
     };
     let message = super::secrets::scrub_message(&path, &message);
     ConfigError { path, message }
+}
+
+/// A number where a string goes that holds one: a duration (`timeout = 5`)
+/// or the PROXY protocol version (`version = 2`): say how to write it.
+/// Every `*timeout`, `*interval` and `state_max_age` key is a duration.
+fn number_hint(path: &[Seg], message: &mut String) {
+    let Some(Seg::Key(key)) = path.last() else {
+        return;
+    };
+    let parent = match path.len() {
+        2.. => &path[path.len() - 2],
+        _ => &Seg::Index(0),
+    };
+    let hint = if key.ends_with("timeout") || key.ends_with("interval") || key == "state_max_age" {
+        "a duration with a unit, e.g. \"5s\" or \"500ms\""
+    } else if key == "version" && *parent == Seg::Key("proxy_protocol".into()) {
+        "write \"1\" or \"2\" in quotes"
+    } else {
+        return;
+    };
+    let number = message.starts_with("invalid type: integer")
+        || message.starts_with("invalid type: floating point");
+    let expected = "expected a string";
+    if number && message.contains(expected) {
+        *message = message.replacen(expected, &format!("{expected} ({hint})"), 1);
+    }
 }
 
 /// The known part of an error's path (a syntax error inside a map ends in

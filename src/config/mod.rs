@@ -13,7 +13,7 @@ mod types;
 mod unescape;
 mod validate;
 
-pub use env::{substitute_env, unset_env};
+pub use env::{env_refs, substitute_env, unset_env};
 pub use types::*;
 pub use unescape::unescape;
 pub use validate::globals::LOG_LEVELS;
@@ -79,12 +79,31 @@ pub struct Loaded {
 /// Parse and validate config text. On failure, every error found is
 /// returned (a syntax error stops the parse, so it comes only with the
 /// unknown keys seen before it; type errors do not, see [`load`]).
+/// A syntax error in a text that reads in the other format (a JSON file
+/// without the `.json` extension): say how to read it so.
+fn format_hint(text: &str, format: Format) -> Option<ConfigError> {
+    let (other, how) = match format {
+        Format::Toml => (Format::Json, "JSON: name the file *.json or pass -f json"),
+        Format::Json => (Format::Toml, "TOML: pass -f toml"),
+    };
+    let misread =
+        !text.trim().is_empty() && !load::syntax_ok(text, format) && load::syntax_ok(text, other);
+    misread.then(|| ConfigError {
+        path: String::new(),
+        message: format!("the text reads as {how}"),
+    })
+}
+
 pub fn parse(text: &str, format: Format) -> Result<Loaded, Vec<ConfigError>> {
+    // A byte-order mark (some editors write one): the TOML parser skips it,
+    // the JSON one stops at it with "expected value (line 1, column 1)".
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let decoded = load::decode(text, format);
     let mut ctx = validate::Ctx::default();
     keys::classify(&decoded.ignored, &mut ctx.errors, &mut ctx.warnings);
     let Some(raw) = decoded.raw else {
         ctx.errors.extend(decoded.errors);
+        ctx.errors.extend(format_hint(text, format));
         return Err(ctx.errors);
     };
     let config = validate::build(&raw, &mut ctx);

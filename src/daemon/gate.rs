@@ -82,14 +82,15 @@ pub(super) fn health_supported(check: &Check) -> bool {
 }
 
 /// What `-t` checks beyond the config text: the certificate and key files
-/// of every server and of `[api.tls]`, read now as a start would read them.
-/// One `path: message` line per problem.
+/// of every server and of `[api.tls]`, read now as a start would read them,
+/// and whether the log file can be opened. One `path: message` line per
+/// problem.
 pub fn file_errors(cfg: &Config) -> Vec<String> {
-    #[allow(unused_mut)]
     let mut out: Vec<String> = match build_edges(cfg) {
         Ok(_) => Vec::new(),
         Err(errors) => errors.into_iter().map(|(_, e)| e).collect(),
     };
+    out.extend(crate::log::check_output(&cfg.logging).err());
     #[cfg(feature = "tls")]
     if cfg.api.enabled
         && let Some(pair) = &cfg.api.tls

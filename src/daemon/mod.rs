@@ -4,7 +4,7 @@
 //!   running the old config. Valid: apply [`crate::state::diff::diff`].
 //! - SIGTERM: close listeners, let connections finish up to the largest
 //!   `drain_timeout`, close the rest, exit 0.
-//! - SIGINT: exit at once.
+//! - SIGINT: exit at once, also during a SIGTERM drain.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -76,6 +76,9 @@ struct Daemon {
     /// as they appear), and what was last written.
     restore: Option<Saved>,
     written: Saved,
+    /// Drains of servers stopped by a reload or the API: SIGTERM waits for
+    /// them too, each up to its own deadline.
+    draining: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -173,10 +176,11 @@ impl Daemon {
         r.stop.send_replace(true);
         info!(
             name,
-            "stopped; draining {} connections",
+            "stopped; draining {} connection(s)",
             r.runtime.tracker.open()
         );
-        tokio::spawn(drain(r.runtime, plan.config.drain_timeout));
+        self.draining.retain(|d| !d.is_finished());
+        (self.draining).push(tokio::spawn(drain(r.runtime, plan.config.drain_timeout)));
         Some(plan)
     }
 
@@ -214,6 +218,12 @@ impl Daemon {
             }
         };
         let new = loaded.config;
+        // A server that could not listen is configured but not running:
+        // diff it as absent, so that this reload tries to start it again.
+        let running: BTreeMap<String, Server> = (self.config.servers.iter())
+            .filter(|(name, _)| !self.failed.contains_key(*name))
+            .map(|(name, cfg)| (name.clone(), cfg.clone()))
+            .collect();
         self.failed.retain(|name, _| new.servers.contains_key(name));
         if new.logging != self.config.logging
             && let Err(e) = crate::log::configure(&new.logging)
@@ -230,7 +240,7 @@ impl Daemon {
         }
         // Servers stopped for a new listener start again from their plan.
         let mut stopped = BTreeMap::new();
-        for op in diff(&self.config.servers, &new.servers) {
+        for op in diff(&running, &new.servers) {
             match op {
                 Op::Stop(name) => {
                     if let Some(plan) = self.stop(&name) {
@@ -309,7 +319,7 @@ impl Daemon {
     /// SIGTERM: stop accepting, wait for connections up to the drain timeout.
     async fn shutdown(mut self) {
         let names: Vec<String> = self.servers.keys().cloned().collect();
-        let mut waits = Vec::new();
+        let mut waits = std::mem::take(&mut self.draining);
         for name in names {
             if let Some(r) = self.servers.remove(&name) {
                 r.stop.send_replace(true);
@@ -350,7 +360,7 @@ async fn drain(runtime: Arc<ServerRuntime>, timeout: Duration) {
     {
         warn!(
             &runtime.name,
-            "drain timeout: closing {} connections",
+            "drain timeout: closing {} connection(s)",
             runtime.tracker.open()
         );
         runtime.tracker.kill_all();
@@ -403,7 +413,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
     for w in &loaded.warnings {
         warn!("config", "{w}");
     }
-    let sigs = match signals::Signals::install() {
+    let mut sigs = match signals::Signals::install() {
         Ok(s) => s,
         Err(e) => {
             error!("main", "signals: {e}");
@@ -427,6 +437,7 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         written: restore.clone().unwrap_or_default(),
         restore,
         discovery: Discovery::default(),
+        draining: Vec::new(),
     };
     for (name, cfg) in &effective.config.servers {
         let contexts = match Contexts::build(cfg) {
@@ -473,15 +484,20 @@ async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    match signals::signals(&mut daemon, &source, &mut commands, sigs).await {
+    match signals::signals(&mut daemon, &source, &mut commands, &mut sigs).await {
         Ok(Exit::Graceful) => {
             info!("main", "SIGTERM: draining");
             refuse_commands(&mut commands);
-            daemon.shutdown().await;
-            info!("main", "exit");
+            tokio::select! {
+                _ = daemon.shutdown() => info!("main", "exit"),
+                _ = sigs.int.recv() => info!("main", "SIGINT: exit without waiting for the drain"),
+            }
             0
         }
-        Ok(Exit::Now) => 0,
+        Ok(Exit::Now) => {
+            info!("main", "SIGINT: exit");
+            0
+        }
         Err(e) => {
             error!("main", "signals: {e}");
             1

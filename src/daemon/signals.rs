@@ -10,7 +10,8 @@ use tokio::task::JoinHandle;
 pub(super) struct Signals {
     hup: Signal,
     term: Signal,
-    int: Signal,
+    /// Also read during a drain: SIGINT ends it at once.
+    pub(super) int: Signal,
 }
 
 impl Signals {
@@ -27,13 +28,9 @@ pub(super) async fn signals(
     daemon: &mut Daemon,
     source: &Source,
     commands: &mut mpsc::Receiver<api::Command>,
-    sigs: Signals,
+    sigs: &mut Signals,
 ) -> io::Result<Exit> {
-    let Signals {
-        mut hup,
-        mut term,
-        mut int,
-    } = sigs;
+    let Signals { hup, term, int } = sigs;
     let mut ticker = tokio::time::interval(RATE_WINDOW);
     let mut last = Instant::now();
     let mut updates = daemon.discovery.take_updates();
@@ -47,12 +44,12 @@ pub(super) async fn signals(
             Some(u) = recv(&mut updates) => daemon.discovered(u),
             _ = hup.recv() => match reading {
                 Some(_) => again = true,
-                None => reading = Some(read(source)),
+                None => reading = Some(read(source, &daemon.overlay)),
             },
             loaded = finished(&mut reading) => {
                 reload(daemon, loaded);
                 if std::mem::take(&mut again) {
-                    reading = Some(read(source));
+                    reading = Some(read(source, &daemon.overlay));
                 }
             }
             _ = term.recv() => return Ok(Exit::Graceful),
@@ -76,11 +73,19 @@ pub(super) async fn recv(updates: &mut Option<UnboundedReceiver<Update>>) -> Opt
     }
 }
 
-/// What a reload read: the new config, or every problem.
-type Reloaded = Result<Loaded, Vec<String>>;
+/// What a reload read: the file's config and, merged with the API's
+/// overlay as it was when the read started, the config to run; or every
+/// problem.
+pub(super) struct Read {
+    loaded: Loaded,
+    overlay: Overlay,
+    merged: Result<Loaded, Vec<ConfigError>>,
+}
+
+type Reloaded = Result<Read, Vec<String>>;
 
 /// SIGHUP: re-read the API certificate, and start reading the config.
-fn read(source: &Source) -> JoinHandle<Reloaded> {
+fn read(source: &Source, overlay: &Overlay) -> JoinHandle<Reloaded> {
     info!("main", "SIGHUP: reloading {}", source.path.display());
     #[cfg(feature = "tls")]
     match api::tls::reload() {
@@ -88,8 +93,22 @@ fn read(source: &Source) -> JoinHandle<Reloaded> {
         Some(Err(e)) => error!("api", "tls: {e}; still serving the previous certificate"),
         None => {}
     }
-    let source = source.clone();
-    tokio::spawn(async move { source.load_async().await })
+    let (source, overlay) = (source.clone(), overlay.clone());
+    tokio::spawn(async move {
+        let loaded = source.load_async().await?;
+        // The merge parses again (resolving bind names): off the runtime too.
+        let merge = move || {
+            let merged = overlay::merge(&loaded.raw, &overlay);
+            Read {
+                loaded,
+                overlay,
+                merged,
+            }
+        };
+        tokio::task::spawn_blocking(merge)
+            .await
+            .map_err(|e| vec![format!("reading the config failed: {e}")])
+    })
 }
 
 /// The result of the running read, if any (cancel-safe).
@@ -107,7 +126,11 @@ async fn finished(reading: &mut Option<JoinHandle<Reloaded>>) -> Reloaded {
 /// Apply what a reload read.
 pub(super) fn reload(daemon: &mut Daemon, loaded: Reloaded) {
     match loaded {
-        Ok(loaded) => {
+        Ok(Read {
+            loaded,
+            overlay: seen,
+            merged,
+        }) => {
             for w in &loaded.warnings {
                 warn!("config", "{w}");
             }
@@ -119,7 +142,12 @@ pub(super) fn reload(daemon: &mut Daemon, loaded: Reloaded) {
                     "[api] and [metrics] changes take effect at restart"
                 );
             }
-            match overlay::merge(&loaded.raw, &daemon.overlay) {
+            // The API changed a server while the file was read: merge again.
+            let merged = match seen == daemon.overlay {
+                true => merged,
+                false => overlay::merge(&loaded.raw, &daemon.overlay),
+            };
+            match merged {
                 Ok(merged) => {
                     // Certificates are read here: an unreadable one rejects the reload.
                     if let Err(errors) = build_edges(&merged.config) {
@@ -130,8 +158,17 @@ pub(super) fn reload(daemon: &mut Daemon, loaded: Reloaded) {
                         return;
                     }
                     daemon.file_raw = loaded.raw.clone();
-                    daemon.apply(merged);
-                    info!("main", "reload applied");
+                    let failed = daemon.apply(merged);
+                    if failed.is_empty() {
+                        info!("main", "reload applied");
+                    } else {
+                        let names: Vec<&str> = failed.keys().map(String::as_str).collect();
+                        error!(
+                            "main",
+                            "reload applied, but not listening: {} (the next SIGHUP tries again)",
+                            names.join(", ")
+                        );
+                    }
                 }
                 Err(errors) => {
                     for e in &errors {
@@ -147,7 +184,7 @@ pub(super) fn reload(daemon: &mut Daemon, loaded: Reloaded) {
             }
             error!(
                 "main",
-                "reload rejected ({} errors); still running the previous config",
+                "reload rejected ({} error(s)); still running the previous config",
                 errors.len()
             );
         }

@@ -24,27 +24,43 @@ impl Source {
         self.parse(text)
     }
 
-    /// [`Self::load`] inside the runtime (SIGHUP).
+    /// [`Self::load`] inside the runtime (SIGHUP). Reading the file and
+    /// parsing (which resolves host names in `bind`s, a blocking
+    /// getaddrinfo) run on the blocking pool: on a single-CPU box the
+    /// runtime has one thread, and a slow file system or resolver would
+    /// stall every connection meanwhile.
     pub async fn load_async(&self) -> Result<Loaded, Vec<String>> {
-        match &self.remote {
-            Some(r) => self.parse(r.fetch().await.map_err(|e| vec![e])?),
-            None => self.load(),
-        }
+        let text = match &self.remote {
+            Some(r) => Some(r.fetch().await.map_err(|e| vec![e])?),
+            None => None,
+        };
+        let source = self.clone();
+        let work = move || match text {
+            Some(text) => source.parse(text),
+            None => source.load(),
+        };
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(vec![format!("reading the config failed: {e}")]))
     }
 
     fn parse(&self, text: String) -> Result<Loaded, Vec<String>> {
-        let (text, unset) = if self.env_vars {
-            (config::substitute_env(&text), config::unset_env(&text))
+        // Said with the errors: an empty value, or a `${NAME}` left as
+        // written, is often what they are about.
+        let (text, notes) = if self.env_vars {
+            let unset = config::unset_env(&text).into_iter();
+            let notes =
+                unset.map(|n| format!("-e: ${{{n}}} is not set; it was replaced by nothing"));
+            (config::substitute_env(&text), notes.collect())
         } else {
-            (text, Vec::new())
+            let refs = config::env_refs(&text).into_iter();
+            let notes = refs.map(|n| {
+                format!("${{{n}}} was not replaced: environment variables are substituted only with -e (--use-config-env-vars)")
+            });
+            (text, notes.collect::<Vec<_>>())
         };
-        // Said with the errors: an empty value is often what they are about.
         let hint = |mut errors: Vec<String>| {
-            errors.extend(
-                unset
-                    .iter()
-                    .map(|n| format!("-e: ${{{n}}} is not set; it was replaced by nothing")),
-            );
+            errors.extend(notes.iter().cloned());
             errors
         };
         let loaded = config::parse(&text, self.format).map_err(|e| hint(lines(e)))?;

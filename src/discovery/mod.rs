@@ -97,6 +97,11 @@ pub fn check_host(host: &str) -> Result<(), String> {
             && l.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
+    if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Err(format!(
+            "`{host}` is an IPv6 address without brackets; write `[{host}]`"
+        ));
+    }
     if host.parse::<std::net::Ipv4Addr>().is_ok()
         || (name.len() <= 253 && name.split('.').all(label))
     {
@@ -337,5 +342,7 @@ mod host_tests {
         ] {
             assert!(check_host(bad).is_err(), "{bad:?}");
         }
+        let bare = check_host("fd00::13").unwrap_err();
+        assert!(bare.contains("write `[fd00::13]`"), "{bare}");
     }
 }

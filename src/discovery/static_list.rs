@@ -44,6 +44,11 @@ fn parse_host_port(token: &str) -> Result<(&str, u16), String> {
     if host.is_empty() {
         return Err(format!("`{token}`: the host is empty"));
     }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "`{token}`: an IPv6 address needs brackets, e.g. `[{host}]:{port}`"
+        ));
+    }
     super::check_host(host)?;
     if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
         return Err(format!("`{token}`: the port must be a number"));
@@ -176,5 +181,7 @@ mod tests {
         assert!(e.contains("out of order"), "{e}");
         let e = parse_line("h:x").unwrap_err();
         assert!(e.contains("port"), "{e}");
+        let e = parse_line("::1:9005").unwrap_err();
+        assert!(e.contains("needs brackets, e.g. `[::1]:9005`"), "{e}");
     }
 }

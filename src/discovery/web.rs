@@ -99,9 +99,11 @@ fn check(what: &str, resp: http::Response) -> Result<Vec<u8>, String> {
             redact(to)
         ));
     }
+    // An excerpt on one line (an error page is often HTML over many).
     let body = String::from_utf8_lossy(&resp.body[..resp.body.len().min(200)]).into_owned();
-    if !body.trim().is_empty() {
-        e.push_str(&format!(": {}", body.trim()));
+    let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if !body.is_empty() {
+        e.push_str(&format!(": {body}"));
     }
     Err(e)
 }
@@ -183,5 +185,11 @@ mod tests {
             "GET http://h/x: status 302 Found (redirects are not followed; Location: https://h/y)"
         );
         assert_eq!(check("u", resp(204, "No Content", &[], "")), Ok(Vec::new()));
+        let page = "<html>\n  <body>\r\n    <h1>Not Found</h1>\n</html>\n";
+        let e = check("http://h/x", resp(404, "Not Found", &[], page)).unwrap_err();
+        assert_eq!(
+            e,
+            "GET http://h/x: status 404 Not Found: <html> <body> <h1>Not Found</h1> </html>"
+        );
     }
 }

@@ -131,7 +131,7 @@ async fn handle(
     }
     if !server.counters.try_reserve(cfg.max_connections) {
         server.counters.refused.fetch_add(1, Relaxed);
-        debug!(&server.name, "{peer}: server max_connections reached");
+        limit_reached(&plan, &server.name, peer);
         return;
     }
     let slot = ServerSlot(Arc::clone(&server));
@@ -204,7 +204,11 @@ where
     let mut tried = Vec::new();
     for _ in 0..=plan.config.backend_connection_retries {
         let Some(elected) = plan.elect_sni(peer.ip(), &tried, host) else {
-            no_backend(plan, server, peer, host);
+            // After failed connects (each logged) there was a backend: only
+            // none left to try, which "no backend available" would deny.
+            if tried.is_empty() {
+                no_backend(plan, server, peer, host);
+            }
             return None;
         };
         let b = &plan.backends[elected.index];
@@ -231,6 +235,20 @@ pub(super) fn no_backend(plan: &Plan, server: &str, peer: SocketAddr, host: Opti
         let sni = host.map(|h| format!(" (sni {h})")).unwrap_or_default();
         let more = crate::log::skipped_note(skipped);
         warn!(server, "{peer}: no backend available{sni}{more}");
+    }
+}
+
+/// Log that the server's `max_connections` refused a client, at most every
+/// [`NO_BACKEND_LOG_EVERY`] per plan, as for [`no_backend`].
+fn limit_reached(plan: &Plan, server: &str, peer: SocketAddr) {
+    let every = NO_BACKEND_LOG_EVERY.as_millis() as u64;
+    if let Some(skipped) = plan.limit_log.pass(super::pump::now_ms(), every) {
+        let max = plan.config.max_connections;
+        let more = crate::log::skipped_note(skipped);
+        warn!(
+            server,
+            "{peer}: closed: max_connections ({max}) reached{more}"
+        );
     }
 }
 

@@ -130,6 +130,8 @@ pub struct Plan {
     /// Bounds "no backend available" lines (`proxy::tcp::no_backend`); a new
     /// plan (reload, discovered list) starts afresh.
     pub no_backend_log: crate::log::Throttle,
+    /// Bounds "max_connections reached" lines the same way.
+    pub limit_log: crate::log::Throttle,
 }
 
 /// A backend chosen for one connection, holding its reserved slot.
@@ -194,6 +196,7 @@ impl Plan {
             balancer,
             backends,
             no_backend_log: crate::log::Throttle::default(),
+            limit_log: crate::log::Throttle::default(),
         }
     }
 

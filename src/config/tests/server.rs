@@ -342,6 +342,33 @@ fn udp_needs_a_way_to_end_sessions() {
 }
 
 #[test]
+fn server_max_connections_on_udp_is_warned_about() {
+    let udp = ok(&server(
+        "protocol = \"udp\"\nclient_idle_timeout = \"10s\"\nmax_connections = 5",
+    ));
+    assert_warned(
+        &udp,
+        "servers.web.max_connections: ignored for protocol \"udp\"",
+    );
+    let tcp = ok(&server("max_connections = 5"));
+    assert!(tcp.warnings.is_empty(), "{:#?}", tcp.warnings);
+}
+
+#[test]
+fn backend_sni_without_an_sni_section_is_warned_about() {
+    let text = server("").replace(
+        "\"10.0.0.1:80\"",
+        "\"10.0.0.1:80\", \"10.0.0.2:80 sni=a.example\"",
+    );
+    assert_warned(
+        &ok(&text),
+        "servers.web.discovery.static_list[1]: sni= does nothing without a [servers.web.sni] section",
+    );
+    let with = format!("{text}[servers.web.sni]\n");
+    assert!(ok(&with).warnings.is_empty(), "{:#?}", ok(&with).warnings);
+}
+
+#[test]
 fn proxy_protocol_rules() {
     let text = format!(
         "{}[servers.web.proxy_protocol]\nversion = \"2\"\n",

@@ -67,3 +67,63 @@ fn a_syntax_error_still_stops_the_parse() {
     let e = errors("[servers.a]\nbind = 5\nmax_connections = \n");
     assert_eq!(e.len(), 1, "{e:#?}");
 }
+
+#[test]
+fn a_text_in_the_other_format_says_how_to_read_it() {
+    let json = r#"{"servers": {"a": {"bind": ":8080"}}}"#;
+    let e = errors(json);
+    assert_eq!(
+        e.last().map(String::as_str),
+        Some("the text reads as JSON: name the file *.json or pass -f json"),
+        "{e:#?}"
+    );
+    let toml = server("");
+    let Err(e) = parse(&toml, Format::Json) else {
+        panic!("TOML read as JSON passed");
+    };
+    let e: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        e.last().map(String::as_str),
+        Some("the text reads as TOML: pass -f toml")
+    );
+    // A plain syntax error, and an empty JSON file, get no such hint.
+    let e = errors("[servers.a\n");
+    assert!(!e.iter().any(|l| l.contains("reads as")), "{e:#?}");
+    let Err(e) = parse(" \n", Format::Json) else {
+        panic!("an empty JSON text passed");
+    };
+    assert!(!e.iter().any(|l| l.message.contains("reads as")), "{e:#?}");
+}
+
+#[test]
+fn a_byte_order_mark_is_skipped_in_both_formats() {
+    let json = "\u{feff}{\"servers\": {}}";
+    assert!(parse(json, Format::Json).is_ok(), "JSON with a BOM");
+    let toml = format!("\u{feff}{}", server(""));
+    assert!(parse(&toml, Format::Toml).is_ok(), "TOML with a BOM");
+}
+
+#[test]
+fn a_number_for_a_duration_says_how_to_write_one() {
+    let hint = "expected a string (a duration with a unit, e.g. \"5s\" or \"500ms\")";
+    let e = errors(&server("client_idle_timeout = 5\ndrain_timeout = 1.5"));
+    assert!(e.iter().all(|l| l.contains(hint)), "{e:#?}");
+    assert_eq!(e.len(), 2, "{e:#?}");
+    let json = r#"{"servers": {"a": {"bind": ":8080", "backend_idle_timeout": 5,
+        "discovery": {"kind": "static", "static_list": ["10.0.0.1:80"]}}}}"#;
+    let Err(e) = parse(json, Format::Json) else {
+        panic!("a number for a duration passed");
+    };
+    assert!(e[0].message.contains(hint), "{e:#?}");
+    let e = errors(&format!(
+        "{}[servers.web.proxy_protocol]\nversion = 2\n",
+        server("")
+    ));
+    assert!(
+        e[0].contains("expected a string (write \"1\" or \"2\" in quotes)"),
+        "{e:#?}"
+    );
+    // Other string keys keep serde's message alone.
+    let e = errors(&server("balance = 5"));
+    assert!(!e.iter().any(|l| l.contains("duration")), "{e:#?}");
+}

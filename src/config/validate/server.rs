@@ -44,6 +44,9 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
     if let (Some(sni), Some(d)) = (&sections.sni, &discovery) {
         sni_patterns(ctx, &at("discovery.static_list"), sni, d, raw);
     }
+    if sections.sni.is_none() {
+        unused_sni(ctx, &at("discovery.static_list"), raw);
+    }
     if let (Protocol::Udp, Some(DiscoveryKind::Static { .. })) =
         (protocol, discovery.as_ref().map(|d| &d.kind))
     {
@@ -85,6 +88,18 @@ fn sni_patterns(ctx: &mut Ctx, path: &str, sni: &Sni, discovery: &Discovery, raw
         if let Err(e) = HostMatcher::compile(sni.hostname_matching_strategy, &spec.sni) {
             ctx.error(&format!("{path}[{i}]"), e);
         }
+    }
+}
+
+/// `sni=` on a static line routes only on a server with an `[sni]`
+/// section; without one it does nothing (the first such line is named).
+fn unused_sni(ctx: &mut Ctx, path: &str, raw: &RawServer) {
+    if let Some((i, _)) = static_specs(raw).find(|(_, spec)| !spec.sni.is_empty()) {
+        let server = path.split(".discovery").next().unwrap_or(path);
+        ctx.warn(
+            &format!("{path}[{i}]"),
+            format!("sni= does nothing without a [{server}.sni] section"),
+        );
     }
 }
 

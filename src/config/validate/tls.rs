@@ -260,6 +260,12 @@ fn udp(ctx: &mut Ctx, base: &str, raw: &RawServer, protocol: Protocol) -> Option
         }
         return None;
     }
+    if raw.max_connections.is_some_and(|n| n > 0) {
+        ctx.warn(
+            &join(base, "max_connections"),
+            "ignored for protocol \"udp\" (udp.max_sessions caps sessions)",
+        );
+    }
     let section = section.unwrap_or(&default);
     let udp = Udp {
         max_requests: section.max_requests.unwrap_or(0),
