@@ -28,6 +28,9 @@ pub trait Control {
     /// Apply a validated config as a SIGHUP diff; failed starts by name.
     fn apply(&mut self, loaded: Loaded) -> BTreeMap<String, String>;
     fn runtime(&self, name: &str) -> Option<Arc<ServerRuntime>>;
+    /// The section `name` runs with (the file's or the API's), as the API
+    /// shows it redacted.
+    fn server_raw(&self, name: &str) -> Option<RawServer>;
 }
 
 pub fn execute(ctl: &mut impl Control, op: Op) -> Reply {
@@ -46,7 +49,7 @@ pub fn execute(ctl: &mut impl Control, op: Op) -> Reply {
                 return Reply::error(404, format!("no server {name}"));
             }
             // A section read from /servers and sent back keeps its secrets.
-            if let Some(current) = current_section(ctl, &name) {
+            if let Some(current) = ctl.server_raw(&name) {
                 crate::config::secrets::restore(&mut body, &current);
             }
             change(ctl, &name, Some(body))
@@ -131,15 +134,6 @@ fn change(ctl: &mut impl Control, name: &str, entry: Option<Value>) -> Reply {
         }
     }
     Reply::error(409, why)
-}
-
-/// The section `name` runs with: the API's (as posted) or the file's.
-fn current_section(ctl: &mut impl Control, name: &str) -> Option<RawServer> {
-    match ctl.overlay_mut().get(name) {
-        Some(Some(v)) => serde_json::from_value(v.clone()).ok(),
-        Some(None) => None,
-        None => ctl.file_raw().servers.as_ref()?.get(name).cloned(),
-    }
 }
 
 /// Why `server.bind` cannot be listened on with its protocol, if it cannot.
@@ -300,6 +294,13 @@ mod tests {
         }
         fn runtime(&self, _: &str) -> Option<Arc<ServerRuntime>> {
             None
+        }
+        fn server_raw(&self, name: &str) -> Option<RawServer> {
+            match self.overlay.get(name) {
+                Some(Some(v)) => serde_json::from_value(v.clone()).ok(),
+                Some(None) => None,
+                None => self.loaded.raw.servers.as_ref()?.get(name).cloned(),
+            }
         }
     }
 

@@ -72,6 +72,11 @@ impl Shared {
         read(&self.raw).clone()
     }
 
+    /// The section `name` runs with (the file's or the API's).
+    pub fn server_raw(&self, name: &str) -> Option<crate::config::raw::RawServer> {
+        read(&self.raw).servers.as_ref()?.get(name).cloned()
+    }
+
     pub fn failed(&self) -> BTreeMap<String, String> {
         read(&self.failed).clone()
     }

@@ -105,4 +105,11 @@ impl Control for Daemon {
     fn runtime(&self, name: &str) -> Option<Arc<ServerRuntime>> {
         self.servers.get(name).map(|r| Arc::clone(&r.runtime))
     }
+
+    /// From the published effective config: decoding the overlay's JSON
+    /// into a `RawServer` here would cost the binary about 110 KB of
+    /// deserializer code for `serde_json::Value`.
+    fn server_raw(&self, name: &str) -> Option<crate::config::raw::RawServer> {
+        self.shared.server_raw(name)
+    }
 }
