@@ -72,8 +72,21 @@ pub fn canonical(list: Vec<BackendSpec>) -> (Vec<BackendSpec>, Vec<String>, usiz
         }
     }
     out.sort_by_cached_key(BackendSpec::key);
+    if out.len() > MAX_BACKENDS {
+        let why = format!(
+            "{} backends: only the first {MAX_BACKENDS} (by host:port) are used",
+            out.len()
+        );
+        out.truncate(MAX_BACKENDS);
+        dropped.insert(0, why);
+    }
     (out, dropped, more)
 }
+
+/// Most backends one discovery answer gives a server: each costs its state
+/// and, with a health check, a task, so a runaway source must not take the
+/// daemon's memory.
+pub const MAX_BACKENDS: usize = 10_000;
 
 /// Warnings kept per fetch; more are counted, not kept.
 pub const MAX_KEPT: usize = 100;
@@ -269,6 +282,25 @@ mod tests {
 
     /// Sources that shuffle their answers (dnsmasq rotates SRV records)
     /// must not count as a change at every fetch.
+    #[test]
+    fn a_runaway_answer_is_cut_to_the_first_backends_by_key() {
+        let many: Vec<String> = (0..MAX_BACKENDS + 5)
+            .rev()
+            .map(|i| format!("127.0.0.1:{}", 1 + i))
+            .collect();
+        let lines: Vec<&str> = many.iter().map(String::as_str).collect();
+        let (out, dropped, _) = canonical(list(&lines));
+        assert_eq!(out.len(), MAX_BACKENDS);
+        assert_eq!(out[0].key(), "127.0.0.1:1");
+        assert_eq!(
+            dropped,
+            [format!(
+                "{} backends: only the first {MAX_BACKENDS} (by host:port) are used",
+                MAX_BACKENDS + 5
+            )]
+        );
+    }
+
     #[test]
     fn reordered_list_is_no_change() {
         let (first, ..) = canonical(list(&["b:1", "a:1 weight=2", "c:1"]));
