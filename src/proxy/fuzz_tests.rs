@@ -6,36 +6,15 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::access::{AccessList, Rule};
+use super::sni::tests::{hello_body, records, sni_ext};
 use super::sni::{self, HelloError, HostMatcher};
 use crate::config::{HostnameMatching, ProxyProtocolVersion};
 use crate::fuzz;
 
 /// A ClientHello with an SNI extension, in records of `chunk` bytes.
 fn hello(name: &str, chunk: usize) -> Vec<u8> {
-    let mut entry = vec![0u8];
-    entry.extend((name.len() as u16).to_be_bytes());
-    entry.extend(name.as_bytes());
-    let mut sni_data = (entry.len() as u16).to_be_bytes().to_vec();
-    sni_data.extend(entry);
-    let mut body = vec![3, 3];
-    body.extend([7u8; 32]);
-    body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
-    let mut exts = vec![0, 10, 0, 2, 0, 29];
-    exts.extend([0, 0]);
-    exts.extend((sni_data.len() as u16).to_be_bytes());
-    exts.extend(sni_data);
-    body.extend((exts.len() as u16).to_be_bytes());
-    body.extend(exts);
-    let mut msg = vec![1u8];
-    msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
-    msg.extend(body);
-    let mut out = Vec::new();
-    for part in msg.chunks(chunk) {
-        out.extend([22, 3, 1]);
-        out.extend((part.len() as u16).to_be_bytes());
-        out.extend(part);
-    }
-    out
+    let groups = (10, vec![0, 29]);
+    records(&hello_body(&[groups, sni_ext(name)]), chunk)
 }
 
 #[test]

@@ -298,4 +298,4 @@ pub fn usable_backends(
 
 #[cfg(test)]
 #[path = "sni_tests.rs"]
-mod tests;
+pub(super) mod tests;

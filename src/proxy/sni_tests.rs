@@ -1,7 +1,7 @@
 use super::*;
 
 /// A ClientHello body with the given extensions.
-fn hello_body(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+pub(in crate::proxy) fn hello_body(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut b = vec![3, 3];
     b.extend([7u8; 32]);
     b.push(0); // session id
@@ -18,7 +18,8 @@ fn hello_body(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
     b
 }
 
-fn sni_ext(name: &str) -> (u16, Vec<u8>) {
+/// The server_name extension for `name`.
+pub(in crate::proxy) fn sni_ext(name: &str) -> (u16, Vec<u8>) {
     let mut entry = vec![0u8];
     entry.extend((name.len() as u16).to_be_bytes());
     entry.extend(name.as_bytes());
@@ -28,7 +29,7 @@ fn sni_ext(name: &str) -> (u16, Vec<u8>) {
 }
 
 /// Handshake message split into records of at most `chunk` bytes.
-fn records(body: &[u8], chunk: usize) -> Vec<u8> {
+pub(in crate::proxy) fn records(body: &[u8], chunk: usize) -> Vec<u8> {
     let mut msg = vec![1u8];
     msg.extend(&(body.len() as u32).to_be_bytes()[1..]);
     msg.extend(body);
