@@ -300,6 +300,24 @@ fn connect_failure_retries_another_backend() {
 }
 
 #[test]
+fn a_dead_backends_connect_failures_warn_once_per_period() {
+    // Without a health check every client elected to a dead backend fails
+    // to connect there: one warning, the rest debug lines (and counted).
+    let live = Backend::start("LIVE");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (b, port) = start("roundrobin", &[dead.clone(), live.line()], "");
+    for i in 0..10 {
+        assert_eq!(who(port), "LIVE", "connection {i}");
+    }
+    let failed = format!("connect to {dead} failed");
+    let logs = b.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| l.contains(&failed)).collect();
+    let warned = lines.iter().filter(|l| l.contains("[WARN]")).count();
+    assert_eq!(warned, 1, "{logs}");
+    assert!(lines.len() >= 5, "{logs}");
+}
+
+#[test]
 fn a_failed_connect_is_not_called_no_backend_available() {
     // The only backend refuses: the log says so, not that there was none.
     let dead = format!("127.0.0.1:{}", free_port());

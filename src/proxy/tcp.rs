@@ -27,8 +27,9 @@ use crate::{debug, warn};
 
 /// Listen backlog for every server.
 const BACKLOG: i32 = 1024;
-/// "no backend available" lines: at most one per this, per server.
-const NO_BACKEND_LOG_EVERY: Duration = Duration::from_secs(5);
+/// "no backend available" lines (per plan) and "connect to ... failed"
+/// warnings (per backend): at most one per this.
+const FLOOD_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Longest pause of the accept loop when the process is out of descriptors.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -219,7 +220,7 @@ where
             }
             Err(e) => {
                 elected.state.counters.refused.fetch_add(1, Relaxed);
-                warn!(server, "{peer}: connect to {} failed: {e}", b.key);
+                connect_failed(&elected.state.connect_log, server, peer, &b.key, &e);
                 tried.push(elected.index);
             }
         }
@@ -227,10 +228,29 @@ where
     None
 }
 
+/// Log a failed connect: a warning at most every [`FLOOD_LOG_EVERY`]
+/// per backend (with how many were left out), a debug line otherwise.
+fn connect_failed(
+    log: &crate::log::Throttle,
+    server: &str,
+    peer: SocketAddr,
+    key: &str,
+    e: &io::Error,
+) {
+    let every = FLOOD_LOG_EVERY.as_millis() as u64;
+    match log.pass(super::pump::now_ms(), every) {
+        Some(skipped) => {
+            let more = crate::log::skipped_note(skipped);
+            warn!(server, "{peer}: connect to {key} failed: {e}{more}");
+        }
+        None => debug!(server, "{peer}: connect to {key} failed: {e}"),
+    }
+}
+
 /// Log that no backend could be elected, at most every
-/// [`NO_BACKEND_LOG_EVERY`] per plan (a flood would write a line each).
+/// [`FLOOD_LOG_EVERY`] per plan (a flood would write a line each).
 pub(super) fn no_backend(plan: &Plan, server: &str, peer: SocketAddr, host: Option<&str>) {
-    let every = NO_BACKEND_LOG_EVERY.as_millis() as u64;
+    let every = FLOOD_LOG_EVERY.as_millis() as u64;
     if let Some(skipped) = plan.no_backend_log.pass(super::pump::now_ms(), every) {
         let sni = host.map(|h| format!(" (sni {h})")).unwrap_or_default();
         let more = crate::log::skipped_note(skipped);
@@ -239,9 +259,9 @@ pub(super) fn no_backend(plan: &Plan, server: &str, peer: SocketAddr, host: Opti
 }
 
 /// Log that the server's `max_connections` refused a client, at most every
-/// [`NO_BACKEND_LOG_EVERY`] per plan, as for [`no_backend`].
+/// [`FLOOD_LOG_EVERY`] per plan, as for [`no_backend`].
 fn limit_reached(plan: &Plan, server: &str, peer: SocketAddr) {
-    let every = NO_BACKEND_LOG_EVERY.as_millis() as u64;
+    let every = FLOOD_LOG_EVERY.as_millis() as u64;
     if let Some(skipped) = plan.limit_log.pass(super::pump::now_ms(), every) {
         let max = plan.config.max_connections;
         let more = crate::log::skipped_note(skipped);

@@ -37,6 +37,10 @@ pub struct BackendState {
     pub health: Mutex<Report>,
     /// Bumped to close every open connection to this backend.
     closer: watch::Sender<u64>,
+    /// "connect to ... failed" warnings: at most one per period (the
+    /// others are debug lines), as every client of a dead backend without
+    /// a health check would write one.
+    pub connect_log: crate::log::Throttle,
 }
 
 impl BackendState {
@@ -48,6 +52,7 @@ impl BackendState {
             admin: AtomicU8::new(ADMIN_ENABLED),
             health: Mutex::new(Report::new("none", live, crate::health::runner::unix_ms())),
             closer: watch::channel(0).0,
+            connect_log: crate::log::Throttle::default(),
         }
     }
 
