@@ -33,46 +33,104 @@ pub trait Control {
     fn server_raw(&self, name: &str) -> Option<RawServer>;
 }
 
+/// An API change's merge of the file with the changed overlay: a parse
+/// that resolves `bind` host names, so the daemon runs it on the blocking
+/// pool ([`Merge::run`]) and not on the runtime that carries traffic.
+pub struct Merge {
+    name: String,
+    overlay: Overlay,
+    file: RawConfig,
+}
+
+/// A [`Merge`] done, for [`finish`].
+pub struct Merged {
+    name: String,
+    overlay: Overlay,
+    loaded: Result<Loaded, Vec<ConfigError>>,
+}
+
+impl Merge {
+    pub fn run(self: Box<Self>) -> Merged {
+        let loaded = merge(&self.file, &self.overlay);
+        Merged {
+            name: self.name,
+            overlay: self.overlay,
+            loaded,
+        }
+    }
+}
+
+/// What to do with an [`Op`]: answer now, or merge first.
+pub enum Step {
+    Reply(Reply),
+    Merge(Box<Merge>),
+}
+
+/// [`begin`], the merge in place, and [`finish`].
 pub fn execute(ctl: &mut impl Control, op: Op) -> Reply {
+    match begin(ctl, op) {
+        Step::Reply(reply) => reply,
+        Step::Merge(m) => finish(ctl, m.run()),
+    }
+}
+
+/// Answer `op` at once, or say what to merge for it. Nothing may change the
+/// file config or the overlay between this and [`finish`].
+pub fn begin(ctl: &mut impl Control, op: Op) -> Step {
     match op {
         Op::Create { name, body } => {
             if ctl.config().servers.contains_key(&name) {
-                return Reply {
+                return Step::Reply(Reply {
                     status: 409,
                     body: json!(format!("Server with this name already exists: {name}")),
-                };
+                });
             }
-            change(ctl, &name, Some(body))
+            change(ctl, name, Some(body))
         }
         Op::Replace { name, mut body } => {
             if !ctl.config().servers.contains_key(&name) {
-                return Reply::error(404, format!("no server {name}"));
+                return Step::Reply(Reply::error(404, format!("no server {name}")));
             }
             // A section read from /servers and sent back keeps its secrets.
             if let Some(current) = ctl.server_raw(&name) {
                 crate::config::secrets::restore(&mut body, &current);
             }
-            change(ctl, &name, Some(body))
+            change(ctl, name, Some(body))
         }
-        Op::Delete { name } if ctl.config().servers.contains_key(&name) => change(ctl, &name, None),
-        Op::Delete { .. } => Reply::ok(Value::Null),
+        Op::Delete { name } if ctl.config().servers.contains_key(&name) => change(ctl, name, None),
+        Op::Delete { .. } => Step::Reply(Reply::ok(Value::Null)),
         Op::Admin {
             server,
             backend,
             admin,
             close,
-        } => set_admin(ctl, &server, &backend, admin, close),
+        } => Step::Reply(set_admin(ctl, &server, &backend, admin, close)),
     }
 }
 
-/// Validate the overlay with `entry` for `name`, apply it, and keep it only
-/// if the daemon applied it and `name` started: on any failure the previous
-/// overlay and servers are put back, so a refused request leaves nothing
-/// behind (no half-made server, no entry that breaks later changes).
-fn change(ctl: &mut impl Control, name: &str, entry: Option<Value>) -> Reply {
+/// The overlay with `entry` for `name`, to merge with the file.
+fn change(ctl: &mut impl Control, name: String, entry: Option<Value>) -> Step {
     let mut overlay = ctl.overlay_mut().clone();
-    overlay.insert(name.to_string(), entry);
-    let loaded = match merge(ctl.file_raw(), &overlay) {
+    overlay.insert(name.clone(), entry);
+    Step::Merge(Box::new(Merge {
+        name,
+        overlay,
+        file: ctl.file_raw().clone(),
+    }))
+}
+
+/// Apply a merged change, and keep it only if the daemon applied it and
+/// the server started: on any failure the previous overlay and servers are
+/// put back, so a refused request leaves nothing behind (no half-made
+/// server, no entry that breaks later changes).
+pub fn finish(ctl: &mut impl Control, merged: Merged) -> Reply {
+    let Merged {
+        name,
+        overlay,
+        loaded,
+    } = merged;
+    let name = name.as_str();
+    let loaded = match loaded {
         Ok(l) => l,
         Err(errors) => {
             // Only listeners that overlap: a conflict, like a port in use.

@@ -2,6 +2,7 @@
 
 use super::*;
 use tokio::signal::unix::Signal;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 /// SIGHUP, SIGTERM and SIGINT streams. Installed before the first listener
@@ -39,6 +40,10 @@ pub(super) async fn signals(
     // A SIGHUP during a read reads again after it.
     let mut reading: Option<JoinHandle<Reloaded>> = None;
     let mut again = false;
+    // An API change merges on the blocking pool too (bind names resolved).
+    // Until it is applied, no other command is taken and no reload is
+    // applied, so the file config and the overlay it merged stay current.
+    let mut changing: Option<Changing> = None;
     loop {
         tokio::select! {
             Some(u) = recv(&mut updates) => daemon.discovered(u),
@@ -46,7 +51,12 @@ pub(super) async fn signals(
                 Some(_) => again = true,
                 None => reading = Some(read(source, &daemon.overlay)),
             },
-            loaded = finished(&mut reading) => {
+            done = merged(&mut changing) => {
+                if let Some((merged, reply)) = done {
+                    let _ = reply.send(control::finish(daemon, merged));
+                }
+            }
+            loaded = finished(&mut reading), if changing.is_none() => {
                 reload(daemon, loaded);
                 if std::mem::take(&mut again) {
                     reading = Some(read(source, &daemon.overlay));
@@ -54,10 +64,14 @@ pub(super) async fn signals(
             }
             _ = term.recv() => return Ok(Exit::Graceful),
             _ = int.recv() => return Ok(Exit::Now),
-            Some(cmd) = commands.recv() => {
-                let reply = control::execute(daemon, cmd.op);
-                let _ = cmd.reply.send(reply);
-            }
+            Some(cmd) = commands.recv(), if changing.is_none() => match control::begin(daemon, cmd.op) {
+                control::Step::Reply(reply) => {
+                    let _ = cmd.reply.send(reply);
+                }
+                control::Step::Merge(m) => {
+                    changing = Some((tokio::task::spawn_blocking(move || m.run()), cmd.reply));
+                }
+            },
             _ = ticker.tick() => {
                 daemon.tick(last.elapsed());
                 last = Instant::now();
@@ -109,6 +123,28 @@ fn read(source: &Source, overlay: &Overlay) -> JoinHandle<Reloaded> {
             .await
             .map_err(|e| vec![format!("reading the config failed: {e}")])
     })
+}
+
+/// Where an API request waits for its answer.
+type Answer = oneshot::Sender<api::Reply>;
+/// An API change whose merge runs.
+type Changing = (JoinHandle<control::Merged>, Answer);
+
+/// The running API merge's result and where to answer; `None` when the
+/// merge task failed (its caller gets no answer: the API says so).
+async fn merged(changing: &mut Option<Changing>) -> Option<(control::Merged, Answer)> {
+    let Some((task, _)) = changing else {
+        return std::future::pending().await;
+    };
+    let result = task.await;
+    let (_, reply) = changing.take()?;
+    match result {
+        Ok(merged) => Some((merged, reply)),
+        Err(e) => {
+            error!("api", "a change could not be checked: {e}");
+            None
+        }
+    }
 }
 
 /// The result of the running read, if any (cancel-safe).
