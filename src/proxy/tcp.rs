@@ -228,8 +228,18 @@ where
     None
 }
 
+/// Whether a warning that every connection could cause may be written
+/// now, through `throttle` (at most one per [`FLOOD_LOG_EVERY`]): `Some`
+/// with the note of the lines left out since the last one.
+pub(super) fn flood_pass(throttle: &crate::log::Throttle) -> Option<String> {
+    let every = FLOOD_LOG_EVERY.as_millis() as u64;
+    throttle
+        .pass(super::pump::now_ms(), every)
+        .map(crate::log::skipped_note)
+}
+
 /// Log a failed connect: a warning at most every [`FLOOD_LOG_EVERY`]
-/// per backend (with how many were left out), a debug line otherwise.
+/// per backend, a debug line otherwise.
 fn connect_failed(
     log: &crate::log::Throttle,
     server: &str,
@@ -237,12 +247,8 @@ fn connect_failed(
     key: &str,
     e: &io::Error,
 ) {
-    let every = FLOOD_LOG_EVERY.as_millis() as u64;
-    match log.pass(super::pump::now_ms(), every) {
-        Some(skipped) => {
-            let more = crate::log::skipped_note(skipped);
-            warn!(server, "{peer}: connect to {key} failed: {e}{more}");
-        }
+    match flood_pass(log) {
+        Some(more) => warn!(server, "{peer}: connect to {key} failed: {e}{more}"),
         None => debug!(server, "{peer}: connect to {key} failed: {e}"),
     }
 }
@@ -250,10 +256,8 @@ fn connect_failed(
 /// Log that no backend could be elected, at most every
 /// [`FLOOD_LOG_EVERY`] per plan (a flood would write a line each).
 pub(super) fn no_backend(plan: &Plan, server: &str, peer: SocketAddr, host: Option<&str>) {
-    let every = FLOOD_LOG_EVERY.as_millis() as u64;
-    if let Some(skipped) = plan.no_backend_log.pass(super::pump::now_ms(), every) {
+    if let Some(more) = flood_pass(&plan.no_backend_log) {
         let sni = host.map(|h| format!(" (sni {h})")).unwrap_or_default();
-        let more = crate::log::skipped_note(skipped);
         warn!(server, "{peer}: no backend available{sni}{more}");
     }
 }
@@ -261,10 +265,8 @@ pub(super) fn no_backend(plan: &Plan, server: &str, peer: SocketAddr, host: Opti
 /// Log that the server's `max_connections` refused a client, at most every
 /// [`FLOOD_LOG_EVERY`] per plan, as for [`no_backend`].
 fn limit_reached(plan: &Plan, server: &str, peer: SocketAddr) {
-    let every = FLOOD_LOG_EVERY.as_millis() as u64;
-    if let Some(skipped) = plan.limit_log.pass(super::pump::now_ms(), every) {
+    if let Some(more) = flood_pass(&plan.limit_log) {
         let max = plan.config.max_connections;
-        let more = crate::log::skipped_note(skipped);
         warn!(
             server,
             "{peer}: closed: max_connections ({max}) reached{more}"

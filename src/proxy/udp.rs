@@ -263,7 +263,6 @@ pub async fn serve(
     let listener = Arc::new(listener);
     let table: Table = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut warned_at = None;
     let fd = listener.as_raw_fd();
     // Made once, polled only when woken (see `OnWake`), not per datagram.
     let mut stopped = std::pin::pin!(OnWake::new(stop.wait_for(|s| *s)));
@@ -290,7 +289,7 @@ pub async fn serve(
         let existing = lock(&table).get(&key(peer, local)).cloned();
         let session = match existing {
             Some(s) => s,
-            None => match open(&server, &listener, &table, (peer, local), &mut warned_at) {
+            None => match open(&server, &listener, &table, (peer, local)) {
                 Some(s) => s,
                 None => {
                     server.counters.refused.fetch_add(1, Relaxed);
@@ -347,18 +346,15 @@ fn open(
     listener: &Arc<UdpSocket>,
     table: &Table,
     (peer, local): (SocketAddr, Option<Local>),
-    warned_at: &mut Option<u64>,
 ) -> Option<Arc<Session>> {
     let plan = server.plan();
     let udp = plan.config.udp.as_ref()?;
     let cap = session_cap(udp.max_sessions, nofile());
     if !server.counters.try_reserve(cap) {
-        let now = now_ms();
-        if warned_at.is_none_or(|at| now.saturating_sub(at) > 5_000) {
-            *warned_at = Some(now);
+        if let Some(more) = super::tcp::flood_pass(&plan.limit_log) {
             warn!(
                 &server.name,
-                "{peer}: {cap} udp sessions open (udp.max_sessions, descriptor limit); dropping new clients"
+                "{peer}: {cap} udp sessions open (udp.max_sessions, descriptor limit); dropping new clients{more}"
             );
         }
         return None;

@@ -135,7 +135,8 @@ pub struct Plan {
     /// Bounds "no backend available" lines (`proxy::tcp::no_backend`); a new
     /// plan (reload, discovered list) starts afresh.
     pub no_backend_log: crate::log::Throttle,
-    /// Bounds "max_connections reached" lines the same way.
+    /// Bounds "max_connections reached" (tcp) and "udp sessions open" lines
+    /// the same way.
     pub limit_log: crate::log::Throttle,
 }
 
