@@ -66,14 +66,6 @@ pub enum Step {
     Merge(Box<Merge>),
 }
 
-/// [`begin`], the merge in place, and [`finish`].
-pub fn execute(ctl: &mut impl Control, op: Op) -> Reply {
-    match begin(ctl, op) {
-        Step::Reply(reply) => reply,
-        Step::Merge(m) => finish(ctl, m.run()),
-    }
-}
-
 /// Answer `op` at once, or say what to merge for it. Nothing may change the
 /// file config or the overlay between this and [`finish`].
 pub fn begin(ctl: &mut impl Control, op: Op) -> Step {
@@ -301,6 +293,15 @@ pub fn restore(saved: &Saved, server: &str, plan: &crate::state::Plan, max_age_m
 mod tests {
     use super::*;
     use crate::config::{Format, parse};
+
+    /// [`begin`], the merge in place (the daemon runs it on the blocking
+    /// pool), and [`finish`].
+    fn execute(ctl: &mut impl Control, op: Op) -> Reply {
+        match begin(ctl, op) {
+            Step::Reply(reply) => reply,
+            Step::Merge(m) => finish(ctl, m.run()),
+        }
+    }
 
     /// The daemon's side of [`Control`]: `apply` takes the config and fails
     /// the starts named in `fail_start`, or, with `fail_edges`, changes
