@@ -107,17 +107,15 @@ impl Daemon {
             _ => initial_specs(&cfg.discovery).to_vec(),
         };
         let plan = Plan::new(Arc::new(cfg.clone()), &specs, previous);
-        let max_age = self.config.api.state_max_age.as_millis() as u64;
         // The state file is for backends without a live state.
-        let saved = self.restore.as_ref().filter(|_| previous.is_none());
-        let restore = |plan: &Plan| {
-            if let Some(saved) = saved {
-                control::restore(saved, name, plan, max_age);
-            }
-        };
-        restore(&plan);
+        let fresh = previous.is_none();
+        if fresh {
+            self.restore_saved(name, &plan);
+        }
         self.health.sync(name, &plan);
-        restore(&plan);
+        if fresh {
+            self.restore_saved(name, &plan);
+        }
         // A server started again for a new listener serves its last list.
         let serving = previous.map(|_| specs.as_slice());
         self.discovery.sync(name, &cfg.discovery, serving);
@@ -280,9 +278,9 @@ impl Daemon {
             let old = r.runtime.plan();
             let specs = sni_usable(&update.server, &old.config, &update.specs);
             let plan = Plan::new(Arc::clone(&old.config), &specs, Some(&old));
-            self.restore_discovered(&update.server, &plan);
+            self.restore_saved(&update.server, &plan);
             self.health.sync(&update.server, &plan);
-            self.restore_discovered(&update.server, &plan);
+            self.restore_saved(&update.server, &plan);
             if let Some(saved) = &mut self.restore {
                 let found = |b: &SavedBackend| plan.backends.iter().any(|p| p.key == b.key);
                 saved
@@ -293,9 +291,10 @@ impl Daemon {
         }
     }
 
-    /// Saved admin state and health for backends of `server` that its
-    /// first discovered lists bring (the state file, read at start).
-    fn restore_discovered(&self, server: &str, plan: &Plan) {
+    /// Saved admin state and health (the state file, read at start) for the
+    /// backends of `server` in `plan`: at start, and as its first
+    /// discovered lists bring them.
+    fn restore_saved(&self, server: &str, plan: &Plan) {
         if let Some(saved) = &self.restore {
             let max_age = self.config.api.state_max_age.as_millis() as u64;
             control::restore(saved, server, plan, max_age);
