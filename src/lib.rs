@@ -27,6 +27,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod resolve;
 pub mod state;
 #[cfg(feature = "tls")]
 pub mod tls;

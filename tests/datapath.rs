@@ -107,15 +107,27 @@ fn ipv6_listener_and_backend() {
     assert_eq!(exchange(&mut s, b"six"), b"V6\nsix");
 }
 
+/// A backend named `localhost` is served, and its name is looked up once
+/// (the cache keeps an answer 5 s; the log has a debug line per lookup),
+/// not once per connection.
 #[test]
 fn backend_by_host_name() {
     let a = Backend::start("NAMED");
     let port = free_port();
     let line = format!("localhost:{}", a.addr.port());
-    let _bx = Betwixt::start_quiet(&config(port, "roundrobin", &[line], ""), &[port]);
-    for _ in 0..3 {
+    let started = std::time::Instant::now();
+    let bx = Betwixt::start_quiet(&config(port, "roundrobin", &[line], ""), &[port]);
+    for _ in 0..20 {
         assert_eq!(who(port), "NAMED");
     }
+    let lookups = bx.logs().matches("looked up localhost").count();
+    // A slow machine may pass the 5 s of freshness: one refresh per 5 s.
+    let most = 1 + started.elapsed().as_secs() as usize / 5;
+    assert!(
+        (1..=most).contains(&lookups),
+        "{lookups} lookups for 20 connections: {}",
+        bx.logs()
+    );
 }
 
 /// A backend that greets "hi", reads until EOF or error, then reports.
