@@ -5,7 +5,11 @@
 //! brackets), else from a follow-up A query, then AAAA. A target without
 //! an address, a record with port 0 or target "." (RFC 2782: not
 //! available), is skipped with a warning; NXDOMAIN or no records = empty
-//! list. Messages are built and parsed with `simple-dns`.
+//! list. A follow-up lookup that fails (an error code such as REFUSED or
+//! SERVFAIL, a broken answer, a socket error) skips only its target, with
+//! a warning naming it; the fetch fails only when no target gave a backend
+//! and a follow-up failed ([`settle`]). A follow-up that never gets an
+//! answer still runs into the fetch's `timeout`. Messages are built and parsed with `simple-dns`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -130,11 +134,26 @@ pub fn spec(record: &SrvRecord, ip: IpAddr) -> BackendSpec {
     }
 }
 
+/// A fetch whose follow-up lookups failed for some targets keeps the
+/// others; it fails only when no target gave a backend and at least one
+/// lookup failed (the list is then unknown, not empty: the failpolicy
+/// decides).
+pub fn settle(listing: Listing, failed: Option<String>) -> Result<Listing, String> {
+    match failed {
+        Some(first) if listing.specs.is_empty() => {
+            Err(format!("no SRV target gave a backend; {first}"))
+        }
+        _ => Ok(listing),
+    }
+}
+
 impl Srv {
     pub async fn fetch(&self) -> Result<Listing, String> {
         let server = self.resolve_server().await?;
         let answer = self.ask(server, &self.pattern, TYPE::SRV).await?;
         let mut listing = Listing::default();
+        // The first failed follow-up lookup, and how many failed.
+        let mut failed: Option<String> = None;
         for record in &answer.srv {
             if record.target.is_empty() {
                 // RFC 2782: target "." = the service is not available here.
@@ -148,17 +167,22 @@ impl Srv {
                 continue;
             }
             let ip = match answer.addrs.get(&record.target).and_then(|a| pick(a)) {
-                Some(ip) => Some(ip),
-                None => self.lookup(server, &record.target).await?,
+                Some(ip) => Ok(Some(ip)),
+                None => self.lookup(server, &record.target).await,
             };
             match ip {
-                Some(ip) => listing.specs.push(spec(record, ip)),
-                None => {
+                Ok(Some(ip)) => listing.specs.push(spec(record, ip)),
+                Ok(None) => {
                     listing.warn(|| format!("{} has no A or AAAA record; skipped", record.target))
+                }
+                Err(e) => {
+                    let warning = format!("{}: address lookup failed: {e}; skipped", record.target);
+                    failed.get_or_insert_with(|| warning.clone());
+                    listing.warn(|| warning);
                 }
             }
         }
-        Ok(listing)
+        settle(listing, failed)
     }
 
     async fn resolve_server(&self) -> Result<SocketAddr, String> {
@@ -332,6 +356,30 @@ mod tests {
         );
         assert!(parse(1, b"\x00\x01garbage").is_err());
         assert!(parse(1, &[]).is_err());
+    }
+
+    #[test]
+    fn failed_follow_ups_fail_the_fetch_only_when_no_target_is_left() {
+        let record = SrvRecord {
+            target: "a.example.test".into(),
+            port: 80,
+            priority: 1,
+            weight: 1,
+        };
+        let failed = || Some("c.example.test: address lookup failed: refused; skipped".into());
+        let mut one = Listing::default();
+        one.specs.push(spec(&record, Ipv4Addr::LOCALHOST.into()));
+        one.warn(|| failed().unwrap());
+        let kept = settle(one, failed()).unwrap();
+        assert_eq!(kept.specs.len(), 1);
+        assert_eq!(kept.warnings.len(), 1);
+        let e = settle(Listing::default(), failed()).unwrap_err();
+        assert!(
+            e.starts_with("no SRV target gave a backend; c.example.test"),
+            "{e}"
+        );
+        // No follow-up failed: an empty list is an answer, not an error.
+        assert!(settle(Listing::default(), None).unwrap().specs.is_empty());
     }
 
     #[test]
