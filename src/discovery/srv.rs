@@ -8,11 +8,14 @@
 //! list. A follow-up lookup that fails (an error code such as REFUSED or
 //! SERVFAIL, a broken answer, a socket error) skips only its target, with
 //! a warning naming it; the fetch fails only when no target gave a backend
-//! and a follow-up failed ([`settle`]). A follow-up that never gets an
-//! answer still runs into the fetch's `timeout`. Messages are built and parsed with `simple-dns`.
+//! and a follow-up failed ([`settle`]). Follow-ups run up to
+//! [`FOLLOW_UPS_AT_ONCE`] at a time, each target's bounded by
+//! [`FOLLOW_UP_TIMEOUT`] (a target whose lookup gets no answer is skipped
+//! too), all within the fetch's `timeout`. Messages are built and parsed with `simple-dns`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use simple_dns::rdata::{OPT, RData};
 use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
@@ -20,6 +23,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::{BackendSpec, Listing};
+
+/// Longest wait for one target's follow-up lookups (A, then AAAA): the
+/// DNS library's default timeout in gobetween. A target whose lookup gets
+/// no answer is skipped, not the whole fetch.
+const FOLLOW_UP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Follow-up lookups in flight at once.
+const FOLLOW_UPS_AT_ONCE: usize = 8;
+
+/// Follow-up results by target.
+type Found = HashMap<String, Result<Option<IpAddr>, String>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Srv {
@@ -152,23 +165,33 @@ impl Srv {
         let server = self.resolve_server().await?;
         let answer = self.ask(server, &self.pattern, TYPE::SRV).await?;
         let mut listing = Listing::default();
-        // The first failed follow-up lookup, and how many failed.
-        let mut failed: Option<String> = None;
+        let mut records = Vec::new();
         for record in &answer.srv {
             if record.target.is_empty() {
                 // RFC 2782: target "." = the service is not available here.
                 let warning = "a record with target \".\" (service not available); skipped";
                 listing.warn(|| warning.to_string());
-                continue;
-            }
-            if record.port == 0 {
+            } else if record.port == 0 {
                 let warning = format!("{}: port 0; skipped", record.target);
                 listing.warn(|| warning);
-                continue;
+            } else {
+                records.push(record);
             }
+        }
+        let missing = records
+            .iter()
+            .filter(|r| !answer.addrs.get(&r.target).is_some_and(|a| !a.is_empty()))
+            .map(|r| r.target.clone());
+        let found = self.follow_ups(server, missing.collect()).await;
+        // The first failed follow-up lookup.
+        let mut failed: Option<String> = None;
+        for record in records {
             let ip = match answer.addrs.get(&record.target).and_then(|a| pick(a)) {
                 Some(ip) => Ok(Some(ip)),
-                None => self.lookup(server, &record.target).await,
+                None => found
+                    .get(&record.target)
+                    .cloned()
+                    .unwrap_or_else(|| Err("the lookup did not end".into())),
             };
             match ip {
                 Ok(Some(ip)) => listing.specs.push(spec(record, ip)),
@@ -183,6 +206,41 @@ impl Srv {
             }
         }
         settle(listing, failed)
+    }
+
+    /// Follow-up lookups of `targets` (each once), up to
+    /// [`FOLLOW_UPS_AT_ONCE`] at a time, each bounded by
+    /// [`FOLLOW_UP_TIMEOUT`].
+    async fn follow_ups(&self, server: SocketAddr, mut targets: Vec<String>) -> Found {
+        targets.sort_unstable();
+        targets.dedup();
+        let mut found = Found::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut pending = targets.into_iter();
+        loop {
+            while tasks.len() < FOLLOW_UPS_AT_ONCE
+                && let Some(target) = pending.next()
+            {
+                let this = self.clone();
+                tasks.spawn(async move {
+                    let bounded =
+                        tokio::time::timeout(FOLLOW_UP_TIMEOUT, this.lookup(server, &target));
+                    let result = bounded.await.unwrap_or_else(|_| {
+                        Err(format!("no answer within {}s", FOLLOW_UP_TIMEOUT.as_secs()))
+                    });
+                    (target, result)
+                });
+            }
+            match tasks.join_next().await {
+                Some(Ok((target, result))) => {
+                    found.insert(target, result);
+                }
+                // A task that did not end (it cannot panic): its target
+                // is missing from `found`, a failed lookup.
+                Some(Err(_)) => {}
+                None => return found,
+            }
+        }
     }
 
     async fn resolve_server(&self) -> Result<SocketAddr, String> {
@@ -380,6 +438,69 @@ mod tests {
         );
         // No follow-up failed: an empty list is an answer, not an error.
         assert!(settle(Listing::default(), None).unwrap().specs.is_empty());
+    }
+
+    /// A DNS server on loopback (udp): the SRV query gets two targets and
+    /// no additional section, a.example.test's A query 127.0.0.2, and
+    /// every query about b.example.test no answer at all.
+    async fn half_silent_server() -> SocketAddr {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+                let Ok(q) = Packet::parse(&buf[..n]) else {
+                    continue;
+                };
+                let name = q.questions[0].qname.to_string();
+                let mut p = Packet::new_reply(q.id());
+                let rr = |d| {
+                    ResourceRecord::new(
+                        Name::new_unchecked("_web._tcp.example.test"),
+                        CLASS::IN,
+                        60,
+                        d,
+                    )
+                };
+                if name.starts_with("_web") {
+                    p.answers.push(rr(srv("a.example.test", 8080, 1, 1)));
+                    p.answers.push(rr(srv("b.example.test", 8080, 1, 1)));
+                } else if name.starts_with("a.") && q.questions[0].qtype == QTYPE::TYPE(TYPE::A) {
+                    let a = RData::A(A {
+                        address: u32::from(Ipv4Addr::new(127, 0, 0, 2)),
+                    });
+                    p.answers.push(ResourceRecord::new(
+                        Name::new_unchecked("a.example.test"),
+                        CLASS::IN,
+                        60,
+                        a,
+                    ));
+                } else if name.starts_with("b.") {
+                    continue;
+                }
+                let _ = sock.send_to(&p.build_bytes_vec().unwrap(), from).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_follow_up_without_answer_skips_only_its_target() {
+        let srv = Srv {
+            server: half_silent_server().await.to_string(),
+            pattern: "_web._tcp.example.test".into(),
+            tcp: false,
+        };
+        let listing = tokio::time::timeout(Duration::from_secs(10), srv.fetch())
+            .await
+            .expect("bounded by the follow-up timeout")
+            .unwrap();
+        let keys: Vec<String> = listing.specs.iter().map(BackendSpec::key).collect();
+        assert_eq!(keys, ["127.0.0.2:8080"]);
+        assert_eq!(
+            listing.warnings,
+            ["b.example.test: address lookup failed: no answer within 2s; skipped"]
+        );
     }
 
     #[test]
