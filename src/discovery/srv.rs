@@ -180,7 +180,7 @@ impl Srv {
         }
         let missing = records
             .iter()
-            .filter(|r| !answer.addrs.get(&r.target).is_some_and(|a| !a.is_empty()))
+            .filter(|r| answer.addrs.get(&r.target).and_then(|a| pick(a)).is_none())
             .map(|r| r.target.clone());
         let found = self.follow_ups(server, missing.collect()).await;
         // The first failed follow-up lookup.

@@ -89,7 +89,8 @@ impl BackendState {
     }
 }
 
-/// Where to connect: a parsed address, or a name to resolve per connection.
+/// Where to connect: a parsed address, or a name resolved through the
+/// process-wide cache (`crate::resolve`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Addr(SocketAddr),
