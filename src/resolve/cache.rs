@@ -201,6 +201,14 @@ impl Cache {
         }
     }
 
+    /// The lookup that [`Self::get`] started was dropped before it ended
+    /// (its runtime shut down): nothing learnt, the next use starts another.
+    pub fn abandon(&mut self, host: &str) {
+        if let Some(e) = self.entries.get_mut(host) {
+            e.in_flight = false;
+        }
+    }
+
     /// Drop entries unused for [`EVICT_AFTER`] (at most every
     /// [`SWEEP_EVERY`]).
     fn sweep(&mut self, now: Instant) {

@@ -126,24 +126,21 @@ impl Resolver {
     fn start(&self, st: &mut State, host: &str) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
         st.flights.insert(host.to_string(), Arc::clone(&notify));
-        let inner = Arc::clone(&self.inner);
-        let host = host.to_string();
+        let mut flight = Flight {
+            inner: Arc::clone(&self.inner),
+            host: host.to_string(),
+            ended: false,
+        };
         tokio::spawn(async move {
-            let result = (inner.lookup)(host.clone())
+            let host = flight.host.clone();
+            let result = (flight.inner.lookup)(host.clone())
                 .await
                 .map_err(|e| e.to_string());
             match &result {
                 Ok(ips) => debug!(COMPONENT, "looked up {host}: {ips:?}"),
                 Err(e) => debug!(COMPONENT, "looked up {host}: {e}"),
             }
-            let note = {
-                let mut st = inner.lock();
-                let note = st.cache.done(&host, result, now());
-                if let Some(n) = st.flights.remove(&host) {
-                    n.notify_waiters();
-                }
-                note
-            };
+            let note = flight.end(|cache, now| cache.done(&host, result, now));
             match note {
                 Some(Note::Warn(w)) => warn!(COMPONENT, "{w}"),
                 Some(Note::Info(i)) => info!(COMPONENT, "{i}"),
@@ -152,6 +149,36 @@ impl Resolver {
             }
         });
         notify
+    }
+}
+
+/// One lookup in flight. Ending it records the result and wakes its
+/// waiters; dropped unended (the task was cancelled with its runtime), it
+/// still wakes them, and the next use starts another lookup.
+struct Flight {
+    inner: Arc<Inner>,
+    host: String,
+    ended: bool,
+}
+
+impl Flight {
+    fn end<T>(&mut self, record: impl FnOnce(&mut Cache, Instant) -> T) -> T {
+        self.ended = true;
+        let mut st = self.inner.lock();
+        let out = record(&mut st.cache, now());
+        if let Some(n) = st.flights.remove(&self.host) {
+            n.notify_waiters();
+        }
+        out
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        if !self.ended {
+            let host = self.host.clone();
+            self.end(|cache, _| cache.abandon(&host));
+        }
     }
 }
 

@@ -116,3 +116,37 @@ async fn system_lookup_resolves_localhost() {
     assert!(addrs.iter().all(|a| a.is_loopback()), "{addrs:?}");
     assert!(!addrs.is_empty());
 }
+
+/// A lookup cancelled with its runtime (a test's, a one-shot `check`'s)
+/// leaves no name waiting for it forever.
+#[test]
+fn a_lookup_dropped_with_its_runtime_is_started_again() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let lookup: Lookup = Arc::new(move |_host: String| {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            if n == 0 {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+            Ok(vec![ip(3)])
+        })
+    });
+    let r = Arc::new(Resolver::new(lookup));
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    };
+    let first = runtime();
+    let waiting = first.block_on(async {
+        tokio::time::timeout(Duration::from_millis(20), r.resolve("app")).await
+    });
+    assert!(waiting.is_err(), "the first lookup hangs");
+    drop(first);
+    let addrs = runtime()
+        .block_on(async { tokio::time::timeout(Duration::from_secs(5), r.resolve("app")).await });
+    assert_eq!(&*addrs.expect("not stranded").unwrap(), &[ip(3)]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
