@@ -262,6 +262,25 @@ impl Plan {
         }
     }
 
+    /// Whether some backend could serve `host` under the SNI rules, health
+    /// and load aside: `false` means [`Self::elect_sni`] fails for it in any
+    /// state, so a TLS server can refuse before the handshake.
+    pub fn sni_may_serve(&self, host: Option<&str>) -> bool {
+        let Some(sni) = &self.config.sni else {
+            return true;
+        };
+        let named =
+            |b: &Backend| host.is_some_and(|h| b.sni.as_ref().is_some_and(|m| m.matches(h)));
+        match sni.unexpected_hostname_strategy {
+            UnexpectedHostname::Reject => self.backends.iter().any(named),
+            UnexpectedHostname::Any => true,
+            UnexpectedHostname::Default => self
+                .backends
+                .iter()
+                .any(|b| named(b) || b.spec.sni.is_empty()),
+        }
+    }
+
     fn elect_where(
         &self,
         client: IpAddr,
@@ -503,6 +522,20 @@ mod tests {
             .filter_map(|_| port(&p, Some("c.example")))
             .collect();
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn only_names_no_backend_can_serve_are_refused_early() {
+        let p = plan(UnexpectedHostname::Reject, HostnameMatching::Exact);
+        assert!(p.sni_may_serve(Some("a.example")));
+        assert!(!p.sni_may_serve(Some("c.example")));
+        assert!(!p.sni_may_serve(None));
+        // A down match may come back: not refused before the handshake.
+        p.backends[0].state.live.store(false, Ordering::Relaxed);
+        assert!(p.sni_may_serve(Some("a.example")));
+        let p = plan(UnexpectedHostname::Default, HostnameMatching::Exact);
+        assert!(p.sni_may_serve(Some("c.example")) && p.sni_may_serve(None));
+        assert!(plan(UnexpectedHostname::Any, HostnameMatching::Exact).sni_may_serve(None));
     }
 
     #[test]
