@@ -11,7 +11,22 @@
 //
 // Build: clang -O2 -g -target bpfel -c lb.bpf.c (build.rs does it).
 #include <linux/bpf.h>
-#include <bpf/bpf_helpers.h>
+
+/* The few pieces of libbpf's bpf_helpers.h used here, so that the build
+ * needs only clang and the kernel's uapi headers (linux-libc-dev). */
+#define SEC(name) __attribute__((section(name), used))
+#define __uint(name, val) int (*name)[val]
+#define __type(name, val) typeof(val) *name
+#ifndef __always_inline
+#define __always_inline inline __attribute__((always_inline))
+#endif
+static void *(*bpf_map_lookup_elem)(void *map, const void *key) =
+	(void *)BPF_FUNC_map_lookup_elem;
+static __u64 (*bpf_get_socket_cookie)(void *ctx) =
+	(void *)BPF_FUNC_get_socket_cookie;
+static long (*bpf_sk_redirect_hash)(struct __sk_buff *skb, void *map,
+				    void *key, __u64 flags) =
+	(void *)BPF_FUNC_sk_redirect_hash;
 
 struct pair {
 	__u64 peer;     /* cookie of the socket bytes are redirected to */

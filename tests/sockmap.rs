@@ -251,6 +251,39 @@ fn idle_timeout_ends_a_gated_connection() {
     ));
 }
 
+#[test]
+fn sigterm_drain_timeout_ends_a_gated_connection() {
+    let (_l, backend, _report) = serve_once(|mut s| {
+        let _ = s.write_all(b"hi\n");
+        let _ = read_to_eof(&mut s);
+    });
+    let (port, api) = (free_port(), free_port());
+    let cfg = sockmap_config(port, api, &backend.to_string(), "drain_timeout = \"1s\"");
+    let Some(mut bx) = start_fast(&cfg, port, api) else {
+        return;
+    };
+    let mut s = connect(port);
+    set_timeouts(&s);
+    let mut hi = [0u8; 3];
+    s.read_exact(&mut hi).expect("greeting");
+    assert_gated(&bx, 1);
+    let start = Instant::now();
+    bx.signal(libc::SIGTERM);
+    assert!(
+        closed_without_data(&mut s, Duration::from_secs(5)),
+        "not closed"
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed before the drain timeout: {took:?}"
+    );
+    let status = bx
+        .wait_exit(Duration::from_secs(5))
+        .expect("exit after the drain");
+    assert!(status.success(), "{status:?}");
+}
+
 /// Without CAP_BPF (uid nobody, no capabilities) loading fails once, with
 /// the reason, and connections are relayed by splice.
 #[test]

@@ -107,8 +107,8 @@ impl Loaded {
                 return Err(undo(&mut m, error_chain("peers insert", &e)));
             }
         }
-        for i in 0..2 {
-            if let Err(e) = m.socks.insert(c.0[i], Fd(fds[i]), 0) {
+        for (key, fd) in c.0.into_iter().zip(fds) {
+            if let Err(e) = m.socks.insert(key, Fd(fd), 0) {
                 return Err(undo(&mut m, error_chain("socks insert", &e)));
             }
         }
