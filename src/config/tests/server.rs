@@ -141,7 +141,7 @@ fn sockmap_defaults_off_and_only_for_plain_tcp() {
     assert!(ok(&on).config.servers["web"].sockmap);
     let udp = format!(
         "[defaults]\nsockmap = true\n{}",
-        server("protocol = \"udp\"")
+        server("protocol = \"udp\"\nclient_idle_timeout = \"10s\"")
     );
     assert!(!ok(&udp).config.servers["web"].sockmap);
     let off = format!("[defaults]\nsockmap = true\n{}", server("sockmap = false"));
