@@ -17,9 +17,10 @@
 //! - Bytes passed up instead of redirected (only when a redirect fails) are
 //!   read at EOF and sent on by userspace, after the same flush.
 //! - Statistics and idle timeouts come from the BPF pair counters, read
-//!   every [`super::sockmap::COUNTER_POLL`]: a side is idle when the
-//!   counters did not move (in either direction) for its timeout, so a
-//!   timeout fires up to one poll late.
+//!   every [`super::sockmap::COUNTER_POLL`] and at each idle deadline: a
+//!   side is idle when the counters did not move (in either direction) for
+//!   its timeout. Activity is stamped when a read sees the counters move,
+//!   so a timeout fires up to one poll period late.
 //! - The end (both FINs passed on, an error, a kill, a timeout) takes the
 //!   pair out of the maps and closes both sockets. Gated connections are
 //!   never parked.
@@ -27,6 +28,7 @@
 use std::io;
 use std::net::TcpStream as StdStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -184,15 +186,18 @@ async fn relay(
             }
             pair.count();
             let now = now_ms();
+            let mut wait = next_poll(pair.dirs.iter().any(Dir::waits));
             for (limit, end) in [
                 (client_idle, End::ClientIdle),
                 (backend_idle, End::BackendIdle),
             ] {
-                if limit.is_some_and(|l| idle_ms_left(now, pair.active, l) == 0) {
-                    return Ok(end);
+                let Some(limit) = limit else { continue };
+                match idle_ms_left(now, pair.active, limit) {
+                    0 => return Ok(end),
+                    // Look at the counters again at the deadline.
+                    left => wait = wait.min(Duration::from_millis(left)),
                 }
             }
-            let wait = next_poll(pair.dirs.iter().any(Dir::waits));
             tokio::select! {
                 biased;
                 _ = &mut kill => return Ok(End::Killed),
