@@ -269,6 +269,38 @@ fn idle_timeout_ends_a_gated_connection() {
 }
 
 #[test]
+fn many_concurrent_echo_connections() {
+    let b = Backend::start("E");
+    let (port, api) = (free_port(), free_port());
+    let cfg = sockmap_config(port, api, &b.line(), "");
+    let Some(bx) = start_fast(&cfg, port, api) else {
+        return;
+    };
+    let n = 40;
+    let clients: Vec<_> = (0..n)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = connect(port);
+                set_timeouts(&s);
+                let greeting = read_line(&mut s);
+                let data: Vec<u8> = Pattern::new(i as u8).at(0, 64 * 1024 + i).to_vec();
+                (greeting, exchange(&mut s, &data) == data)
+            })
+        })
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let (greeting, echoed) = c.join().expect("client thread");
+        assert_eq!(greeting, "E", "connection {i}");
+        assert!(echoed, "connection {i}: echo differs");
+    }
+    assert_gated(&bx, n);
+    let idle = wait_until(Duration::from_secs(5), || {
+        stats(api)["active_connections"] == 0
+    });
+    assert!(idle, "{}", stats(api));
+}
+
+#[test]
 fn sigterm_drain_timeout_ends_a_gated_connection() {
     let (_l, backend, _report) = serve_once(|mut s| {
         let _ = s.write_all(b"hi\n");
