@@ -300,6 +300,32 @@ fn many_concurrent_echo_connections() {
     assert!(idle, "{}", stats(api));
 }
 
+/// A client that sends and half-closes at once is usually in CLOSE_WAIT
+/// before betwixt gates it: sockmap refuses it (EOPNOTSUPP) and splice
+/// relays it. Either way every byte arrives.
+#[test]
+fn client_fin_before_gating_still_relays() {
+    let b = Backend::start("E");
+    let (port, api) = (free_port(), free_port());
+    let cfg = sockmap_config(port, api, &b.line(), "");
+    let Some(bx) = start_fast(&cfg, port, api) else {
+        return;
+    };
+    for i in 0..20 {
+        let mut s = connect(port);
+        set_timeouts(&s);
+        let got = exchange(&mut s, format!("request {i}\n").as_bytes());
+        assert_eq!(String::from_utf8_lossy(&got), format!("E\nrequest {i}\n"));
+    }
+    let logs = bx.logs();
+    let (gated, fell_back) = (
+        logs.matches("gated (sockmap)").count(),
+        logs.matches("relaying in userspace").count(),
+    );
+    assert_eq!(gated + fell_back, 20, "{logs}");
+    eprintln!("{gated} gated, {fell_back} relayed by splice");
+}
+
 #[test]
 fn sigterm_drain_timeout_ends_a_gated_connection() {
     let (_l, backend, _report) = serve_once(|mut s| {

@@ -45,6 +45,9 @@ use crate::metrics::Counters;
 /// Most bytes held for a destination that has not flushed yet; reading the
 /// source stops there until they are sent.
 const PENDING_MAX: usize = 256 * 1024;
+/// After a half-done gating, time for a verdict that is still running on
+/// another CPU to finish (and count what it moved).
+const SETTLE: Duration = Duration::from_millis(5);
 /// How long a failed gating may wait for bytes the kernel already moved.
 const UNDO_WAIT_MS: u64 = 10_000;
 
@@ -70,9 +73,11 @@ pub async fn run(mut conn: Conn, client: TcpStream, backend: TcpStream) -> Optio
     match fast.gate(cookies, fds) {
         Ok(()) => {}
         Err(GateError::Undone(why)) => return fallback(conn, client, backend, &why),
-        Err(GateError::Moved(why, moved)) => {
-            // Bytes of the client went to the backend's psock: let them
-            // leave before the backend is taken out of the maps.
+        Err(GateError::Partial(why)) => {
+            // Bytes of the client may have gone to the backend's psock: let
+            // them leave before the backend is taken out of the maps.
+            tokio::time::sleep(SETTLE).await;
+            let moved = fast.moved(cookies)[0];
             let done = wait_flushed(fds[1], base[1], moved).await;
             fast.release(cookies);
             if done {

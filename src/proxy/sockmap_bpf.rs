@@ -46,10 +46,12 @@ pub struct Loaded {
 pub enum GateError {
     /// Nothing moved: the pair is out of every map, relay it normally.
     Undone(String),
-    /// The first socket was gated and the kernel already redirected this
-    /// many of its bytes to the second: wait until the second has taken
-    /// them ([`super::sockmap::flushed`]), then [`Loaded::release`].
-    Moved(String, u64),
+    /// The first socket was gated (and is not any more): the kernel may
+    /// have redirected some of its bytes to the second. Wait until a verdict
+    /// still running is done, then until the second socket has taken
+    /// [`Loaded::moved`] bytes ([`super::sockmap::flushed`]), then
+    /// [`Loaded::release`].
+    Partial(String),
 }
 
 impl Loaded {
@@ -116,15 +118,10 @@ impl Loaded {
             return Err(undo(&mut m, error_chain("gate insert", &e)));
         }
         if let Err(e) = m.gate.insert(c.0[1], Fd(fds[1]), 0) {
-            let why = error_chain("gate insert", &e);
-            // The first socket's verdict may have run already: stop it,
-            // then look whether it moved anything.
+            // The first socket's verdict may have run already: stop it;
+            // the caller sees what it moved.
             let _ = m.gate.remove(&c.0[0]);
-            let moved = m.peers.get(&c.0[0], 0).map(|p| p.bytes).unwrap_or(0);
-            if moved > 0 {
-                return Err(GateError::Moved(why, moved));
-            }
-            return Err(undo(&mut m, why));
+            return Err(GateError::Partial(error_chain("gate insert", &e)));
         }
         drop(m);
         for fd in fds {
