@@ -9,6 +9,7 @@
 //!   both use [`http`], a small HTTP/1.1 client;
 //!   [`balance`] elects one per connection.
 //! - [`proxy`] owns listeners and the per-connection data path (splice/copy).
+//! - [`resolve`] turns backend host names into addresses through one cache.
 //! - [`metrics`] keeps the counters and rates every other layer reports into.
 //! - [`alloc`] is the binary's global allocator (cheap over-aligned blocks).
 
@@ -27,6 +28,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod proxy;
+pub mod resolve;
 pub mod state;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -107,15 +107,35 @@ fn ipv6_listener_and_backend() {
     assert_eq!(exchange(&mut s, b"six"), b"V6\nsix");
 }
 
+/// A backend named `localhost` is served, and its name is looked up once
+/// (the cache keeps an answer 5 s; the log has a debug line per lookup),
+/// not once per connection nor per health check (every 50 ms).
 #[test]
 fn backend_by_host_name() {
     let a = Backend::start("NAMED");
     let port = free_port();
     let line = format!("localhost:{}", a.addr.port());
-    let _bx = Betwixt::start_quiet(&config(port, "roundrobin", &[line], ""), &[port]);
-    for _ in 0..3 {
+    let started = std::time::Instant::now();
+    let check =
+        "[servers.test.healthcheck]\nkind = \"ping\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n";
+    let cfg = format!("{}\n{check}", config(port, "roundrobin", &[line], ""));
+    let bx = Betwixt::start_quiet(&cfg, &[port]);
+    for _ in 0..20 {
         assert_eq!(who(port), "NAMED");
     }
+    // And ten health checks (ping = a TCP connect) on top of them.
+    let checked = wait_until(Duration::from_secs(10), || {
+        a.accepted.load(std::sync::atomic::Ordering::Relaxed) >= 30
+    });
+    assert!(checked, "{}", bx.logs());
+    let lookups = bx.logs().matches("looked up localhost").count();
+    // A slow machine may pass the 5 s of freshness: one refresh per 5 s.
+    let most = 1 + started.elapsed().as_secs() as usize / 5;
+    assert!(
+        (1..=most).contains(&lookups),
+        "{lookups} lookups for 30 connections and checks: {}",
+        bx.logs()
+    );
 }
 
 /// A backend that greets "hi", reads until EOF or error, then reports.

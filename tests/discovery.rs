@@ -467,6 +467,57 @@ fn srv_target_dot_is_an_empty_list() {
     assert!(!bx.logs().contains("discovery failed"), "{}", bx.logs());
 }
 
+/// An SRV answer with two targets, one of which has no A record that
+/// can be looked up (dnsmasq, with no upstream server, refuses a name
+/// outside its local domain): only that target is skipped, with one
+/// warning naming it, and the other backend is served. When no target
+/// gives a backend, the fetch fails and keeplast keeps the last list.
+#[test]
+fn srv_target_whose_address_lookup_fails_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a");
+    let dns = free_port();
+    let records = vec![
+        srv_record("a.betwixt.test", a.addr.port(), 1, 1),
+        srv_record("c.elsewhere.test", 9, 1, 1),
+        "--host-record=a.betwixt.test,127.0.0.1".to_string(),
+    ];
+    let Some(server) = Dnsmasq::start(dns, &records, dir.path()) else {
+        return;
+    };
+    let port = free_port();
+    let bx = Betwixt::start_quiet(&discovery_config(port, &srv_discovery(dns, "")), &[port]);
+    assert!(logged(&bx, "discovery: 1 backends"), "{}", bx.logs());
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+    let warning = "c.elsewhere.test: address lookup failed";
+    assert!(logged(&bx, warning), "{}", bx.logs());
+    // Five more fetches (interval 200ms): the same warning is not repeated.
+    let queries = || {
+        let log = std::fs::read_to_string(&server.log).unwrap_or_default();
+        log.matches("query[SRV]").count()
+    };
+    let seen = queries();
+    assert!(wait_until(LIMIT, || queries() >= seen + 5));
+    let logs = bx.logs();
+    assert_eq!(logs.matches(warning).count(), 1, "{logs}");
+    assert!(!logs.contains("discovery failed"), "{logs}");
+
+    // Now a's record goes too: every target fails, the fetch fails and
+    // keeplast keeps serving a.
+    drop(server);
+    let records = vec![srv_record("c.elsewhere.test", 9, 1, 1)];
+    let _server = Dnsmasq::start(dns, &records, dir.path()).expect("dnsmasq restarts");
+    assert!(
+        logged(
+            &bx,
+            "discovery failed: no SRV target gave a backend; c.elsewhere.test"
+        ),
+        "{}",
+        bx.logs()
+    );
+    assert!(serves(port, &["a"]), "{}", bx.logs());
+}
+
 #[test]
 fn unknown_srv_name_is_an_empty_list() {
     let dir = tempfile::tempdir().unwrap();

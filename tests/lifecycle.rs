@@ -211,6 +211,22 @@ fn invalid_reload_is_rejected_and_old_config_serves() {
 }
 
 #[test]
+fn reload_of_an_emptied_file_is_rejected_and_old_config_serves() {
+    // What a reload sees while an editor or `cat > FILE` rewrites the file.
+    let (_a, port, good) = backend_a("");
+    let bx = Betwixt::start_quiet(&good, &[port]);
+    assert!(!bx.reload("\n"), "an empty config closed every server");
+    assert!(
+        bx.logs()
+            .contains("empty (being written?); a reload needs the whole config"),
+        "{}",
+        bx.logs()
+    );
+    assert_eq!(who(port), "A");
+    assert!(bx.reload(&good), "{}", bx.logs());
+}
+
+#[test]
 fn reload_replacing_a_server_drains_the_old_one() {
     let (a, b) = (Backend::start("A"), Backend::start("B"));
     let (px, py) = (free_port(), free_port());

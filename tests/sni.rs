@@ -84,6 +84,34 @@ fn regexp_is_anchored_and_reject_closes_unknown_names() {
 }
 
 #[test]
+fn termination_refuses_a_name_no_backend_serves_before_the_handshake() {
+    let pki = Pki::new();
+    let front = pki.leaf("front", "DNS:a.example,DNS:c.example");
+    let a = Backend::start("plainA");
+    let port = free_port();
+    let lines = [format!("{} sni=a.example", a.line())];
+    let extra = format!("protocol = \"tls\"\n{}", tls_section(&front));
+    let keys = "unexpected_hostname_strategy = \"reject\"";
+    let bx = Betwixt::start_quiet(&with_sni(port, &lines, &extra, keys), &[port]);
+    let client = client_config(&pki.ca);
+    let s = tls_connect(port, "a.example", &client).expect("handshake");
+    assert_eq!(greeting(s), "plainA");
+    // The certificate would do for c.example, but no backend serves it: an
+    // unrecognized_name alert instead of a handshake (after a handshake the
+    // client would see a plain close, not an alert).
+    for _ in 0..3 {
+        let Err(e) = tls_connect(port, "c.example", &client) else {
+            panic!("the handshake completed: {}", bx.logs());
+        };
+        assert!(
+            e.to_string().contains("UnrecognisedName"),
+            "{e}\n{}",
+            bx.logs()
+        );
+    }
+}
+
+#[test]
 fn garbage_truncated_and_silent_hellos_are_closed() {
     let a = Backend::start("never");
     let port = free_port();

@@ -1,10 +1,11 @@
 //! `[servers.NAME.udp] transparent = true`: a clear startup error without
 //! the capability (betwixt run as an unprivileged user), and the transparent
 //! path itself as root across three network namespaces (client, betwixt,
-//! backend; 198.18.0.0/15): the backend sees the client's address as the
-//! source, and its reply still reaches the client through betwixt, also on
-//! a wildcard bind with two addresses (the reply leaves from the one the
-//! client contacted). Needs root, `ip` and `setpriv`; skips otherwise.
+//! backend; 198.18.0.0/15, and 2001:2::/48 for IPv6): the backend sees the
+//! client's address as the source, and its reply still reaches the client
+//! through betwixt, also on a wildcard bind with two addresses (the reply
+//! leaves from the one the client contacted), over IPv4 and IPv6. Needs
+//! root, `ip` and `setpriv`; skips otherwise.
 
 mod common;
 
@@ -131,11 +132,48 @@ impl Drop for Kill {
     }
 }
 
-/// client 198.18.0.1 -- 198.18.0.2 betwixt 198.18.1.2 -- 198.18.1.1 backend.
-/// The backend routes back through betwixt; betwixt delivers what comes from
-/// the backend side locally (policy routing), where the transparent session
-/// socket bound to the client's address picks it up.
-fn topology() -> (Netns, Netns, Netns) {
+/// Addresses of the three namespaces in one family.
+struct Plan {
+    client: &'static str,
+    /// betwixt's two addresses on the client side (the second for the
+    /// wildcard test), then its backend-side address.
+    front: [&'static str; 2],
+    back: &'static str,
+    backend: &'static str,
+    prefix: &'static str,
+    /// `ip` option for rules and routes, and the "any" route.
+    family: &'static str,
+    any: &'static str,
+}
+
+const V4: Plan = Plan {
+    client: "198.18.0.1",
+    front: ["198.18.0.2", "198.18.0.3"],
+    back: "198.18.1.2",
+    backend: "198.18.1.1",
+    prefix: "24",
+    family: "-4",
+    any: "0.0.0.0/0",
+};
+
+/// IPv6 in the benchmarking prefix 2001:2::/48 (RFC 5180, the IPv6
+/// counterpart of 198.18.0.0/15), only ever inside these namespaces.
+const V6: Plan = Plan {
+    client: "2001:2:0:1::1",
+    front: ["2001:2:0:1::2", "2001:2:0:1::3"],
+    back: "2001:2:0:2::2",
+    backend: "2001:2:0:2::1",
+    prefix: "64",
+    family: "-6",
+    any: "::/0",
+};
+
+/// client -- betwixt (front, back) -- backend, e.g. 198.18.0.1 --
+/// 198.18.0.2 betwixt 198.18.1.2 -- 198.18.1.1. The backend routes back
+/// through betwixt; betwixt delivers what comes from the backend side
+/// locally (policy routing), where the transparent session socket bound to
+/// the client's address picks it up.
+fn topology(p: &Plan) -> (Netns, Netns, Netns) {
     let (cl, bx, be) = (Netns::new("cl"), Netns::new("bx"), Netns::new("be"));
     bx.ip(&[
         "link", "add", "vcl", "type", "veth", "peer", "name", "eth0", "netns", &cl.0,
@@ -144,25 +182,25 @@ fn topology() -> (Netns, Netns, Netns) {
         "link", "add", "vbe", "type", "veth", "peer", "name", "eth0", "netns", &be.0,
     ]);
     for (ns, dev, addr) in [
-        (&cl, "eth0", "198.18.0.1/24"),
-        (&bx, "vcl", "198.18.0.2/24"),
-        (&bx, "vbe", "198.18.1.2/24"),
-        (&be, "eth0", "198.18.1.1/24"),
+        (&cl, "eth0", p.client),
+        (&bx, "vcl", p.front[0]),
+        (&bx, "vcl", p.front[1]),
+        (&bx, "vbe", p.back),
+        (&be, "eth0", p.backend),
     ] {
-        ns.ip(&["addr", "add", addr, "dev", dev]);
+        // nodad: IPv6 addresses usable at once (no duplicate detection).
+        let cidr = format!("{addr}/{}", p.prefix);
+        let mut args = vec!["addr", "add", cidr.as_str(), "dev", dev];
+        if p.family == "-6" {
+            args.push("nodad");
+        }
+        ns.ip(&args);
         ns.ip(&["link", "set", dev, "up"]);
     }
-    be.ip(&["route", "add", "default", "via", "198.18.1.2"]);
-    bx.ip(&["rule", "add", "iif", "vbe", "lookup", "100"]);
+    be.ip(&[p.family, "route", "add", "default", "via", p.back]);
+    bx.ip(&[p.family, "rule", "add", "iif", "vbe", "lookup", "100"]);
     bx.ip(&[
-        "route",
-        "add",
-        "local",
-        "0.0.0.0/0",
-        "dev",
-        "lo",
-        "table",
-        "100",
+        p.family, "route", "add", "local", p.any, "dev", "lo", "table", "100",
     ]);
     (cl, bx, be)
 }
@@ -170,24 +208,37 @@ fn topology() -> (Netns, Netns, Netns) {
 #[test]
 fn with_transparent_the_backend_sees_the_client_address_and_replies_flow_back() {
     need_root!();
-    round_trips("198.18.0.2", &[[198, 18, 0, 2]]);
+    round_trips(&V4, V4.front[0], &[V4.front[0]]);
 }
 
 #[test]
 fn on_a_wildcard_bind_replies_leave_from_each_contacted_address() {
     need_root!();
-    round_trips("0.0.0.0", &[[198, 18, 0, 2], [198, 18, 0, 3]]);
+    round_trips(&V4, "0.0.0.0", &V4.front);
+}
+
+#[test]
+fn over_ipv6_the_backend_sees_the_client_address_and_replies_flow_back() {
+    need_root!();
+    round_trips(&V6, "[2001:2:0:1::2]", &[V6.front[0]]);
+}
+
+#[test]
+fn over_ipv6_on_a_wildcard_bind_replies_leave_from_each_contacted_address() {
+    need_root!();
+    round_trips(&V6, "[::]", &V6.front);
 }
 
 /// betwixt (transparent, bound to `bind`) relays one datagram from a fresh
 /// client socket to each of `contacted`: the backend must see the client's
 /// own address, and the reply must come back from the contacted address.
-fn round_trips(bind: &str, contacted: &[[u8; 4]]) {
-    let (cl, bx, be) = topology();
-    bx.ip(&["addr", "add", "198.18.0.3/24", "dev", "vcl"]);
+fn round_trips(plan: &Plan, bind: &str, contacted: &[&str]) {
+    let (cl, bx, be) = topology(plan);
     let count = contacted.len();
+    let backend_addr = SocketAddr::new(plan.backend.parse().unwrap(), 7000);
+    let client_addr = SocketAddr::new(plan.client.parse().unwrap(), 0);
     let backend = be.thread(move || {
-        let s = UdpSocket::bind("198.18.1.1:7000").expect("backend bind");
+        let s = UdpSocket::bind(backend_addr).expect("backend bind");
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut seen = Vec::new();
         for _ in 0..count {
@@ -203,7 +254,7 @@ fn round_trips(bind: &str, contacted: &[[u8; 4]]) {
     let port = 7100;
     let (_dir, cfg) = public_config(&transparent_config(
         &format!("{bind}:{port}"),
-        "198.18.1.1:7000",
+        &backend_addr.to_string(),
     ));
     let log = _dir.path().join("log");
     let out = std::fs::File::create(&log).unwrap();
@@ -226,13 +277,13 @@ fn round_trips(bind: &str, contacted: &[[u8; 4]]) {
         "{}",
         logs()
     );
-    let targets = contacted.to_vec();
+    let targets: Vec<std::net::IpAddr> = contacted.iter().map(|a| a.parse().unwrap()).collect();
     let client = cl.thread(move || {
         let mut results = Vec::new();
         for ip in targets {
-            let s = UdpSocket::bind("198.18.0.1:0").unwrap();
+            let s = UdpSocket::bind(client_addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            let to = SocketAddr::from((ip, port));
+            let to = SocketAddr::new(ip, port);
             s.send_to(b"hi", to).unwrap();
             let mut buf = [0u8; 64];
             let got = s

@@ -196,7 +196,10 @@ fn decode_toml(text: &str, ignored: &mut Vec<Vec<Seg>>) -> Result<RawConfig, Fai
     serde_path_to_error::deserialize(de).map_err(|e| {
         let (segs, path) = (segs(e.path()), path_string(e.path()));
         let inner = e.into_inner();
-        let mut message = super::secrets::scrub_message(&path, inner.message().trim_end());
+        // toml puts a headline and the detail on two lines
+        // ("invalid table header\nduplicate key ..."): one line reads better.
+        let text_of = inner.message().trim_end().replace('\n', ": ");
+        let mut message = super::secrets::scrub_message(&path, &text_of);
         number_hint(&segs, &mut message);
         if let Some(span) = inner.span() {
             let (line, column) = line_column(text, span.start);

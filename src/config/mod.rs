@@ -20,7 +20,7 @@ pub use validate::globals::LOG_LEVELS;
 pub use validate::tls::cipher_code;
 #[cfg(test)]
 pub use validate::values::NO_LOOKUP;
-pub use validate::values::not_one_of;
+pub use validate::values::{not_one_of, regex_error};
 
 use std::fmt;
 use std::path::Path;

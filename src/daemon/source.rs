@@ -18,10 +18,14 @@ impl Source {
     pub fn load(&self) -> Result<Loaded, Vec<String>> {
         let text = match &self.remote {
             Some(r) => r.fetch_blocking().map_err(|e| vec![e])?,
-            None => std::fs::read_to_string(&self.path)
-                .map_err(|e| vec![format!("{}: {e}", self.path.display())])?,
+            None => self.read_file()?,
         };
         self.parse(text)
+    }
+
+    fn read_file(&self) -> Result<String, Vec<String>> {
+        std::fs::read_to_string(&self.path)
+            .map_err(|e| vec![format!("{}: {e}", self.path.display())])
     }
 
     /// [`Self::load`] inside the runtime (SIGHUP). Reading the file and
@@ -29,15 +33,28 @@ impl Source {
     /// getaddrinfo) run on the blocking pool: on a single-CPU box the
     /// runtime has one thread, and a slow file system or resolver would
     /// stall every connection meanwhile.
+    ///
+    /// An empty text is refused here, though a first start takes it: a
+    /// reload that meets a file while it is being written (truncated, not
+    /// yet filled) would otherwise close every server.
     pub async fn load_async(&self) -> Result<Loaded, Vec<String>> {
         let text = match &self.remote {
             Some(r) => Some(r.fetch().await.map_err(|e| vec![e])?),
             None => None,
         };
         let source = self.clone();
-        let work = move || match text {
-            Some(text) => source.parse(text),
-            None => source.load(),
+        let work = move || {
+            let text = match text {
+                Some(text) => text,
+                None => source.read_file()?,
+            };
+            if text.trim().is_empty() {
+                return Err(vec![format!(
+                    "{}: empty (being written?); a reload needs the whole config",
+                    source.path.display()
+                )]);
+            }
+            source.parse(text)
         };
         tokio::task::spawn_blocking(work)
             .await

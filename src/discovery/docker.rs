@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::consul::escape;
+use super::json::each_element;
 use super::web::{TlsFiles, get, get_at};
 use super::{BackendSpec, Listing};
 use crate::http::Dial;
@@ -79,11 +80,9 @@ impl Docker {
         format!("/containers/json?filters={}", escape(&filters.to_string()))
     }
 
-    async fn get(&self, target: &str) -> Result<Value, String> {
-        let body = match &self.endpoint {
-            Endpoint::Unix(path) => {
-                get_at(&Dial::Unix(path.clone()), None, "docker", target).await?
-            }
+    async fn get(&self, target: &str) -> Result<Vec<u8>, String> {
+        match &self.endpoint {
+            Endpoint::Unix(path) => get_at(&Dial::Unix(path.clone()), None, "docker", target).await,
             Endpoint::Tcp { host, port, https } => {
                 let scheme = if *https { "https" } else { "http" };
                 let host = if host.contains(':') {
@@ -91,24 +90,24 @@ impl Docker {
                 } else {
                     host.clone()
                 };
-                get(&format!("{scheme}://{host}:{port}{target}"), &[], &self.tls).await?
+                get(&format!("{scheme}://{host}:{port}{target}"), &[], &self.tls).await
             }
-        };
-        serde_json::from_slice(&body).map_err(|e| format!("invalid JSON from docker: {e}"))
+        }
     }
 
     pub async fn fetch(&self) -> Result<Listing, String> {
-        let containers = self.get(&self.list_target()).await?;
-        let Value::Array(containers) = containers else {
-            return Err("docker: expected a JSON array of containers".into());
-        };
+        let body = self.get(&self.list_target()).await?;
+        let containers = self.containers(&body)?;
+        drop(body);
         let mut envs = Vec::with_capacity(containers.len());
         for c in &containers {
-            envs.push(match (&self.host_env_var, c["Id"].as_str()) {
+            envs.push(match (&self.host_env_var, &c.id) {
                 (Some(var), Some(id)) => {
-                    let inspect = self
+                    let body = self
                         .get(&format!("/containers/{}/json", escape(id)))
                         .await?;
+                    let inspect: Value = serde_json::from_slice(&body)
+                        .map_err(|e| format!("invalid JSON from docker: {e}"))?;
                     env_value(&inspect, var)
                 }
                 _ => None,
@@ -117,47 +116,85 @@ impl Docker {
         Ok(self.parse(&containers, &envs))
     }
 
-    /// Backends from a container list and each container's env value (pure).
-    pub fn parse(&self, containers: &[Value], envs: &[Option<String>]) -> Listing {
+    /// What discovery needs of each container in a `/containers/json`
+    /// answer, read one container at a time (pure): the answer never
+    /// exists as one `Value` tree, which costs many times its text.
+    pub fn containers(&self, body: &[u8]) -> Result<Vec<Container>, String> {
+        let mut list = Vec::new();
+        let not_array = "docker: expected a JSON array of containers";
+        each_element(body, not_array, |_, c| {
+            list.push(self.container(&c));
+            Ok(())
+        })
+        .map_err(|e| match e.strip_prefix("invalid JSON: ") {
+            Some(e) => format!("invalid JSON from docker: {e}"),
+            None => e,
+        })?;
+        Ok(list)
+    }
+
+    /// One container of the list, with only the mappings of
+    /// `docker_container_private_port` (pure).
+    pub fn container(&self, c: &Value) -> Container {
+        let name = c["Names"][0].as_str().unwrap_or("?");
+        let mappings = c["Ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["PrivatePort"].as_u64() == Some(u64::from(self.private_port)))
+            .filter_map(|p| {
+                let port = p["PublicPort"].as_u64()?;
+                let port = u16::try_from(port).ok().filter(|&p| p > 0);
+                Some((p["IP"].as_str().unwrap_or_default().to_string(), port))
+            })
+            .collect();
+        Container {
+            id: c["Id"].as_str().map(String::from),
+            name: name.trim_start_matches('/').to_string(),
+            sni: c["Labels"]["sni"].as_str().unwrap_or_default().to_string(),
+            mappings,
+        }
+    }
+
+    /// Backends from the containers and each container's env value (pure).
+    pub fn parse(&self, containers: &[Container], envs: &[Option<String>]) -> Listing {
         let mut listing = Listing::default();
         for (i, c) in containers.iter().enumerate() {
-            let name = c["Names"][0]
-                .as_str()
-                .unwrap_or("?")
-                .trim_start_matches('/');
-            let sni = c["Labels"]["sni"].as_str().unwrap_or_default();
-            let mappings: Vec<&Value> = c["Ports"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["PrivatePort"].as_u64() == Some(u64::from(self.private_port)))
-                .filter(|p| p["PublicPort"].as_u64().is_some_and(|n| n > 0))
-                .collect();
-            if mappings.is_empty() {
+            // A public port of 0 means "not published"; one above 65535 is
+            // not a port: both are left out, as a missing one is.
+            if !c.mappings.iter().any(|(_, p)| p.is_some()) {
                 listing.warn(|| {
                     format!(
-                        "container {name} publishes no host port for private port {}; skipped",
-                        self.private_port
+                        "container {} publishes no host port for private port {}; skipped",
+                        c.name, self.private_port
                     )
                 });
                 continue;
             }
-            for m in mappings {
-                let Some(port) = m["PublicPort"].as_u64().and_then(|p| u16::try_from(p).ok())
-                else {
-                    continue;
-                };
-                let ip = m["IP"].as_str().unwrap_or_default();
+            for (ip, port) in &c.mappings {
+                let Some(port) = *port else { continue };
                 let host = match envs.get(i).cloned().flatten() {
                     Some(h) => h,
                     None if ip.is_empty() || ip == "0.0.0.0" || ip == "::" => self.endpoint.host(),
-                    None => ip.to_string(),
+                    None => ip.clone(),
                 };
-                listing.specs.push(BackendSpec::new(&host, port, sni));
+                listing.specs.push(BackendSpec::new(&host, port, &c.sni));
             }
         }
         listing
     }
+}
+
+/// What discovery keeps of one listed container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: Option<String>,
+    pub name: String,
+    /// The `sni` label, or empty.
+    pub sni: String,
+    /// `(IP, public port)` of each mapping of the private port; `None` for
+    /// a mapping with no usable public port.
+    pub mappings: Vec<(String, Option<u16>)>,
 }
 
 /// `VAR`'s value in an inspect answer's `Config.Env` (`["K=V", ...]`).
@@ -203,8 +240,8 @@ mod tests {
 
     #[test]
     fn mappings_env_and_unpublished() {
-        let list: Value = serde_json::from_str(
-            r#"[
+        let list = docker().containers(
+            br#"[
           {"Id":"1","Names":["/a"],"Labels":{"sni":"a.test"},"Ports":[
              {"IP":"127.0.0.1","PrivatePort":80,"PublicPort":32768,"Type":"tcp"},
              {"IP":"127.0.0.1","PrivatePort":443,"PublicPort":32769,"Type":"tcp"}]},
@@ -214,7 +251,6 @@ mod tests {
         ]"#,
         )
         .unwrap();
-        let list = list.as_array().unwrap().clone();
         let envs = vec![None, None, None, Some("10.9.9.9".to_string())];
         let l = docker().parse(&list, &envs);
         let keys: Vec<String> = l.specs.iter().map(|s| s.key()).collect();
@@ -229,6 +265,24 @@ mod tests {
             "{:?}",
             l.warnings
         );
+    }
+
+    #[test]
+    fn answers_that_are_not_a_container_list_are_clear_errors() {
+        let e = docker().containers(br#"{"message":"client version too old"}"#);
+        assert_eq!(
+            e.unwrap_err(),
+            "docker: expected a JSON array of containers"
+        );
+        let e = docker().containers(br#"[{"Id":"1""#).unwrap_err();
+        assert!(e.starts_with("invalid JSON from docker: "), "{e}");
+        // A public port that is no port is as good as none published.
+        let list = docker()
+            .containers(br#"[{"Names":["/x"],"Ports":[{"PrivatePort":80,"PublicPort":70000}]}]"#)
+            .unwrap();
+        let l = docker().parse(&list, &[None]);
+        assert!(l.specs.is_empty());
+        assert!(l.warnings[0].contains("container x publishes no host port"));
     }
 
     #[test]

@@ -260,10 +260,15 @@ fn fuzz_docker() {
     let mut i = 0;
     fuzz::run_json("docker values", 21, 300, &[list, inspect], |doc| {
         i += 1;
-        let containers = doc.as_array().cloned().unwrap_or_else(|| vec![doc.clone()]);
+        let kind = &kinds[i % kinds.len()];
+        let text = doc.to_string();
+        let containers = match kind.containers(text.as_bytes()) {
+            Ok(list) => list,
+            Err(_) => vec![kind.container(doc)],
+        };
         let env = docker::env_value(doc, "HOST");
         let envs = vec![env; containers.len()];
-        sound(kinds[i % kinds.len()].parse(&containers, &envs).specs);
+        sound(kind.parse(&containers, &envs).specs);
     });
 }
 
@@ -313,7 +318,7 @@ fn fuzz_lxd() {
     let mut i = 0;
     fuzz::run_json("lxd values", 23, 300, &[answer, error], |doc| {
         i += 1;
-        if let Ok(l) = kinds[i % 2].parse(doc) {
+        if let Ok(l) = kinds[i % 2].parse(doc.to_string().as_bytes()) {
             sound(l.specs);
         }
     });

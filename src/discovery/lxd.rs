@@ -9,8 +9,10 @@
 //! (or the interface named by config key `lxd_container_interface_key`);
 //! sni = the value of config key `lxd_container_sni_key`.
 
+use std::fmt;
 use std::path::PathBuf;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::web::{TlsFiles, get, get_at};
@@ -71,46 +73,46 @@ impl Lxd {
             Address::Unix(path) => get_at(&Dial::Unix(path.clone()), None, "lxd", TARGET).await?,
             Address::Https { base, tls } => get(&format!("{base}{TARGET}"), &[], tls).await?,
         };
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| format!("invalid JSON from lxd: {e}"))?;
-        self.parse(&value)
+        self.parse(&body)
     }
 
-    /// Backends from a `/1.0/containers?recursion=2` answer (pure).
-    pub fn parse(&self, answer: &Value) -> Result<Listing, String> {
-        if answer["type"].as_str() == Some("error") {
-            return Err(format!(
-                "lxd: {}",
-                answer["error"].as_str().unwrap_or("error")
-            ));
-        }
-        let Some(items) = answer["metadata"].as_array() else {
-            return Err("lxd: the answer has no metadata list".into());
-        };
+    /// Backends from a `/1.0/containers?recursion=2` answer (pure). The
+    /// containers of `metadata` are read one at a time (see [`answer`]).
+    pub fn parse(&self, body: &[u8]) -> Result<Listing, String> {
         let mut listing = Listing::default();
-        for c in items {
-            if c["status"].as_str() != Some("Running") {
-                continue;
-            }
-            let name = c["name"].as_str().unwrap_or("?");
-            let config = |key: &str| {
-                c["expanded_config"][key]
-                    .as_str()
-                    .or_else(|| c["config"][key].as_str())
-                    .map(String::from)
-            };
-            if let Some((key, value)) = &self.label {
-                match config(key) {
-                    Some(v) if value.is_empty() || v == *value => {}
-                    _ => continue,
-                }
-            }
-            match self.backend(c, &config) {
-                Ok(spec) => listing.specs.push(spec),
-                Err(e) => listing.warn(|| format!("container {name}: {e}; skipped")),
-            }
+        let head = answer(body, |c| self.container(&c, &mut listing))?;
+        if head.kind.as_deref() == Some("error") {
+            return Err(format!("lxd: {}", head.error.as_deref().unwrap_or("error")));
+        }
+        if !head.listed {
+            return Err("lxd: the answer has no metadata list".into());
         }
         Ok(listing)
+    }
+
+    /// Add one container of the list to `listing`, if it runs and has the
+    /// label.
+    fn container(&self, c: &Value, listing: &mut Listing) {
+        if c["status"].as_str() != Some("Running") {
+            return;
+        }
+        let name = c["name"].as_str().unwrap_or("?");
+        let config = |key: &str| {
+            c["expanded_config"][key]
+                .as_str()
+                .or_else(|| c["config"][key].as_str())
+                .map(String::from)
+        };
+        if let Some((key, value)) = &self.label {
+            match config(key) {
+                Some(v) if value.is_empty() || v == *value => {}
+                _ => return,
+            }
+        }
+        match self.backend(c, &config) {
+            Ok(spec) => listing.specs.push(spec),
+            Err(e) => listing.warn(|| format!("container {name}: {e}; skipped")),
+        }
     }
 
     fn backend(
@@ -147,6 +149,115 @@ impl Lxd {
     }
 }
 
+/// The members of an LXD answer besides its list.
+#[derive(Default)]
+struct Head {
+    kind: Option<String>,
+    error: Option<String>,
+    /// `metadata` was an array.
+    listed: bool,
+}
+
+/// Read an LXD answer object, handing each element of its `metadata` array
+/// to `each` as it is read: the list never exists as one `Value` tree
+/// (`recursion=2` lists every container's whole state, and a tree costs
+/// many times its text).
+fn answer(body: &[u8], mut each: impl FnMut(Value)) -> Result<Head, String> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err("lxd: the answer is not a JSON object".into());
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.deserialize_map(Answer { each: &mut each })
+        .and_then(|head| de.end().map(|()| head))
+        .map_err(|e| format!("invalid JSON from lxd: {e}"))
+}
+
+struct Answer<'a, F> {
+    each: &'a mut F,
+}
+
+impl<'de, F: FnMut(Value)> Visitor<'de> for Answer<'_, F> {
+    type Value = Head;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an LXD answer object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+        let mut head = Head::default();
+        let text = |v: Value| v.as_str().map(String::from);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "type" => head.kind = text(map.next_value()?),
+                "error" => head.error = text(map.next_value()?),
+                "metadata" => head.listed |= map.next_value_seed(Metadata { each: self.each })?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(head)
+    }
+}
+
+/// `metadata`: each element of an array goes to `each`; anything else
+/// (an error answer's `null` or `{}`) is skipped and reported as no list.
+struct Metadata<'a, F> {
+    each: &'a mut F,
+}
+
+impl<'de, F: FnMut(Value)> DeserializeSeed<'de> for Metadata<'_, F> {
+    type Value = bool;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, F: FnMut(Value)> Visitor<'de> for Metadata<'_, F> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of containers")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while let Some(c) = seq.next_element::<Value>()? {
+            (self.each)(c);
+        }
+        Ok(true)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(false)
+    }
+
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,9 +275,8 @@ mod tests {
         }
     }
 
-    fn answer() -> Value {
-        serde_json::from_str(
-            r#"{"type":"sync","status":"Success","status_code":200,"metadata":[
+    fn answer() -> &'static [u8] {
+        br#"{"type":"sync","status":"Success","status_code":200,"metadata":[
           {"name":"a","status":"Running","config":{"user.lb":"web","user.sni":"a.test","user.port":"8080"},
            "state":{"network":{"eth0":{"addresses":[
              {"family":"inet6","address":"fe80::1","scope":"link"},
@@ -175,14 +285,12 @@ mod tests {
           {"name":"b","status":"Stopped","config":{"user.lb":"web"},"state":null},
           {"name":"c","status":"Running","config":{"user.lb":"other"},"state":{}},
           {"name":"d","status":"Running","config":{"user.lb":"web"},"state":{"network":{}}}
-        ]}"#,
-        )
-        .unwrap()
+        ]}"#
     }
 
     #[test]
     fn running_labelled_containers() {
-        let l = lxd().parse(&answer()).unwrap();
+        let l = lxd().parse(answer()).unwrap();
         let keys: Vec<String> = l.specs.iter().map(|s| s.key()).collect();
         assert_eq!(keys, ["198.18.5.10:80"]);
         assert_eq!(l.specs[0].sni, "a.test");
@@ -190,11 +298,23 @@ mod tests {
         let mut v6 = lxd();
         v6.ipv6 = true;
         v6.port_key = Some("user.port".into());
-        let l = v6.parse(&answer()).unwrap();
+        let l = v6.parse(answer()).unwrap();
         assert_eq!(l.specs[0].key(), "[2001:db8::10]:8080");
-        let err: Value =
-            serde_json::from_str(r#"{"type":"error","error":"not authorized","error_code":403}"#)
-                .unwrap();
-        assert!(lxd().parse(&err).unwrap_err().contains("not authorized"));
+        let err = br#"{"type":"error","error":"not authorized","error_code":403,"metadata":null}"#;
+        assert!(lxd().parse(err).unwrap_err().contains("not authorized"));
+    }
+
+    #[test]
+    fn answers_without_a_list_are_clear_errors() {
+        let e = lxd()
+            .parse(br#"{"type":"sync","metadata":{}}"#)
+            .unwrap_err();
+        assert_eq!(e, "lxd: the answer has no metadata list");
+        assert_eq!(
+            lxd().parse(b"[]").unwrap_err(),
+            "lxd: the answer is not a JSON object"
+        );
+        let e = lxd().parse(br#"{"metadata":[{"#).unwrap_err();
+        assert!(e.starts_with("invalid JSON from lxd: "), "{e}");
     }
 }

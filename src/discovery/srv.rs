@@ -5,10 +5,17 @@
 //! brackets), else from a follow-up A query, then AAAA. A target without
 //! an address, a record with port 0 or target "." (RFC 2782: not
 //! available), is skipped with a warning; NXDOMAIN or no records = empty
-//! list. Messages are built and parsed with `simple-dns`.
+//! list. A follow-up lookup that fails (an error code such as REFUSED or
+//! SERVFAIL, a broken answer, a socket error) skips only its target, with
+//! a warning naming it; the fetch fails only when no target gave a backend
+//! and a follow-up failed ([`settle`]). Follow-ups run up to
+//! [`FOLLOW_UPS_AT_ONCE`] at a time, each target's bounded by
+//! [`FOLLOW_UP_TIMEOUT`] (a target whose lookup gets no answer is skipped
+//! too), all within the fetch's `timeout`. Messages are built and parsed with `simple-dns`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use simple_dns::rdata::{OPT, RData};
 use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
@@ -16,6 +23,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::{BackendSpec, Listing};
+
+/// Longest wait for one target's follow-up lookups (A, then AAAA): the
+/// DNS library's default timeout in gobetween. A target whose lookup gets
+/// no answer is skipped, not the whole fetch.
+const FOLLOW_UP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Follow-up lookups in flight at once.
+const FOLLOW_UPS_AT_ONCE: usize = 8;
+
+/// Follow-up results by target.
+type Found = HashMap<String, Result<Option<IpAddr>, String>>;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Srv {
@@ -130,35 +147,100 @@ pub fn spec(record: &SrvRecord, ip: IpAddr) -> BackendSpec {
     }
 }
 
+/// A fetch whose follow-up lookups failed for some targets keeps the
+/// others; it fails only when no target gave a backend and at least one
+/// lookup failed (the list is then unknown, not empty: the failpolicy
+/// decides).
+pub fn settle(listing: Listing, failed: Option<String>) -> Result<Listing, String> {
+    match failed {
+        Some(first) if listing.specs.is_empty() => {
+            Err(format!("no SRV target gave a backend; {first}"))
+        }
+        _ => Ok(listing),
+    }
+}
+
 impl Srv {
     pub async fn fetch(&self) -> Result<Listing, String> {
         let server = self.resolve_server().await?;
         let answer = self.ask(server, &self.pattern, TYPE::SRV).await?;
         let mut listing = Listing::default();
+        let mut records = Vec::new();
         for record in &answer.srv {
             if record.target.is_empty() {
                 // RFC 2782: target "." = the service is not available here.
                 let warning = "a record with target \".\" (service not available); skipped";
                 listing.warn(|| warning.to_string());
-                continue;
-            }
-            if record.port == 0 {
+            } else if record.port == 0 {
                 let warning = format!("{}: port 0; skipped", record.target);
                 listing.warn(|| warning);
-                continue;
+            } else {
+                records.push(record);
             }
+        }
+        let missing = records
+            .iter()
+            .filter(|r| answer.addrs.get(&r.target).and_then(|a| pick(a)).is_none())
+            .map(|r| r.target.clone());
+        let found = self.follow_ups(server, missing.collect()).await;
+        // The first failed follow-up lookup.
+        let mut failed: Option<String> = None;
+        for record in records {
             let ip = match answer.addrs.get(&record.target).and_then(|a| pick(a)) {
-                Some(ip) => Some(ip),
-                None => self.lookup(server, &record.target).await?,
+                Some(ip) => Ok(Some(ip)),
+                None => found
+                    .get(&record.target)
+                    .cloned()
+                    .unwrap_or_else(|| Err("the lookup did not end".into())),
             };
             match ip {
-                Some(ip) => listing.specs.push(spec(record, ip)),
-                None => {
+                Ok(Some(ip)) => listing.specs.push(spec(record, ip)),
+                Ok(None) => {
                     listing.warn(|| format!("{} has no A or AAAA record; skipped", record.target))
+                }
+                Err(e) => {
+                    let warning = format!("{}: address lookup failed: {e}; skipped", record.target);
+                    failed.get_or_insert_with(|| warning.clone());
+                    listing.warn(|| warning);
                 }
             }
         }
-        Ok(listing)
+        settle(listing, failed)
+    }
+
+    /// Follow-up lookups of `targets` (each once), up to
+    /// [`FOLLOW_UPS_AT_ONCE`] at a time, each bounded by
+    /// [`FOLLOW_UP_TIMEOUT`].
+    async fn follow_ups(&self, server: SocketAddr, mut targets: Vec<String>) -> Found {
+        targets.sort_unstable();
+        targets.dedup();
+        let mut found = Found::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut pending = targets.into_iter();
+        loop {
+            while tasks.len() < FOLLOW_UPS_AT_ONCE
+                && let Some(target) = pending.next()
+            {
+                let this = self.clone();
+                tasks.spawn(async move {
+                    let bounded =
+                        tokio::time::timeout(FOLLOW_UP_TIMEOUT, this.lookup(server, &target));
+                    let result = bounded.await.unwrap_or_else(|_| {
+                        Err(format!("no answer within {}s", FOLLOW_UP_TIMEOUT.as_secs()))
+                    });
+                    (target, result)
+                });
+            }
+            match tasks.join_next().await {
+                Some(Ok((target, result))) => {
+                    found.insert(target, result);
+                }
+                // A task that did not end (it cannot panic): its target
+                // is missing from `found`, a failed lookup.
+                Some(Err(_)) => {}
+                None => return found,
+            }
+        }
     }
 
     async fn resolve_server(&self) -> Result<SocketAddr, String> {
@@ -237,109 +319,5 @@ async fn ask_tcp(server: SocketAddr, q: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use simple_dns::ResourceRecord;
-    use simple_dns::rdata::{A, AAAA, SRV};
-
-    fn reply(
-        id: u16,
-        rcode: RCODE,
-        answers: Vec<RData<'static>>,
-        extra: Vec<RData<'static>>,
-    ) -> Vec<u8> {
-        let mut p = Packet::new_reply(id);
-        *p.rcode_mut() = rcode;
-        let rr = |name: &'static str, d| {
-            ResourceRecord::new(Name::new_unchecked(name), CLASS::IN, 60, d)
-        };
-        for d in answers {
-            p.answers.push(rr("_web._tcp.example.test", d));
-        }
-        for d in extra {
-            let owner = if matches!(d, RData::A(_)) {
-                "a.example.test"
-            } else {
-                "b.example.test"
-            };
-            p.additional_records.push(rr(owner, d));
-        }
-        p.build_bytes_vec().unwrap()
-    }
-
-    fn srv(target: &'static str, port: u16, priority: u16, weight: u16) -> RData<'static> {
-        RData::SRV(SRV {
-            priority,
-            weight,
-            port,
-            target: Name::new_unchecked(target),
-        })
-    }
-
-    #[test]
-    fn query_round_trips() {
-        let q = query(7, "_web._tcp.example.test", TYPE::SRV).unwrap();
-        let p = Packet::parse(&q).unwrap();
-        assert_eq!(p.id(), 7);
-        assert!(p.has_flags(PacketFlag::RECURSION_DESIRED));
-        assert_eq!(p.opt().map(|o| o.udp_packet_size), Some(4096));
-        assert_eq!(p.questions[0].qname.to_string(), "_web._tcp.example.test");
-    }
-
-    #[test]
-    fn parses_srv_and_additional_addresses() {
-        let bytes = reply(
-            9,
-            RCODE::NoError,
-            vec![
-                srv("A.example.test.", 8080, 1, 5),
-                srv("b.example.test", 9090, 2, 0),
-            ],
-            vec![
-                RData::A(A {
-                    address: u32::from(Ipv4Addr::new(127, 0, 0, 2)),
-                }),
-                RData::AAAA(AAAA {
-                    address: u128::from(Ipv6Addr::LOCALHOST),
-                }),
-            ],
-        );
-        let a = parse(9, &bytes).unwrap();
-        assert_eq!(a.srv.len(), 2);
-        assert_eq!(a.srv[0].target, "a.example.test");
-        let ip = pick(&a.addrs["a.example.test"]).unwrap();
-        let s = spec(&a.srv[0], ip);
-        assert_eq!(
-            (s.key(), s.weight, s.priority, s.sni.as_str()),
-            ("127.0.0.2:8080".into(), 5, 1, "a.example.test")
-        );
-        let s = spec(&a.srv[1], pick(&a.addrs["b.example.test"]).unwrap());
-        assert_eq!(s.key(), "[::1]:9090");
-    }
-
-    #[test]
-    fn error_codes_and_garbage() {
-        assert!(
-            parse(1, &reply(1, RCODE::NameError, vec![], vec![]))
-                .unwrap()
-                .srv
-                .is_empty()
-        );
-        assert!(parse(1, &reply(1, RCODE::ServerFailure, vec![], vec![])).is_err());
-        assert!(
-            parse(2, &reply(1, RCODE::NoError, vec![], vec![])).is_err(),
-            "wrong id"
-        );
-        assert!(parse(1, b"\x00\x01garbage").is_err());
-        assert!(parse(1, &[]).is_err());
-    }
-
-    #[test]
-    fn prefers_ipv4() {
-        let v6: IpAddr = Ipv6Addr::LOCALHOST.into();
-        let v4: IpAddr = Ipv4Addr::LOCALHOST.into();
-        assert_eq!(pick(&[v6, v4]), Some(v4));
-        assert_eq!(pick(&[v6]), Some(v6));
-        assert_eq!(pick(&[]), None);
-    }
-}
+#[path = "srv_tests.rs"]
+mod tests;

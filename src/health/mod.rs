@@ -77,16 +77,18 @@ impl Target {
     }
 
     /// The address to dial: the IP literal, or the first address the name
-    /// resolves to.
+    /// resolves to (through the process-wide cache, [`crate::resolve`]).
     pub async fn resolve(&self) -> Result<SocketAddr, Outcome> {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, self.port));
         }
-        match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
-            Ok(mut addrs) => addrs
-                .next()
+        match crate::resolve::global().resolve(&self.host).await {
+            Ok(ips) => ips
+                .first()
+                .map(|ip| SocketAddr::new(*ip, self.port))
                 .ok_or_else(|| Outcome::fail(Cause::Network, format!("{}: no address", self.host))),
-            Err(e) => Err(Outcome::from_io(&format!("resolve {}", self.host), &e)),
+            // The error names the host ("resolve HOST: ...").
+            Err(e) => Err(Outcome::fail(Cause::Network, e.to_string())),
         }
     }
 }

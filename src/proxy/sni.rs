@@ -255,7 +255,7 @@ impl HostMatcher {
             HostnameMatching::Regexp => regex::Regex::new(&format!("(?i)^(?:{pattern})$"))
                 .map(|re| Self::Regexp(Some(re)))
                 .map_err(|e| {
-                    let why = e.to_string();
+                    let why = crate::config::regex_error(&e);
                     let last = why.lines().rev().find(|l| !l.trim().is_empty());
                     format!(
                         "sni={pattern:?} is not a valid regexp (hostname_matching_strategy = \"regexp\"): {}",

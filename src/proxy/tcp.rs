@@ -275,14 +275,15 @@ fn limit_reached(plan: &Plan, server: &str, peer: SocketAddr) {
 }
 
 /// Connect to a backend (`TCP_NODELAY` set), trying each address a name
-/// resolves to in turn.
+/// resolves to in turn (names through the process-wide cache,
+/// [`crate::resolve`]; the wait for a lookup counts against `timeout`).
 pub(super) async fn dial(target: &Target, timeout: Option<Duration>) -> io::Result<TcpStream> {
     let connect = async {
         match target {
             Target::Addr(addr) => connect_to(*addr).await,
             Target::Name(host, port) => {
                 let mut last = None;
-                for addr in tokio::net::lookup_host((host.as_str(), *port)).await? {
+                for addr in crate::resolve::socket_addrs(host, *port).await? {
                     match connect_to(addr).await {
                         Ok(stream) => return Ok(stream),
                         Err(e) => last = Some(e),

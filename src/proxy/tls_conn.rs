@@ -45,6 +45,13 @@ pub async fn handle(
         return;
     };
     let client: Box<dyn Io> = match &ctx.acceptor {
+        // No backend could serve this name: refuse before the handshake's
+        // work (a stream of made-up names must not cost a key operation each).
+        Some(_) if !plan.sni_may_serve(host.as_deref()) => {
+            server.counters.refused.fetch_add(1, Relaxed);
+            crate::proxy::tcp::no_backend(plan, name, peer, host.as_deref());
+            return refuse_name(&client);
+        }
         Some(acceptor) => {
             let accept = TlsAcceptor::from(Arc::clone(acceptor)).accept(client);
             match tokio::time::timeout(client_handshake_timeout(cfg), accept).await {
@@ -88,6 +95,23 @@ pub async fn handle(
         Ok(end) => debug!(name, "{peer} -> {key}: {end:?}"),
         Err(e) => debug!(name, "{peer} -> {key}: {e}"),
     }
+}
+
+/// A fatal `unrecognized_name` alert (RFC 8446 §6.2: a TLS 1.0-style
+/// record header, then level 2 = fatal, description 112), so the client
+/// learns why; the ClientHello was only peeked, so it is read away first
+/// (closing with unread input would reset the connection and could lose
+/// the alert).
+fn refuse_name(client: &TcpStream) {
+    const ALERT: [u8; 7] = [21, 3, 1, 0, 2, 2, 112];
+    let mut buf = [0u8; 4096];
+    for _ in 0..8 {
+        match client.try_read(&mut buf) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    let _ = client.try_write(&ALERT);
 }
 
 /// Elect and open, trying up to `backend_connection_retries` other backends.

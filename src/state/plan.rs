@@ -89,7 +89,8 @@ impl BackendState {
     }
 }
 
-/// Where to connect: a parsed address, or a name to resolve per connection.
+/// Where to connect: a parsed address, or a name resolved through the
+/// process-wide cache (`crate::resolve`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Addr(SocketAddr),
@@ -258,6 +259,25 @@ impl Plan {
             UnexpectedHostname::Default => {
                 self.elect_where(client, exclude, |b| b.spec.sni.is_empty())
             }
+        }
+    }
+
+    /// Whether some backend could serve `host` under the SNI rules, health
+    /// and load aside: `false` means [`Self::elect_sni`] fails for it in any
+    /// state, so a TLS server can refuse before the handshake.
+    pub fn sni_may_serve(&self, host: Option<&str>) -> bool {
+        let Some(sni) = &self.config.sni else {
+            return true;
+        };
+        let named =
+            |b: &Backend| host.is_some_and(|h| b.sni.as_ref().is_some_and(|m| m.matches(h)));
+        match sni.unexpected_hostname_strategy {
+            UnexpectedHostname::Reject => self.backends.iter().any(named),
+            UnexpectedHostname::Any => true,
+            UnexpectedHostname::Default => self
+                .backends
+                .iter()
+                .any(|b| named(b) || b.spec.sni.is_empty()),
         }
     }
 
@@ -502,6 +522,20 @@ mod tests {
             .filter_map(|_| port(&p, Some("c.example")))
             .collect();
         assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn only_names_no_backend_can_serve_are_refused_early() {
+        let p = plan(UnexpectedHostname::Reject, HostnameMatching::Exact);
+        assert!(p.sni_may_serve(Some("a.example")));
+        assert!(!p.sni_may_serve(Some("c.example")));
+        assert!(!p.sni_may_serve(None));
+        // A down match may come back: not refused before the handshake.
+        p.backends[0].state.live.store(false, Ordering::Relaxed);
+        assert!(p.sni_may_serve(Some("a.example")));
+        let p = plan(UnexpectedHostname::Default, HostnameMatching::Exact);
+        assert!(p.sni_may_serve(Some("c.example")) && p.sni_may_serve(None));
+        assert!(plan(UnexpectedHostname::Any, HostnameMatching::Exact).sni_may_serve(None));
     }
 
     #[test]

@@ -361,3 +361,26 @@ fn skipping_certificate_checks_is_warned() {
     let l = ok(&hc("kind = \"http\"\ninterval = \"2s\"\ntls = true"));
     assert!(l.warnings.is_empty(), "{:?}", l.warnings);
 }
+
+#[test]
+fn a_unicode_property_class_says_which_build_has_it() {
+    let text = server(
+        "[servers.web.healthcheck]\nkind = \"probe\"\ninterval = \"1s\"\n\
+         probe_protocol = \"tcp\"\nprobe_send = \"x\"\nprobe_strategy = \"regexp\"\n\
+         probe_recv_len = 10\nprobe_recv = '\\pL+'\n",
+    );
+    if cfg!(feature = "regex-unicode") {
+        ok(&text);
+        return;
+    }
+    let e = errors(&text);
+    assert_has(&e, "servers.web.healthcheck.probe_recv: does not compile");
+    assert!(e[0].contains("Cargo feature \"regex-unicode\""), "{e:#?}");
+    // Perl classes and case folding are Unicode-aware in every build.
+    let ok = ok(&server(
+        "[servers.web.healthcheck]\nkind = \"probe\"\ninterval = \"1s\"\n\
+         probe_protocol = \"tcp\"\nprobe_send = \"x\"\nprobe_strategy = \"regexp\"\n\
+         probe_recv_len = 10\nprobe_recv = '\\d+\\w\\s(?i)é'\n",
+    ));
+    assert!(ok.warnings.is_empty(), "{:?}", ok.warnings);
+}

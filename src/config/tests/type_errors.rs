@@ -127,3 +127,15 @@ fn a_number_for_a_duration_says_how_to_write_one() {
     let e = errors(&server("balance = 5"));
     assert!(!e.iter().any(|l| l.contains("duration")), "{e:#?}");
 }
+
+#[test]
+fn a_syntax_error_is_one_line_with_its_position() {
+    let text = format!("{}\n{}", server(""), server(""));
+    let e = errors(&text);
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(!e[0].contains('\n'), "{e:#?}");
+    assert!(
+        e[0].contains("invalid table header: duplicate key `web`") && e[0].contains("(line 8"),
+        "{e:#?}"
+    );
+}

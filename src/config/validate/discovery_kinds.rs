@@ -2,7 +2,7 @@
 
 use super::discovery::{require, require_host_port, require_url};
 use super::globals::cert_pair;
-use super::values::{choice, host_port};
+use super::values::{choice, host_port, regex_error};
 use super::{Ctx, join};
 use crate::config::raw::RawDiscovery;
 use crate::config::secrets::url_for_logs;
@@ -104,7 +104,7 @@ pub fn plaintext(ctx: &mut Ctx, base: &str, raw: &RawDiscovery) {
     };
     let path = join(base, "plaintext_regex_pattern");
     match regex::Regex::new(pattern) {
-        Err(e) => ctx.error(&path, format!("does not compile: {e}")),
+        Err(e) => ctx.error(&path, format!("does not compile: {}", regex_error(&e))),
         Ok(re) => {
             let names: Vec<&str> = re.capture_names().flatten().collect();
             for group in ["host", "port"] {

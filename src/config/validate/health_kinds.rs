@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::values::{choice, http_url};
+use super::values::{choice, http_url, regex_error};
 use super::{Ctx, join};
 use crate::config::raw::{RawHealthcheck, StatusItem, StatusSpec};
 use crate::config::unescape;
@@ -126,7 +126,7 @@ fn expectation(
     match regex::bytes::Regex::new(recv) {
         Ok(re) => Some(ProbeExpect::Regexp(BytesPattern(re))),
         Err(e) => {
-            ctx.error(&recv_path, format!("does not compile: {e}"));
+            ctx.error(&recv_path, format!("does not compile: {}", regex_error(&e)));
             None
         }
     }

@@ -190,6 +190,19 @@ pub fn value_string(value: &Value) -> String {
     }
 }
 
+/// Why a config regexp does not compile: the regex crate's message, and
+/// when it is a Unicode property class this build leaves out, how to get one.
+pub fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    if cfg!(feature = "regex-unicode") || !text.contains("Unicode property not found") {
+        return text;
+    }
+    format!(
+        "{text}\n(Unicode property classes such as \\p{{Greek}} or \\pL are only in builds \
+         with the Cargo feature \"regex-unicode\"; \\d \\w \\s and (?i) work in every build)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
