@@ -11,7 +11,8 @@
 //!   verdict has run over every byte received before the FIN ([`drained`]:
 //!   the FIN wakes this task before the bytes that came with it are moved)
 //!   and the other socket has taken all of them ([`flushed`]); both polled
-//!   every [`super::sockmap::FLUSH_POLL`]. The redirected bytes wait in the
+//!   from every [`super::sockmap::FLUSH_POLL`] backing off to every
+//!   [`super::sockmap::FLUSH_POLL_MAX`]. The redirected bytes wait in the
 //!   destination's psock backlog, and a shutdown before they left would cut
 //!   them off (the backlog's send then fails with EPIPE).
 //! - Bytes passed up instead of redirected (only when a redirect fails) are
@@ -152,6 +153,8 @@ struct Pair<'a> {
     counters: [&'a Counters; 2],
     /// Last time the counters moved (both sides: a byte crosses both).
     active: u64,
+    /// Looks in a row that found a direction still waiting for a flush.
+    looks: u32,
 }
 
 async fn relay(
@@ -174,6 +177,7 @@ async fn relay(
         dirs: [Dir::default(), Dir::default()],
         counters,
         active: now_ms(),
+        looks: 0,
     };
     let (kill, closer) = (&mut conn.guard.kill, &mut conn.closer);
     let mut kill = std::pin::pin!(async {
@@ -191,7 +195,13 @@ async fn relay(
             }
             pair.count();
             let now = now_ms();
-            let mut wait = next_poll(pair.dirs.iter().any(Dir::waits));
+            let waits = pair.dirs.iter().any(Dir::waits);
+            let mut wait = next_poll(waits, pair.looks);
+            pair.looks = if waits {
+                pair.looks.saturating_add(1)
+            } else {
+                0
+            };
             for (limit, end) in [
                 (client_idle, End::ClientIdle),
                 (backend_idle, End::BackendIdle),

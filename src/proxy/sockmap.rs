@@ -46,10 +46,18 @@ pub fn drained(received: u64, eof: bool, moved: u64, read: u64) -> bool {
     received.saturating_sub(u64::from(eof)) <= moved.saturating_add(read)
 }
 
-/// How long to sleep before the next look at the counters.
-pub fn next_poll(waiting_for_flush: bool) -> Duration {
+/// The longest pause between two looks while waiting for a flush.
+pub const FLUSH_POLL_MAX: Duration = Duration::from_millis(64);
+
+/// How long to sleep before the next look at the counters: while a
+/// direction waits for a flush, [`FLUSH_POLL`] doubled for each look that
+/// found it still waiting (`looks`), up to [`FLUSH_POLL_MAX`] (a stalled
+/// destination may take long to drain); otherwise [`COUNTER_POLL`].
+pub fn next_poll(waiting_for_flush: bool, looks: u32) -> Duration {
     if waiting_for_flush {
         FLUSH_POLL
+            .saturating_mul(1 << looks.min(6))
+            .min(FLUSH_POLL_MAX)
     } else {
         COUNTER_POLL
     }
@@ -188,8 +196,13 @@ mod tests {
 
     #[test]
     fn polls_fast_only_while_waiting_for_a_flush() {
-        assert_eq!(next_poll(true), FLUSH_POLL);
-        assert_eq!(next_poll(false), COUNTER_POLL);
+        assert_eq!(next_poll(true, 0), FLUSH_POLL);
+        assert_eq!(next_poll(true, 1), 2 * FLUSH_POLL);
+        assert_eq!(next_poll(true, 5), 32 * FLUSH_POLL);
+        assert_eq!(next_poll(true, 6), FLUSH_POLL_MAX);
+        assert_eq!(next_poll(true, u32::MAX), FLUSH_POLL_MAX);
+        assert_eq!(next_poll(false, 0), COUNTER_POLL);
+        assert_eq!(next_poll(false, 9), COUNTER_POLL);
     }
 
     #[test]
