@@ -52,6 +52,7 @@ pub fn filled(raw: &RawServer, s: &Server) -> Value {
         ),
         ("drain_timeout", json!(go_duration(s.drain_timeout))),
         ("low_rtt_tuning", json!(s.low_rtt_tuning)),
+        ("sockmap", json!(s.sockmap)),
     ];
     if let Value::Object(o) = &mut v {
         for (k, val) in defaults {

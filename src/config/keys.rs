@@ -50,7 +50,7 @@ fn error(path: String, message: String) -> ConfigError {
 fn unknown_message(key: &str, valid: &[&str]) -> String {
     match suggest(key, valid) {
         Some(s) => format!("unknown key (did you mean \"{s}\"?)"),
-        None if !valid.is_empty() && valid.len() <= 8 => {
+        None if !valid.is_empty() && valid.len() <= 10 => {
             format!("unknown key (valid keys here: {})", valid.join(", "))
         }
         None => "unknown key".into(),

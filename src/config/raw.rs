@@ -108,6 +108,8 @@ raw_struct! {
         max_exec_checks: u32,
         /// New: see `proxy::tune`.
         low_rtt_tuning: bool,
+        /// New: the in-kernel relay, see `proxy::sockmap`.
+        sockmap: bool,
     }
 }
 
@@ -129,6 +131,8 @@ raw_struct! {
         drain_timeout: String,
         /// New: see `proxy::tune`.
         low_rtt_tuning: bool,
+        /// New: the in-kernel relay, see `proxy::sockmap`.
+        sockmap: bool,
         access: RawAccess,
         proxy_protocol: RawProxyProtocol,
         discovery: RawDiscovery,

@@ -151,6 +151,9 @@ pub struct Server {
     pub drain_timeout: Duration,
     /// Tune the sockets of bulk flows on sub-millisecond paths (`proxy::tune`; default true).
     pub low_rtt_tuning: bool,
+    /// Relay in the kernel with the sockmap fast path (`proxy::sockmap`;
+    /// default false; plain tcp servers only).
+    pub sockmap: bool,
     pub access: Option<AccessList>,
     pub proxy_protocol: Option<ProxyProtocolVersion>,
     pub discovery: Discovery,

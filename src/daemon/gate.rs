@@ -37,6 +37,14 @@ pub fn unsupported(cfg: &Config) -> Vec<ConfigError> {
                 format!("health check kind \"{}\"", s.healthcheck.kind),
             );
         }
+        if cfg!(not(feature = "ebpf")) && s.sockmap {
+            out.push(ConfigError {
+                path: format!("servers.{name}.sockmap"),
+                message: "the sockmap fast path needs the \"ebpf\" feature, which this build \
+                          does not have"
+                    .into(),
+            });
+        }
         if let Some((key, what)) = health_tls(&s.healthcheck.check)
             && !cfg!(feature = "tls")
         {
@@ -138,6 +146,23 @@ mod tests {
         match config::parse(&text, config::Format::Toml) {
             Ok(l) => super::source::lines(unsupported(&l.config)),
             Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn sockmap_is_refused_without_the_ebpf_feature() {
+        let text = "[servers.web]\nbind = \"127.0.0.1:8080\"\nsockmap = true\n\
+                    [servers.web.discovery]\nkind = \"static\"\nstatic_list = [\"127.0.0.1:80\"]\n";
+        let loaded = config::parse(text, config::Format::Toml).unwrap();
+        let errors = super::source::lines(unsupported(&loaded.config));
+        if cfg!(feature = "ebpf") {
+            assert!(errors.is_empty(), "{errors:?}");
+        } else {
+            assert!(
+                errors[0].starts_with("servers.web.sockmap: ")
+                    && errors[0].contains("\"ebpf\" feature"),
+                "{errors:?}"
+            );
         }
     }
 

@@ -31,7 +31,7 @@ use crate::health::Context;
 use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tls::{Contexts, Edge};
-use crate::proxy::{tcp, udp};
+use crate::proxy::{sockmap, tcp, udp};
 use crate::state::diff::{Op, diff};
 use crate::state::saved::{self, Saved, SavedBackend};
 use crate::state::{Plan, ServerRuntime};
@@ -119,6 +119,9 @@ impl Daemon {
         // A server started again for a new listener serves its last list.
         let serving = previous.map(|_| specs.as_slice());
         self.discovery.sync(name, &cfg.discovery, serving);
+        if cfg.sockmap {
+            sockmap::prepare(name);
+        }
         let runtime = Arc::new(ServerRuntime::new(name.to_string(), plan));
         let (stop, stopped) = watch::channel(false);
         let listener = match &bound {
@@ -193,6 +196,9 @@ impl Daemon {
                     sni_usable(name, cfg, &old.specs())
                 }
             };
+            if cfg.sockmap && !old.config.sockmap {
+                sockmap::prepare(name);
+            }
             let plan = Plan::new(Arc::new(cfg.clone()), &specs, Some(&old));
             self.health.sync(name, &plan);
             self.discovery.sync(name, &cfg.discovery, Some(&specs));

@@ -5,16 +5,23 @@
 //! - [`park`]: the parking lot of idle connections (own epoll, one thread).
 //! - [`pump`]: relaying bytes both ways with half-close and idle timeouts.
 //! - [`splice`]: raw non-blocking syscalls and the pipe pool.
+//! - [`sockmap`] (and `gated`, `sockmap_bpf` with feature "ebpf"): the
+//!   optional in-kernel relay of servers with `sockmap = true`.
 //! - [`tune`]: buffers and congestion control of local bulk flows.
 //! - [`access`], [`proxy_protocol`]: pure helpers used on accept and connect.
 
 pub mod access;
+#[cfg(all(feature = "ebpf", betwixt_ebpf_obj))]
+mod gated;
 mod on_wake;
 pub mod park;
 pub mod proxy_protocol;
 pub mod pump;
 pub mod session;
 pub mod sni;
+pub mod sockmap;
+#[cfg(all(feature = "ebpf", betwixt_ebpf_obj))]
+mod sockmap_bpf;
 pub mod splice;
 pub mod stream;
 pub mod tcp;

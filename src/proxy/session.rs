@@ -87,8 +87,13 @@ impl Conn {
     }
 }
 
-/// Relay a fresh connection until it ends or parks.
+/// Relay a fresh connection until it ends or parks; with `sockmap = true`
+/// first try the in-kernel fast path ([`super::gated`]).
 pub async fn run(conn: Conn, client: TcpStream, backend: TcpStream) {
+    #[cfg(all(feature = "ebpf", betwixt_ebpf_obj))]
+    let Some((conn, client, backend)) = super::gated::run(conn, client, backend).await else {
+        return;
+    };
     let now = now_ms();
     relay_loop(conn, client, backend, [now, now]).await;
 }

@@ -19,6 +19,7 @@ pub fn test_server(bind: &str) -> Server {
         backend_connection_retries: 1,
         drain_timeout: Duration::from_secs(30),
         low_rtt_tuning: true,
+        sockmap: false,
         access: None,
         proxy_protocol: None,
         discovery: Discovery {

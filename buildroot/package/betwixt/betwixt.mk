@@ -44,15 +44,20 @@ BETWIXT_FEATURES = \
 	$(if $(BR2_PACKAGE_BETWIXT_TLS),tls) \
 	$(if $(BR2_PACKAGE_BETWIXT_EBPF),ebpf)
 
+# The options choose every feature: the crate's defaults (tls, ebpf) are off.
 # `cargo install` rebuilds with its own flags: features go to both steps.
+BETWIXT_FEATURE_OPTS = --no-default-features
 ifneq ($(strip $(BETWIXT_FEATURES)),)
-BETWIXT_FEATURE_OPTS = \
+BETWIXT_FEATURE_OPTS += \
 	--features $(subst $(space),$(comma),$(strip $(BETWIXT_FEATURES)))
+endif
 BETWIXT_CARGO_BUILD_OPTS += $(BETWIXT_FEATURE_OPTS)
 BETWIXT_CARGO_INSTALL_OPTS += $(BETWIXT_FEATURE_OPTS)
-endif
 
 ifeq ($(BR2_PACKAGE_BETWIXT_EBPF),y)
+# build.rs compiles ebpf/lb.bpf.c with the build host's clang; fail rather
+# than ship a binary whose fast path reports "not compiled in".
+BETWIXT_CARGO_ENV += BETWIXT_EBPF_REQUIRE=1
 define BETWIXT_LINUX_CONFIG_FIXUPS
 	$(call KCONFIG_ENABLE_OPT,CONFIG_BPF_SYSCALL)
 	$(call KCONFIG_ENABLE_OPT,CONFIG_BPF_JIT)

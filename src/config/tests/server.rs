@@ -126,6 +126,29 @@ fn defaults_apply_and_server_values_override() {
 }
 
 #[test]
+fn sockmap_defaults_off_and_only_for_plain_tcp() {
+    assert!(!ok(&server("")).config.servers["web"].sockmap);
+    assert!(ok(&server("sockmap = true")).config.servers["web"].sockmap);
+    let udp = server("protocol = \"udp\"\nsockmap = true");
+    assert_has(
+        &errors(&udp),
+        "servers.web.sockmap: the sockmap fast path needs protocol \"tcp\"",
+    );
+    let backends_tls = format!("{}[servers.web.backends_tls]\n", server("sockmap = true"));
+    assert_has(&errors(&backends_tls), "servers.web.sockmap: ");
+    // From [defaults]: on for plain tcp servers, off (no error) elsewhere.
+    let on = format!("[defaults]\nsockmap = true\n{}", server(""));
+    assert!(ok(&on).config.servers["web"].sockmap);
+    let udp = format!(
+        "[defaults]\nsockmap = true\n{}",
+        server("protocol = \"udp\"\nclient_idle_timeout = \"10s\"")
+    );
+    assert!(!ok(&udp).config.servers["web"].sockmap);
+    let off = format!("[defaults]\nsockmap = true\n{}", server("sockmap = false"));
+    assert!(!ok(&off).config.servers["web"].sockmap);
+}
+
+#[test]
 fn low_rtt_tuning_defaults_on_and_follows_defaults() {
     assert!(ok(&server("")).config.servers["web"].low_rtt_tuning);
     let off = format!("[defaults]\nlow_rtt_tuning = false\n{}", server(""));

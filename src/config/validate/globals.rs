@@ -20,6 +20,8 @@ pub struct Defaults {
     pub drain_timeout: Duration,
     pub max_exec_checks: usize,
     pub low_rtt_tuning: bool,
+    /// Applies to the servers that can use it (plain tcp) only.
+    pub sockmap: bool,
 }
 
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -258,6 +260,7 @@ pub fn defaults(ctx: &mut Ctx, raw: Option<&RawDefaults>) -> Defaults {
         ),
         max_exec_checks: max_exec_checks(ctx, raw.max_exec_checks),
         low_rtt_tuning: raw.low_rtt_tuning.unwrap_or(true),
+        sockmap: raw.sockmap.unwrap_or(false),
     }
 }
 

@@ -53,6 +53,17 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
         udp_addresses(ctx, &at("discovery.static_list"), raw);
     }
     let limits = limits(ctx, &base, raw, defaults);
+    let plain_tcp = protocol == Protocol::Tcp
+        && sections.sni.is_none()
+        && sections.tls.is_none()
+        && sections.backends_tls.is_none();
+    let sockmap = sockmap(
+        ctx,
+        &at("sockmap"),
+        raw.sockmap,
+        defaults.sockmap,
+        plain_tcp,
+    );
     if ctx.errors.len() > before {
         return None;
     }
@@ -67,6 +78,7 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
         backend_connection_retries: limits.backend_connection_retries,
         drain_timeout: limits.drain_timeout,
         low_rtt_tuning: raw.low_rtt_tuning.unwrap_or(defaults.low_rtt_tuning),
+        sockmap,
         access,
         proxy_protocol,
         discovery: discovery?,
@@ -76,6 +88,22 @@ pub fn server(ctx: &mut Ctx, name: &str, raw: &RawServer, defaults: &Defaults) -
         backends_tls: sections.backends_tls,
         udp: sections.udp,
     })
+}
+
+/// `sockmap`: only a plain tcp server (no TLS, no SNI) can hand its bytes
+/// to the kernel; `[defaults] sockmap = true` applies to those only.
+fn sockmap(ctx: &mut Ctx, path: &str, raw: Option<bool>, default: bool, plain_tcp: bool) -> bool {
+    match raw {
+        Some(true) if !plain_tcp => {
+            ctx.error(
+                path,
+                "the sockmap fast path needs protocol \"tcp\" without tls, backends_tls or sni",
+            );
+            false
+        }
+        Some(on) => on,
+        None => default && plain_tcp,
+    }
 }
 
 /// Every static backend's `sni=` value must compile as a regexp when the
