@@ -6,8 +6,9 @@
 //! not wake it), kills and idle timeouts. When gating fails the connection
 //! is handed back for the normal relay ([`super::pump`]).
 //!
-//! - Half-close: a side's FIN reaches userspace (the verdict passes empty
-//!   skbs up). The other socket gets `shutdown(SHUT_WR)` only once the
+//! - Half-close: a side's FIN reaches userspace as EOF (TCP marks the
+//!   socket read-shut; the verdict drops the empty skb, which the psock
+//!   worker would take for a broken pipe). The other socket gets `shutdown(SHUT_WR)` only once the
 //!   verdict has run over every byte received before the FIN ([`drained`]:
 //!   the FIN wakes this task before the bytes that came with it are moved)
 //!   and the other socket has taken all of them ([`flushed`]); both polled

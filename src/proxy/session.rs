@@ -90,9 +90,15 @@ impl Conn {
 /// Relay a fresh connection until it ends or parks; with `sockmap = true`
 /// first try the in-kernel fast path ([`super::gated`]).
 pub async fn run(conn: Conn, client: TcpStream, backend: TcpStream) {
+    // Boxed, and only entered with `sockmap = true`: the fast path's state
+    // neither grows nor slows every other connection's task.
     #[cfg(all(feature = "ebpf", betwixt_ebpf_obj))]
-    let Some((conn, client, backend)) = super::gated::run(conn, client, backend).await else {
-        return;
+    let (conn, client, backend) = match conn.plan.config.sockmap {
+        true => match Box::pin(super::gated::run(conn, client, backend)).await {
+            Some(back) => back,
+            None => return,
+        },
+        false => (conn, client, backend),
     };
     let now = now_ms();
     relay_loop(conn, client, backend, [now, now]).await;
