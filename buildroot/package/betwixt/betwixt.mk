@@ -42,7 +42,8 @@ BETWIXT_CARGO_ENV = \
 
 BETWIXT_FEATURES = \
 	$(if $(BR2_PACKAGE_BETWIXT_TLS),tls) \
-	$(if $(BR2_PACKAGE_BETWIXT_EBPF),ebpf)
+	$(if $(BR2_PACKAGE_BETWIXT_EBPF),ebpf) \
+	$(if $(BR2_PACKAGE_BETWIXT_REGEX_UNICODE),regex-unicode)
 
 # The options choose every feature: the crate's defaults (tls, ebpf) are off.
 # `cargo install` rebuilds with its own flags: features go to both steps.
