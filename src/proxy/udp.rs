@@ -117,6 +117,31 @@ pub fn session_cap(max_sessions: u32, nofile: Option<u64>) -> u32 {
     }
 }
 
+/// How often the listener re-reads RLIMIT_NOFILE (a `prlimit` on the
+/// running daemon takes effect within this long).
+const NOFILE_EVERY_MS: u64 = 1_000;
+
+/// RLIMIT_NOFILE, read at most once per [`NOFILE_EVERY_MS`] rather than
+/// with a `prlimit64` syscall for every new session (pure: time passed in).
+#[derive(Debug, Default)]
+pub struct NofileCache {
+    value: Option<u64>,
+    read_at: Option<u64>,
+}
+
+impl NofileCache {
+    pub fn get(&mut self, now: u64, read: impl FnOnce() -> Option<u64>) -> Option<u64> {
+        if self
+            .read_at
+            .is_none_or(|t| now.saturating_sub(t) >= NOFILE_EVERY_MS)
+        {
+            self.value = read();
+            self.read_at = Some(now);
+        }
+        self.value
+    }
+}
+
 fn nofile() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -264,13 +289,19 @@ pub async fn serve(
     let table: Table = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let fd = listener.as_raw_fd();
+    let mut front = Front {
+        v6: listener.local_addr().is_ok_and(|a| a.is_ipv6()),
+        socket: listener,
+        table,
+        nofile: NofileCache::default(),
+    };
     // Made once, polled only when woken (see `OnWake`), not per datagram.
     let mut stopped = std::pin::pin!(OnWake::new(stop.wait_for(|s| *s)));
     loop {
         let (n, peer, local) = tokio::select! {
             biased;
             _ = &mut stopped => return,
-            r = listener.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf)) => match r {
+            r = front.socket.async_io(Interest::READABLE, || pktinfo::recv(fd, &mut buf)) => match r {
                 Ok(r) => r,
                 Err(e) => {
                     debug!(&server.name, "recv: {e}");
@@ -286,10 +317,10 @@ pub async fn serve(
             server.counters.refused.fetch_add(1, Relaxed);
             continue;
         }
-        let existing = lock(&table).get(&key(peer, local)).cloned();
+        let existing = lock(&front.table).get(&key(peer, local)).cloned();
         let session = match existing {
             Some(s) => s,
-            None => match open(&server, &listener, &table, (peer, local)) {
+            None => match open(&server, &mut front, (peer, local)) {
                 Some(s) => s,
                 None => {
                     server.counters.refused.fetch_add(1, Relaxed);
@@ -298,8 +329,17 @@ pub async fn serve(
             },
         };
         let max_requests = plan.config.udp.as_ref().map_or(0, |u| u.max_requests);
-        forward(&server, &table, &session, datagram, max_requests);
+        forward(&server, &front.table, &session, datagram, max_requests);
     }
+}
+
+/// The listening side, shared by every session of a server.
+struct Front {
+    socket: Arc<UdpSocket>,
+    /// The listening socket is AF_INET6 (read once, not per session).
+    v6: bool,
+    table: Table,
+    nofile: NofileCache,
 }
 
 /// Send one client datagram on the session's socket.
@@ -343,13 +383,12 @@ fn detach(table: &Table, s: &Arc<Session>) {
 /// Admit a new session: slot, election, socket, task.
 fn open(
     server: &Arc<ServerRuntime>,
-    listener: &Arc<UdpSocket>,
-    table: &Table,
+    front: &mut Front,
     (peer, local): (SocketAddr, Option<Local>),
 ) -> Option<Arc<Session>> {
     let plan = server.plan();
     let udp = plan.config.udp.as_ref()?;
-    let cap = session_cap(udp.max_sessions, nofile());
+    let cap = session_cap(udp.max_sessions, front.nofile.get(now_ms(), nofile));
     if !server.counters.try_reserve(cap) {
         if let Some(more) = super::tcp::flood_pass(&plan.limit_log) {
             warn!(
@@ -378,7 +417,7 @@ fn open(
     let session = Arc::new(Session {
         client: peer,
         local,
-        listener_v6: listener.local_addr().is_ok_and(|a| a.is_ipv6()),
+        listener_v6: front.v6,
         socket,
         elected,
         requests: AtomicU64::new(0),
@@ -386,15 +425,15 @@ fn open(
         detached: AtomicBool::new(false),
         poke: Notify::new(),
     });
-    lock(table).insert(session.key(), Arc::clone(&session));
+    lock(&front.table).insert(session.key(), Arc::clone(&session));
     let limits = Limits::of(&plan.config, udp);
     let guard = server.tracker.enter();
     // Boxed for the same reason as a TCP connection's task (`tcp::serve`).
     tokio::spawn(Box::pin(run(
         Arc::clone(&session),
         Arc::clone(server),
-        Arc::clone(listener),
-        Arc::clone(table),
+        Arc::clone(&front.socket),
+        Arc::clone(&front.table),
         limits,
         (slot, guard),
     )));
@@ -417,12 +456,13 @@ fn backend_socket(target: &Target, peer: SocketAddr, transparent: bool) -> io::R
             "udp backends need an IP address",
         ));
     };
+    // Non-blocking from the start: one syscall fewer per session than
+    // `set_nonblocking` (fcntl get + set).
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(*addr),
-        socket2::Type::DGRAM,
+        socket2::Type::DGRAM.nonblocking(),
         None,
     )?;
-    socket.set_nonblocking(true)?;
     if transparent && peer.is_ipv4() == addr.is_ipv4() {
         set_transparent(&socket, addr.is_ipv6())?;
         socket.set_reuse_address(true)?;

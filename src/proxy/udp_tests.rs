@@ -142,3 +142,27 @@ fn idle_limits_get_one_coarse_tick_of_slack() {
     let days = Duration::from_secs(u64::MAX / 1000 + 1);
     assert_eq!(idle_limit_ms(Some(days)), Some(u64::MAX));
 }
+
+#[test]
+fn nofile_is_read_once_per_second() {
+    let mut c = NofileCache::default();
+    let mut reads = 0;
+    let mut read = |v: u64| {
+        reads += 1;
+        Some(v)
+    };
+    assert_eq!(c.get(5_000, || read(100)), Some(100));
+    assert_eq!(c.get(5_999, || read(200)), Some(100));
+    assert_eq!(c.get(6_000, || read(300)), Some(300));
+    assert_eq!(c.get(6_500, || read(400)), Some(300));
+    assert_eq!(reads, 2);
+}
+
+#[test]
+fn nofile_cache_rereads_when_the_clock_goes_back() {
+    let mut c = NofileCache::default();
+    assert_eq!(c.get(5_000, || None), None);
+    // An earlier `now` (saturating): no re-read until a second past the read.
+    assert_eq!(c.get(4_000, || Some(7)), None);
+    assert_eq!(c.get(6_000, || Some(8)), Some(8));
+}
