@@ -226,6 +226,46 @@ fn reload_of_an_emptied_file_is_rejected_and_old_config_serves() {
     assert!(bx.reload(&good), "{}", bx.logs());
 }
 
+/// The inode of the socket listening on 127.0.0.1:`port` (/proc/net/tcp).
+fn listen_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1) == Some(&local.as_str()) && f.get(3) == Some(&"0A"))
+            .then(|| f.get(9)?.parse().ok())
+            .flatten()
+    })
+}
+
+#[test]
+fn renaming_a_server_keeps_its_listener() {
+    let a = Backend::start("A");
+    let port = free_port();
+    let x = server_section("x", port, "roundrobin", &[a.line()], "");
+    let y = server_section("y", port, "roundrobin", &[a.line()], "");
+    let bx = Betwixt::start_quiet(&format!("{LOGGING}{x}"), &[port]);
+    let mut held = open(port, "A");
+    let socket = listen_inode(port).expect("listening socket");
+    let prober = Prober::start(port);
+    assert!(bx.reload(&format!("{LOGGING}{y}")), "{}", bx.logs());
+    // The same socket: its accept queue was never reset, the port never free.
+    assert_eq!(listen_inode(port), Some(socket), "{}", bx.logs());
+    assert!(
+        bx.logs().contains("takes over the listener on"),
+        "{}",
+        bx.logs()
+    );
+    assert_eq!(who(port), "A");
+    assert!(echo_ok(&mut held, b"still here\n"), "held connection cut");
+    let (tries, failed) = prober.finish();
+    assert!(tries > 0);
+    assert_eq!(
+        failed, 0,
+        "{failed} of {tries} connects refused during the rename"
+    );
+}
+
 #[test]
 fn reload_replacing_a_server_drains_the_old_one() {
     let (a, b) = (Backend::start("A"), Backend::start("B"));

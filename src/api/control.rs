@@ -31,6 +31,8 @@ pub trait Control {
     /// The section `name` runs with (the file's or the API's), as the API
     /// shows it redacted.
     fn server_raw(&self, name: &str) -> Option<RawServer>;
+    /// The config being run, to put back when a change fails to apply.
+    fn current(&self) -> Loaded;
 }
 
 /// An API change's merge of the file with the changed overlay: a parse
@@ -154,6 +156,7 @@ pub fn finish(ctl: &mut impl Control, merged: Merged) -> Reply {
             };
         }
     }
+    let before = ctl.current();
     let previous = std::mem::replace(ctl.overlay_mut(), overlay);
     let failed = ctl.apply(loaded);
     let applied = ctl.config().servers.get(name) == wanted.as_ref();
@@ -173,15 +176,11 @@ pub fn finish(ctl: &mut impl Control, merged: Merged) -> Reply {
         "api",
         "server {name}: change not applied, rolled back: {why}"
     );
-    let restored = applied.then(|| merge(ctl.file_raw(), &previous));
     *ctl.overlay_mut() = previous;
-    if let Some(restored) = restored {
-        match restored {
-            Ok(old) => {
-                ctl.apply(old);
-            }
-            Err(errors) => warn!("api", "cannot restore the previous servers: {errors:?}"),
-        }
+    if applied {
+        // What ran before, as it was: no second merge (and no `bind` name
+        // lookups) on the loop.
+        ctl.apply(before);
     }
     Reply::error(409, why)
 }
@@ -354,6 +353,13 @@ mod tests {
         fn runtime(&self, _: &str) -> Option<Arc<ServerRuntime>> {
             None
         }
+        fn current(&self) -> Loaded {
+            Loaded {
+                config: self.loaded.config.clone(),
+                warnings: Vec::new(),
+                raw: self.loaded.raw.clone(),
+            }
+        }
         fn server_raw(&self, name: &str) -> Option<RawServer> {
             match self.overlay.get(name) {
                 Some(Some(v)) => serde_json::from_value(v.clone()).ok(),
@@ -475,8 +481,16 @@ mod tests {
 
     #[test]
     fn the_bind_check_uses_the_server_protocol() {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let tcp_busy = tcp.local_addr().unwrap().to_string();
+        // A TCP port whose UDP twin was free a moment ago (other programs
+        // take ephemeral UDP ports too).
+        let (_tcp, tcp_busy) = (0..50)
+            .find_map(|_| {
+                let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = tcp.local_addr().unwrap();
+                std::net::UdpSocket::bind(addr).ok()?;
+                Some((tcp, addr.to_string()))
+            })
+            .expect("a TCP port with a free UDP twin");
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let udp_busy = udp.local_addr().unwrap().to_string();
         let mut ctl = Fake::new();

@@ -37,6 +37,7 @@ pub fn route(
         ["servers", name] => server(method, name, body, shared, tx),
         ["servers", name, "stats"] if get => stats(shared, name),
         ["servers", name, "backends", key, "health"] if get => backend_health(shared, name, key),
+        ["servers", _, "backends", _, "health"] => method_not_allowed(),
         ["servers", name, "backends", key, action] if *method == Method::Post => {
             admin(name, key, action, query, tx)
         }
@@ -46,7 +47,9 @@ pub fn route(
         ["ping" | "" | "dump" | "servers" | "status" | "health" | "metrics"] => {
             method_not_allowed()
         }
-        ["servers", _, "stats"] | ["servers", _, "backends", _, _] => method_not_allowed(),
+        ["servers", _, "stats"] | ["servers", _, "backends", _, "drain" | "disable" | "enable"] => {
+            method_not_allowed()
+        }
         _ => Answer::not_found(),
     }
 }
@@ -312,6 +315,25 @@ mod tests {
         assert!(matches!(a, Answer::Text(404, ..)), "{a:?}");
         let a = route(&Method::Post, "/servers/web", "", b"{}", &shared, Some(&tx));
         assert!(matches!(a, Answer::Json(503, _)), "{a:?}");
+    }
+
+    #[test]
+    fn a_wrong_method_on_a_backend_route_is_405_and_an_unknown_action_404() {
+        let shared = Shared::new("x.toml".into(), Default::default());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        drop(rx);
+        let at = |m: Method, action: &str| {
+            let path = format!("/servers/web/backends/127.0.0.1:80/{action}");
+            match route(&m, &path, "", b"", &shared, Some(&tx)) {
+                Answer::Json(s, _) | Answer::Text(s, ..) => s,
+            }
+        };
+        assert_eq!(at(Method::Post, "health"), 405);
+        assert_eq!(at(Method::Delete, "health"), 405);
+        for action in ["drain", "disable", "enable"] {
+            assert_eq!(at(Method::Get, action), 405, "{action}");
+        }
+        assert_eq!(at(Method::Get, "bogus"), 404);
     }
 
     #[test]

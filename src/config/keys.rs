@@ -110,6 +110,9 @@ pub fn fields_at(path: &[Seg]) -> &'static [&'static str] {
         ["acme"] => fields::<RawAcme>(),
         ["servers", _] => fields::<RawServer>(),
         ["servers", _, section] => server_section(section),
+        ["healthd"] => fields::<RawHealthd>(),
+        ["healthd", "checks", _] => fields::<RawHealthdCheck>(),
+        ["healthd", "checks", _, "healthcheck"] => fields::<RawHealthcheck>(),
         _ => &[],
     }
 }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,18 +33,20 @@ use crate::health::runner::Supervisor;
 use crate::metrics::RATE_WINDOW;
 use crate::proxy::tls::{Contexts, Edge};
 use crate::proxy::{sockmap, tcp, udp};
-use crate::state::diff::{Op, diff};
+use crate::state::diff::{Op, diff, handovers};
 use crate::state::saved::{self, Saved, SavedBackend};
 use crate::state::{Plan, ServerRuntime};
 use crate::{error, info, warn};
 
 mod gate;
+mod life;
 mod persist;
 mod signals;
 mod source;
 
 use gate::build_edges;
 pub use gate::{file_errors, unsupported};
+pub use life::run;
 use persist::{read_state, start_http, with_overlay};
 pub use source::Source;
 
@@ -85,20 +88,24 @@ impl Daemon {
     /// Bind and serve `name`. `previous`: its plan before a stop for a new
     /// listener, whose backends keep their state (health, counters) and, for
     /// dynamic discovery, whose list is kept until the next fetch.
+    /// `listener`: a TCP listener on `cfg.bind` handed over by a server this
+    /// reload stopped, used instead of binding again.
     fn start(
         &mut self,
         name: &str,
         cfg: &Server,
         contexts: Option<Contexts>,
         previous: Option<&Plan>,
+        listener: Option<OwnedFd>,
     ) -> io::Result<()> {
         enum Bound {
             Tcp(tokio::net::TcpListener),
             Udp(tokio::net::UdpSocket),
         }
-        let bound = match &cfg.udp {
-            Some(u) => Bound::Udp(udp::bind(cfg.bind, u.transparent)?),
-            None => Bound::Tcp(tcp::bind(cfg.bind)?),
+        let bound = match (&cfg.udp, listener) {
+            (Some(u), _) => Bound::Udp(udp::bind(cfg.bind, u.transparent)?),
+            (None, Some(fd)) => Bound::Tcp(tokio::net::TcpListener::from_std(fd.into())?),
+            (None, None) => Bound::Tcp(tcp::bind(cfg.bind)?),
         };
         let specs = match (previous, &cfg.discovery.kind) {
             (Some(old), DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. }) => {
@@ -160,19 +167,23 @@ impl Daemon {
     }
 
     /// Close the listener; open connections drain in the background.
-    /// Returns the server's last plan.
-    fn stop(&mut self, name: &str) -> Option<Arc<Plan>> {
+    /// Returns the server's last plan, and with `keep` its TCP listener,
+    /// left open for a server started in the same reload ([`handovers`]).
+    fn stop(&mut self, name: &str, keep: bool) -> Option<(Arc<Plan>, Option<OwnedFd>)> {
         self.health.stop(name);
         self.discovery.stop(name);
         if let Some(saved) = &mut self.restore {
             saved.backends.retain(|b| b.server != name);
         }
-        let r = self.servers.remove(name)?;
-        if let Some(fd) = &r.listener {
-            // Out of LISTEN now (pending connections are reset, as a close
-            // would); the port is free for a start that follows.
-            let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
-        }
+        let mut r = self.servers.remove(name)?;
+        let kept = match r.listener.take() {
+            Some(fd) if keep => Some(fd),
+            Some(fd) => {
+                close_listener(&fd);
+                None
+            }
+            None => None,
+        };
         let plan = r.runtime.plan();
         r.stop.send_replace(true);
         info!(
@@ -182,7 +193,7 @@ impl Daemon {
         );
         self.draining.retain(|d| !d.is_finished());
         (self.draining).push(tokio::spawn(drain(r.runtime, plan.config.drain_timeout)));
-        Some(plan)
+        Some((plan, kept))
     }
 
     fn update(&mut self, name: &str, cfg: &Server) {
@@ -244,10 +255,17 @@ impl Daemon {
         }
         // Servers stopped for a new listener start again from their plan.
         let mut stopped = BTreeMap::new();
-        for op in diff(&running, &new.servers) {
+        let ops = diff(&running, &new.servers);
+        let handover = handovers(&running, &new.servers, &ops);
+        let mut listeners = BTreeMap::new();
+        for op in ops {
             match op {
                 Op::Stop(name) => {
-                    if let Some(plan) = self.stop(&name) {
+                    let to = handover.get(&name);
+                    if let Some((plan, fd)) = self.stop(&name, to.is_some()) {
+                        if let (Some(to), Some(fd)) = (to, fd) {
+                            listeners.insert(to.clone(), fd);
+                        }
                         stopped.insert(name, plan);
                     }
                 }
@@ -255,7 +273,15 @@ impl Daemon {
                 Op::Start(name) => {
                     let contexts = edges.remove(&name);
                     let previous = stopped.get(&name).map(|p| &**p);
-                    if let Err(e) = self.start(&name, &new.servers[&name], contexts, previous) {
+                    let listener = listeners.remove(&name);
+                    if listener.is_some() {
+                        info!(
+                            &name,
+                            "takes over the listener on {}", new.servers[&name].bind
+                        );
+                    }
+                    let cfg = &new.servers[&name];
+                    if let Err(e) = self.start(&name, cfg, contexts, previous, listener) {
                         error!(&name, "cannot listen on {}: {e}", new.servers[&name].bind);
                         self.failed.insert(name.clone(), e.to_string());
                     } else {
@@ -264,6 +290,8 @@ impl Daemon {
                 }
             }
         }
+        // Handed over but not taken (that start failed before binding).
+        listeners.values().for_each(close_listener);
         for (name, contexts) in edges {
             if let Some(edge) = self.servers.get(&name).and_then(|r| r.edge.as_ref()) {
                 edge.set(contexts);
@@ -373,154 +401,14 @@ async fn drain(runtime: Arc<ServerRuntime>, timeout: Duration) {
     }
 }
 
-/// One worker thread per CPU this process may run on; with a single CPU the
-/// current-thread scheduler, which skips work-stealing bookkeeping.
-fn runtime() -> io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cpus == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(cpus)
-            .enable_all()
-            .build()
-    }
+/// Take a TCP listener out of LISTEN now (connections in its accept queue
+/// are reset, as a close would): the port is free for a start that follows,
+/// though the accept task drops its own descriptor only when next polled.
+fn close_listener(fd: &OwnedFd) {
+    let _ = socket2::SockRef::from(fd).shutdown(std::net::Shutdown::Read);
 }
 
-/// Run the daemon until a signal ends it; returns the exit code.
-pub fn run(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 {
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("betwixt: cannot start the runtime: {e}");
-            return 1;
-        }
-    };
-    let code = rt.block_on(serve(source, loaded, pidfile.clone()));
-    // Only a pidfile that still names this process: a start that failed
-    // before writing it must not delete another instance's.
-    if let Some(p) = pidfile
-        && std::fs::read_to_string(&p).is_ok_and(|t| t.trim() == std::process::id().to_string())
-    {
-        let _ = std::fs::remove_file(p);
-    }
-    rt.shutdown_timeout(Duration::from_millis(100));
-    code
-}
-
-async fn serve(source: Source, loaded: Loaded, pidfile: Option<PathBuf>) -> i32 {
-    if let Err(e) = crate::log::configure(&loaded.config.logging) {
-        eprintln!("betwixt: logging: {e}");
-        return 1;
-    }
-    for w in &loaded.warnings {
-        warn!("config", "{w}");
-    }
-    let mut sigs = match signals::Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            error!("main", "signals: {e}");
-            return 1;
-        }
-    };
-    let restore = read_state(&loaded.config);
-    let (effective, overlay) = with_overlay(&loaded, restore.as_ref());
-    let shared = Arc::new(Shared::new(
-        source.path.display().to_string(),
-        effective.raw.clone(),
-    ));
-    let mut daemon = Daemon {
-        config: effective.config.clone(),
-        servers: BTreeMap::new(),
-        health: Supervisor::new(Context::new(loaded.config.max_exec_checks)),
-        file_raw: loaded.raw.clone(),
-        overlay,
-        shared: Arc::clone(&shared),
-        failed: BTreeMap::new(),
-        written: restore.clone().unwrap_or_default(),
-        restore,
-        discovery: Discovery::default(),
-        draining: Vec::new(),
-    };
-    for (name, cfg) in &effective.config.servers {
-        let contexts = match Contexts::build(cfg) {
-            Ok(c) => c,
-            Err(e) => {
-                error!("config", "servers.{name}.{e}");
-                return 1;
-            }
-        };
-        if let Err(e) = daemon.start(name, cfg, Some(contexts), None) {
-            error!(name, "cannot listen on {}: {e}", cfg.bind);
-            return 1;
-        }
-    }
-    // Saved backends of dynamic servers wait for their discovered lists.
-    let dynamic = |server: &str| {
-        daemon
-            .config
-            .servers
-            .get(server)
-            .is_some_and(|c| !matches!(c.discovery.kind, DiscoveryKind::Static { .. }))
-    };
-    let pending = daemon.restore.take().map(|mut saved| {
-        saved.backends.retain(|b| dynamic(&b.server));
-        saved
-    });
-    daemon.restore = pending;
-    daemon.publish(effective.raw);
-    tokio::spawn(crate::proxy::session::anchor_timers());
-    let (tx, mut commands) = mpsc::channel(16);
-    if let Err(e) = start_http(&daemon.config, &shared, tx.clone()) {
-        error!("api", "{e}");
-        return 1;
-    }
-    if let Some(p) = &pidfile
-        && let Err(e) = std::fs::write(p, format!("{}\n", std::process::id()))
-    {
-        error!("main", "pidfile {}: {e}", p.display());
-        return 1;
-    }
-    info!(
-        "main",
-        "betwixt {} started, pid {}",
-        env!("CARGO_PKG_VERSION"),
-        std::process::id()
-    );
-    match signals::signals(&mut daemon, &source, &mut commands, &mut sigs).await {
-        Ok(Exit::Graceful) => {
-            info!("main", "SIGTERM: draining");
-            refuse_commands(&mut commands);
-            tokio::select! {
-                _ = daemon.shutdown() => info!("main", "exit"),
-                _ = sigs.int.recv() => info!("main", "SIGINT: exit without waiting for the drain"),
-            }
-            0
-        }
-        Ok(Exit::Now) => {
-            info!("main", "SIGINT: exit");
-            0
-        }
-        Err(e) => {
-            error!("main", "signals: {e}");
-            1
-        }
-    }
-}
-
-/// While draining, API changes get `503` at once instead of waiting for
-/// the drain to end.
-fn refuse_commands(commands: &mut mpsc::Receiver<api::Command>) {
-    commands.close();
-    while let Ok(c) = commands.try_recv() {
-        let _ = c
-            .reply
-            .send(api::Reply::error(503, "the daemon is shutting down"));
-    }
-}
-
+/// How the main loop ended: SIGTERM (drain) or SIGINT.
 enum Exit {
     Graceful,
     Now,

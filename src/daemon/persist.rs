@@ -112,4 +112,16 @@ impl Control for Daemon {
     fn server_raw(&self, name: &str) -> Option<crate::config::raw::RawServer> {
         self.shared.server_raw(name)
     }
+
+    fn current(&self) -> Loaded {
+        let raw = match self.shared.raw.read() {
+            Ok(r) => r.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        Loaded {
+            config: self.config.clone(),
+            warnings: Vec::new(),
+            raw,
+        }
+    }
 }

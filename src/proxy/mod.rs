@@ -5,9 +5,16 @@
 //! - [`park`]: the parking lot of idle connections (own epoll, one thread).
 //! - [`pump`]: relaying bytes both ways with half-close and idle timeouts.
 //! - [`splice`]: raw non-blocking syscalls and the pipe pool.
-//! - [`sockmap`] (and `gated`, `sockmap_bpf` with feature "ebpf"): the
-//!   optional in-kernel relay of servers with `sockmap = true`.
+//! - [`sockmap`] (and `gated`, `sockmap_bpf` with feature "ebpf" and the
+//!   BPF object compiled by build.rs): the optional in-kernel relay of
+//!   servers with `sockmap = true`.
 //! - [`tune`]: buffers and congestion control of local bulk flows.
+//! - [`sni`]: the ClientHello parser and the `MSG_PEEK` read of it.
+//! - [`tls`]: TLS termination and origination; [`stream`]: the buffered
+//!   relay used when either side is TLS.
+//! - [`udp`]: udp servers and their sessions (`udp_pktinfo`: the local
+//!   address of a datagram on a wildcard bind).
+//! - `on_wake`: a future polled only when its own waker fired.
 //! - [`access`], [`proxy_protocol`]: pure helpers used on accept and connect.
 
 pub mod access;

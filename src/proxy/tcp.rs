@@ -1,9 +1,12 @@
 //! TCP listeners: accept, admit, elect and connect, then relay.
 //!
 //! Life of a connection: `accept` -> access rules -> server `max_connections`
-//! slot -> elect a backend (its slot is reserved at election) -> connect with
-//! timeout, retrying other backends on failure -> optional PROXY header ->
-//! [`session::run`] until both sides are done, a timeout, or a kill.
+//! slot -> with `[sni]`, peek the ClientHello's name -> (`protocol = "tls"`
+//! or `[backends_tls]`: handed to [`super::tls`] from here) -> elect a
+//! backend (its slot is reserved at election) -> connect with timeout,
+//! retrying other backends on failure -> optional PROXY header ->
+//! [`session::run`] (the sockmap fast path or the splice relay) until both
+//! sides are done, a timeout, or a kill.
 
 use std::io;
 use std::net::SocketAddr;

@@ -46,6 +46,37 @@ fn needs_new_listener(a: &Server, b: &Server) -> bool {
     a.bind != b.bind || a.protocol != b.protocol
 }
 
+/// Listeners a reload hands over instead of closing and binding again:
+/// stopped server -> started server, for a TCP listener (`tcp` or `tls`)
+/// on the same address (a renamed server, or `tcp` <-> `tls`). Closing
+/// would reset the connections waiting in its accept queue and refuse new
+/// ones until the next bind.
+pub fn handovers(
+    old: &BTreeMap<String, Server>,
+    new: &BTreeMap<String, Server>,
+    ops: &[Op],
+) -> BTreeMap<String, String> {
+    let tcp = |s: &Server| s.udp.is_none();
+    let mut taken = BTreeMap::new();
+    for op in ops {
+        let Op::Start(to) = op else { continue };
+        let Some(b) = new.get(to).filter(|b| tcp(b)) else {
+            continue;
+        };
+        let from = ops.iter().find_map(|op| match op {
+            Op::Stop(from) if !taken.contains_key(from) => old
+                .get(from)
+                .filter(|a| tcp(a) && a.bind == b.bind)
+                .map(|_| from.clone()),
+            _ => None,
+        });
+        if let Some(from) = from {
+            taken.insert(from, to.clone());
+        }
+    }
+    taken
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +112,46 @@ mod tests {
             diff(&old, &new),
             vec![Op::Stop("web".into()), Op::Start("web".into())]
         );
+    }
+
+    #[test]
+    fn a_renamed_server_or_a_tcp_tls_switch_hands_its_listener_over() {
+        let mut tls = test_server("127.0.0.1:3001");
+        tls.protocol = crate::config::Protocol::Tls;
+        let old = servers(&[
+            ("a", test_server("127.0.0.1:3000")),
+            ("t", test_server("127.0.0.1:3001")),
+            ("moved", test_server("127.0.0.1:3002")),
+        ]);
+        let new = servers(&[
+            ("b", test_server("127.0.0.1:3000")),
+            ("t", tls),
+            ("moved", test_server("127.0.0.1:3003")),
+        ]);
+        let ops = diff(&old, &new);
+        let h = handovers(&old, &new, &ops);
+        let want: BTreeMap<String, String> = [("a", "b"), ("t", "t")]
+            .iter()
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .collect();
+        assert_eq!(h, want);
+    }
+
+    #[test]
+    fn udp_listeners_and_unchanged_servers_are_not_handed_over() {
+        let mut udp = test_server("127.0.0.1:3000");
+        udp.protocol = crate::config::Protocol::Udp;
+        udp.udp = Some(crate::config::Udp {
+            max_requests: 0,
+            max_responses: 0,
+            transparent: false,
+            max_sessions: 1,
+        });
+        let old = servers(&[("a", test_server("127.0.0.1:3000"))]);
+        let new = servers(&[("b", udp)]);
+        let ops = diff(&old, &new);
+        assert!(handovers(&old, &new, &ops).is_empty());
+        assert!(handovers(&old, &old, &diff(&old, &old)).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Tests of the whole pipeline: text in, `Config` or errors out.
 
 mod discovery;
+mod docs;
 mod fuzz;
 mod healthcheck;
 mod samples;

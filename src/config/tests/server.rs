@@ -642,3 +642,18 @@ fn server_names_are_non_empty_without_control_characters() {
     ok(&named("\"web 1\""));
     ok(&named("\"wéb\""));
 }
+
+#[test]
+fn healthd_typos_get_a_suggestion() {
+    let e = errors(
+        "[healthd]\nlistenr = \"127.0.0.1:5500\"\n[healthd.checks.db]\nadress = \"127.0.0.1:5432\"\n\
+         [healthd.checks.db.healthcheck]\nkind = \"ping\"\ninteval = \"1s\"\n",
+    );
+    for want in [
+        "healthd.listenr: unknown key (did you mean \"listener\"?)",
+        "healthd.checks.db.adress: unknown key (did you mean \"address\"?)",
+        "healthd.checks.db.healthcheck.inteval: unknown key (did you mean \"interval\"?)",
+    ] {
+        assert!(e.iter().any(|l| l == want), "{want} not in {e:#?}");
+    }
+}
