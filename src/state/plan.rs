@@ -158,27 +158,30 @@ impl Plan {
     /// Build a plan, keeping the state of backends that `previous` already had
     /// and its balancer when the strategy did not change.
     pub fn new(config: Arc<Server>, specs: &[BackendSpec], previous: Option<&Plan>) -> Self {
-        let known: HashMap<&str, &Arc<BackendState>> = previous
-            .map(|p| {
-                p.backends
-                    .iter()
-                    .map(|b| (b.key.as_str(), &b.state))
-                    .collect()
-            })
+        let known: HashMap<&str, &Backend> = previous
+            .map(|p| p.backends.iter().map(|b| (b.key.as_str(), b)).collect())
             .unwrap_or_default();
+        let strategy = |c: &Server| c.sni.as_ref().map(|s| s.hostname_matching_strategy);
+        let same_matching = previous.is_some_and(|p| strategy(&p.config) == strategy(&config));
         let initial_live = config.healthcheck.initial_healthy;
         let mut backends: Vec<Backend> = specs
             .iter()
             .map(|spec| {
                 let key = spec.key();
-                let state = known
-                    .get(key.as_str())
-                    .map(|s| Arc::clone(s))
+                let before = known.get(key.as_str());
+                let state = before
+                    .map(|b| Arc::clone(&b.state))
                     .unwrap_or_else(|| Arc::new(BackendState::new(initial_live)));
-                let sni = config
-                    .sni
-                    .as_ref()
-                    .map(|c| HostMatcher::new(c.hostname_matching_strategy, &spec.sni));
+                // A discovered list is rebuilt on every fetch: an unchanged
+                // `sni=` keeps its compiled matcher.
+                let kept = before
+                    .filter(|b| same_matching && b.spec.sni == spec.sni)
+                    .and_then(|b| b.sni.clone());
+                let sni = config.sni.as_ref().map(|c| {
+                    kept.unwrap_or_else(|| {
+                        HostMatcher::new(c.hostname_matching_strategy, &spec.sni)
+                    })
+                });
                 Backend {
                     sni,
                     target: Target::of(spec),
@@ -536,6 +539,24 @@ mod tests {
         let p = plan(UnexpectedHostname::Default, HostnameMatching::Exact);
         assert!(p.sni_may_serve(Some("c.example")) && p.sni_may_serve(None));
         assert!(plan(UnexpectedHostname::Any, HostnameMatching::Exact).sni_may_serve(None));
+    }
+
+    #[test]
+    fn a_rebuilt_plan_matches_by_its_own_strategy() {
+        let exact = plan(UnexpectedHostname::Reject, HostnameMatching::Exact);
+        let mut cfg = (*exact.config).clone();
+        if let Some(sni) = &mut cfg.sni {
+            sni.hostname_matching_strategy = HostnameMatching::Regexp;
+        }
+        let specs = exact.specs();
+        let re = Plan::new(Arc::new(cfg), &specs, Some(&exact));
+        // As a regexp, `a.example` also matches `aXexample`.
+        assert_eq!(port(&exact, Some("aXexample")), None);
+        assert_eq!(port(&re, Some("aXexample")), Some(1));
+        // Rebuilt with the same strategy (a discovery fetch): still so.
+        let again = Plan::new(Arc::clone(&re.config), &specs, Some(&re));
+        assert_eq!(port(&again, Some("aXexample")), Some(1));
+        assert_eq!(port(&again, Some("b.example")), Some(2));
     }
 
     #[test]
