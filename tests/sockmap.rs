@@ -359,6 +359,41 @@ fn sigterm_drain_timeout_ends_a_gated_connection() {
     assert!(status.success(), "{status:?}");
 }
 
+/// Disabling the backend with `?close=true` (what `on_down = "close"` and
+/// the API's close do) ends a gated connection at once; the daemon goes on.
+#[test]
+fn closing_the_backend_ends_a_gated_connection() {
+    let (_l, backend, _report) = serve_once(|mut s| {
+        let _ = s.write_all(b"hi\n");
+        let _ = read_to_eof(&mut s);
+    });
+    let (port, api) = (free_port(), free_port());
+    let cfg = sockmap_config(port, api, &backend.to_string(), "");
+    let Some(bx) = start_fast(&cfg, port, api) else {
+        return;
+    };
+    let mut s = connect(port);
+    set_timeouts(&s);
+    let mut hi = [0u8; 3];
+    s.read_exact(&mut hi).expect("greeting");
+    assert_gated(&bx, 1);
+    let start = Instant::now();
+    let path = format!("/servers/test/backends/{backend}/disable?close=true");
+    let (status, body) = request(api, "POST", &path, None, b"");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        closed_without_data(&mut s, Duration::from_secs(5)),
+        "not closed:\n{}",
+        bx.logs()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(request(api, "GET", "/ping", None, b"").0, 200);
+}
+
 /// Without CAP_BPF (uid nobody, no capabilities) loading fails once, with
 /// the reason, and connections are relayed by splice.
 #[test]
