@@ -28,6 +28,18 @@ impl Source {
             .map_err(|e| vec![format!("{}: {e}", self.path.display())])
     }
 
+    /// [`Self::read_file`], refusing an empty file (see [`Self::load_async`]).
+    fn read_file_for_reload(&self) -> Result<String, Vec<String>> {
+        let text = self.read_file()?;
+        if text.trim().is_empty() {
+            return Err(vec![format!(
+                "{}: empty (being written?); a reload needs the whole config",
+                self.path.display()
+            )]);
+        }
+        Ok(text)
+    }
+
     /// [`Self::load`] inside the runtime (SIGHUP). Reading the file and
     /// parsing (which resolves host names in `bind`s, a blocking
     /// getaddrinfo) run on the blocking pool: on a single-CPU box the
@@ -44,16 +56,11 @@ impl Source {
         };
         let source = self.clone();
         let work = move || {
+            // A fetched text was checked for emptiness by the fetch.
             let text = match text {
                 Some(text) => text,
-                None => source.read_file()?,
+                None => source.read_file_for_reload()?,
             };
-            if text.trim().is_empty() {
-                return Err(vec![format!(
-                    "{}: empty (being written?); a reload needs the whole config",
-                    source.path.display()
-                )]);
-            }
             source.parse(text)
         };
         tokio::task::spawn_blocking(work)

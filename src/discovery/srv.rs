@@ -178,15 +178,18 @@ impl Srv {
                 records.push(record);
             }
         }
-        let missing = records
-            .iter()
-            .filter(|r| answer.addrs.get(&r.target).and_then(|a| pick(a)).is_none())
-            .map(|r| r.target.clone());
-        let found = self.follow_ups(server, missing.collect()).await;
+        // Addresses the answer carried; the other targets need a follow-up.
+        let known: Vec<_> = records
+            .into_iter()
+            .map(|r| (r, answer.addrs.get(&r.target).and_then(|a| pick(a))))
+            .collect();
+        let missing = known.iter().filter(|(_, ip)| ip.is_none());
+        let missing = missing.map(|(r, _)| r.target.clone()).collect();
+        let found = self.follow_ups(server, missing).await;
         // The first failed follow-up lookup.
         let mut failed: Option<String> = None;
-        for record in records {
-            let ip = match answer.addrs.get(&record.target).and_then(|a| pick(a)) {
+        for (record, ip) in known {
+            let ip = match ip {
                 Some(ip) => Ok(Some(ip)),
                 None => found
                     .get(&record.target)

@@ -82,10 +82,10 @@ impl Target {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, self.port));
         }
-        match crate::resolve::global().resolve(&self.host).await {
-            Ok(ips) => ips
+        match crate::resolve::socket_addrs(&self.host, self.port).await {
+            Ok(addrs) => addrs
                 .first()
-                .map(|ip| SocketAddr::new(*ip, self.port))
+                .copied()
                 .ok_or_else(|| Outcome::fail(Cause::Network, format!("{}: no address", self.host))),
             // The error names the host ("resolve HOST: ...").
             Err(e) => Err(Outcome::fail(Cause::Network, e.to_string())),

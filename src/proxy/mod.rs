@@ -12,8 +12,9 @@
 //! - [`sni`]: the ClientHello parser and the `MSG_PEEK` read of it.
 //! - [`tls`]: TLS termination and origination; [`stream`]: the buffered
 //!   relay used when either side is TLS.
-//! - [`udp`]: udp servers and their sessions (`udp_pktinfo`: the local
-//!   address of a datagram on a wildcard bind).
+//! - [`udp`]: udp servers and their sessions (`udp_limits`: when a session
+//!   ends and how many may be open, pure; `udp_pktinfo`: the local address
+//!   of a datagram on a wildcard bind).
 //! - `on_wake`: a future polled only when its own waker fired.
 //! - [`access`], [`proxy_protocol`]: pure helpers used on accept and connect.
 
@@ -35,6 +36,7 @@ pub mod tcp;
 pub mod tls;
 pub mod tune;
 pub mod udp;
+mod udp_limits;
 mod udp_pktinfo;
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 use super::*;
+use crate::proxy::pump::COARSE_SLACK_MS;
+use crate::proxy::udp_limits::idle_limit_ms;
 
 /// No limit set: each test names only the ones it exercises.
 const UNLIMITED: Limits = Limits {

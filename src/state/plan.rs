@@ -154,6 +154,18 @@ impl Drop for Elected {
     }
 }
 
+impl Backend {
+    /// Its `sni=` matches `host` (servers with `[sni]`).
+    fn serves(&self, host: &str) -> bool {
+        self.sni.as_ref().is_some_and(|m| m.matches(host))
+    }
+
+    /// It has no `sni=`: the default for unexpected names.
+    fn unnamed(&self) -> bool {
+        self.spec.sni.is_empty()
+    }
+}
+
 impl Plan {
     /// Build a plan, keeping the state of backends that `previous` already had
     /// and its balancer when the strategy did not change.
@@ -249,9 +261,7 @@ impl Plan {
             return self.elect(client, exclude);
         };
         if let Some(host) = host {
-            let found = self.elect_where(client, exclude, |b| {
-                b.sni.as_ref().is_some_and(|m| m.matches(host))
-            });
+            let found = self.elect_where(client, exclude, |b| b.serves(host));
             if found.is_some() {
                 return found;
             }
@@ -259,9 +269,7 @@ impl Plan {
         match sni.unexpected_hostname_strategy {
             UnexpectedHostname::Reject => None,
             UnexpectedHostname::Any => self.elect(client, exclude),
-            UnexpectedHostname::Default => {
-                self.elect_where(client, exclude, |b| b.spec.sni.is_empty())
-            }
+            UnexpectedHostname::Default => self.elect_where(client, exclude, Backend::unnamed),
         }
     }
 
@@ -272,15 +280,11 @@ impl Plan {
         let Some(sni) = &self.config.sni else {
             return true;
         };
-        let named =
-            |b: &Backend| host.is_some_and(|h| b.sni.as_ref().is_some_and(|m| m.matches(h)));
+        let named = |b: &Backend| host.is_some_and(|h| b.serves(h));
         match sni.unexpected_hostname_strategy {
             UnexpectedHostname::Reject => self.backends.iter().any(named),
             UnexpectedHostname::Any => true,
-            UnexpectedHostname::Default => self
-                .backends
-                .iter()
-                .any(|b| named(b) || b.spec.sni.is_empty()),
+            UnexpectedHostname::Default => self.backends.iter().any(|b| named(b) || b.unnamed()),
         }
     }
 
