@@ -232,26 +232,44 @@ fn backend_half_close_then_client_data() {
     assert_gated(&bx, 1);
 }
 
-#[test]
-fn idle_timeout_ends_a_gated_connection() {
-    let (_l, backend, _report) = serve_once(|mut s| {
+/// A backend that greets "hi" and then reads until EOF, betwixt in front of
+/// it with the `extra` keys, and one connection that got the greeting.
+/// `None` (reason printed) when the fast path cannot run here.
+struct Greeted {
+    bx: Betwixt,
+    s: TcpStream,
+    backend: std::net::SocketAddr,
+    api: u16,
+    // Keeps the backend's listener open.
+    _listener: std::net::TcpListener,
+}
+
+fn greeted(extra: &str) -> Option<Greeted> {
+    let (listener, backend, _report) = serve_once(|mut s| {
         let _ = s.write_all(b"hi\n");
         let _ = read_to_eof(&mut s);
     });
     let (port, api) = (free_port(), free_port());
-    let cfg = sockmap_config(
-        port,
-        api,
-        &backend.to_string(),
-        "client_idle_timeout = \"1s\"",
-    );
-    let Some(bx) = start_fast(&cfg, port, api) else {
-        return;
-    };
+    let cfg = sockmap_config(port, api, &backend.to_string(), extra);
+    let bx = start_fast(&cfg, port, api)?;
     let mut s = connect(port);
     set_timeouts(&s);
     let mut hi = [0u8; 3];
     s.read_exact(&mut hi).expect("greeting");
+    Some(Greeted {
+        bx,
+        s,
+        backend,
+        api,
+        _listener: listener,
+    })
+}
+
+#[test]
+fn idle_timeout_ends_a_gated_connection() {
+    let Some(Greeted { bx, mut s, api, .. }) = greeted("client_idle_timeout = \"1s\"") else {
+        return;
+    };
     let start = Instant::now();
     let rest = read_to_eof(&mut s);
     let took = start.elapsed();
@@ -328,19 +346,9 @@ fn client_fin_before_gating_still_relays() {
 
 #[test]
 fn sigterm_drain_timeout_ends_a_gated_connection() {
-    let (_l, backend, _report) = serve_once(|mut s| {
-        let _ = s.write_all(b"hi\n");
-        let _ = read_to_eof(&mut s);
-    });
-    let (port, api) = (free_port(), free_port());
-    let cfg = sockmap_config(port, api, &backend.to_string(), "drain_timeout = \"1s\"");
-    let Some(mut bx) = start_fast(&cfg, port, api) else {
+    let Some(Greeted { mut bx, mut s, .. }) = greeted("drain_timeout = \"1s\"") else {
         return;
     };
-    let mut s = connect(port);
-    set_timeouts(&s);
-    let mut hi = [0u8; 3];
-    s.read_exact(&mut hi).expect("greeting");
     assert_gated(&bx, 1);
     let start = Instant::now();
     bx.signal(libc::SIGTERM);
@@ -363,19 +371,16 @@ fn sigterm_drain_timeout_ends_a_gated_connection() {
 /// the API's close do) ends a gated connection at once; the daemon goes on.
 #[test]
 fn closing_the_backend_ends_a_gated_connection() {
-    let (_l, backend, _report) = serve_once(|mut s| {
-        let _ = s.write_all(b"hi\n");
-        let _ = read_to_eof(&mut s);
-    });
-    let (port, api) = (free_port(), free_port());
-    let cfg = sockmap_config(port, api, &backend.to_string(), "");
-    let Some(bx) = start_fast(&cfg, port, api) else {
+    let Some(Greeted {
+        bx,
+        mut s,
+        backend,
+        api,
+        ..
+    }) = greeted("")
+    else {
         return;
     };
-    let mut s = connect(port);
-    set_timeouts(&s);
-    let mut hi = [0u8; 3];
-    s.read_exact(&mut hi).expect("greeting");
     assert_gated(&bx, 1);
     let start = Instant::now();
     let path = format!("/servers/test/backends/{backend}/disable?close=true");
