@@ -33,18 +33,29 @@ fn main() {
     }
 }
 
+/// The BPF target of the byte order of the target the crate is built for:
+/// the kernel runs BPF in its own byte order (a MIPS or PowerPC router is
+/// big-endian, x86_64 and arm64 are little-endian).
+fn bpf_target() -> Result<&'static str, String> {
+    match env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("little") => Ok("bpfel"),
+        Ok("big") => Ok("bpfeb"),
+        other => Err(format!("unknown target byte order {other:?}")),
+    }
+}
+
 fn compile() -> Result<(), String> {
     let out = PathBuf::from(env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
     let object = out.join("lb.bpf.o");
     let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
     // Debian keeps asm/types.h only in the multiarch directory, which clang
     // does not search for the bpf target. The headers of the build host do:
-    // the object is the same little-endian bytecode for every target.
+    // the bytecode is the same for every target of one byte order.
     let host = env::var("HOST").unwrap_or_default();
     let arch = host.split('-').next().unwrap_or("x86_64");
     let multiarch = format!("/usr/include/{arch}-linux-gnu");
     let status = Command::new(&clang)
-        .args(["-O2", "-g", "-target", "bpfel", "-Wall", "-Werror"])
+        .args(["-O2", "-g", "-target", bpf_target()?, "-Wall", "-Werror"])
         .arg(format!("-I{multiarch}"))
         .args(["-c", SOURCE, "-o"])
         .arg(&object)
