@@ -109,7 +109,7 @@ impl Daemon {
         };
         let specs = match (previous, &cfg.discovery.kind) {
             (Some(old), DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. }) => {
-                sni_usable(name, cfg, &old.specs())
+                sni_usable(name, cfg, &old.specs(), old)
             }
             _ => initial_specs(&cfg.discovery).to_vec(),
         };
@@ -204,7 +204,7 @@ impl Daemon {
             let specs = match &cfg.discovery.kind {
                 DiscoveryKind::Static { backends } => backends.clone(),
                 DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => {
-                    sni_usable(name, cfg, &old.specs())
+                    sni_usable(name, cfg, &old.specs(), &old)
                 }
             };
             if cfg.sockmap && !old.config.sockmap {
@@ -310,7 +310,7 @@ impl Daemon {
         }
         if let Some(r) = self.servers.get(&update.server) {
             let old = r.runtime.plan();
-            let specs = sni_usable(&update.server, &old.config, &update.specs);
+            let specs = sni_usable(&update.server, &old.config, &update.specs, &old);
             let plan = Plan::new(Arc::clone(&old.config), &specs, Some(&old));
             self.restore_saved(&update.server, &plan);
             self.health.sync(&update.server, &plan);
@@ -369,9 +369,16 @@ impl Daemon {
 /// A discovered list without the backends this server cannot use (each
 /// skipped one is logged): an `sni=` regexp that does not compile, a host
 /// name on a udp server.
-fn sni_usable(name: &str, cfg: &Server, specs: &[BackendSpec]) -> Vec<BackendSpec> {
+/// A value the running plan `old` already compiled is not compiled again.
+fn sni_usable(name: &str, cfg: &Server, specs: &[BackendSpec], old: &Plan) -> Vec<BackendSpec> {
     let (mut kept, mut warnings) = match &cfg.sni {
-        Some(sni) => crate::proxy::sni::usable_backends(sni.hostname_matching_strategy, specs),
+        Some(sni) => {
+            let strategy = sni.hostname_matching_strategy;
+            let known = old.sni_values(strategy);
+            crate::proxy::sni::usable_backends(strategy, specs, |spec| {
+                known.get(spec.key().as_str()) == Some(&spec.sni.as_str())
+            })
+        }
         None => (specs.to_vec(), Vec::new()),
     };
     if cfg.protocol == Protocol::Udp {

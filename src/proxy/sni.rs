@@ -276,19 +276,26 @@ impl HostMatcher {
 
 /// The backends whose `sni=` value is usable with `strategy`, and one
 /// warning per skipped backend (dynamically discovered lists; static lists
-/// are rejected at load time instead).
+/// are rejected at load time instead). `compiled` says a backend's value
+/// already has a matcher for `strategy` (it is kept, not compiled again).
 pub fn usable_backends(
     strategy: HostnameMatching,
     specs: &[BackendSpec],
+    compiled: impl Fn(&BackendSpec) -> bool,
 ) -> (Vec<BackendSpec>, Vec<String>) {
     let mut warnings = Vec::new();
     let kept = specs
         .iter()
-        .filter(|spec| match HostMatcher::compile(strategy, &spec.sni) {
-            Ok(_) => true,
-            Err(e) => {
-                warnings.push(format!("backend {} skipped: {e}", spec.key()));
-                false
+        .filter(|spec| {
+            if compiled(spec) {
+                return true;
+            }
+            match HostMatcher::compile(strategy, &spec.sni) {
+                Ok(_) => true,
+                Err(e) => {
+                    warnings.push(format!("backend {} skipped: {e}", spec.key()));
+                    false
+                }
             }
         })
         .cloned()

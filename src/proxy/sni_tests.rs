@@ -155,7 +155,7 @@ fn discovered_backends_with_a_broken_regexp_are_skipped_with_a_warning() {
         spec("127.0.0.2", "[z-a]"),
         spec("127.0.0.3", ""),
     ];
-    let (kept, warnings) = usable_backends(HostnameMatching::Regexp, &specs);
+    let (kept, warnings) = usable_backends(HostnameMatching::Regexp, &specs, |_| false);
     let hosts: Vec<&str> = kept.iter().map(|s| s.host.as_str()).collect();
     assert_eq!(hosts, ["127.0.0.1", "127.0.0.3"]);
     assert_eq!(warnings.len(), 1);
@@ -164,6 +164,10 @@ fn discovered_backends_with_a_broken_regexp_are_skipped_with_a_warning() {
             .starts_with("backend 127.0.0.2:80 skipped: sni=\"[z-a]\" is not a valid regexp"),
         "{warnings:?}"
     );
-    let (kept, warnings) = usable_backends(HostnameMatching::Exact, &specs);
+    let (kept, warnings) = usable_backends(HostnameMatching::Exact, &specs, |_| false);
+    assert_eq!((kept.len(), warnings.len()), (3, 0));
+    // A value the running plan already compiled is not compiled again.
+    let compiled = |s: &BackendSpec| s.host == "127.0.0.2";
+    let (kept, warnings) = usable_backends(HostnameMatching::Regexp, &specs, compiled);
     assert_eq!((kept.len(), warnings.len()), (3, 0));
 }

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::Tracker;
 use crate::balance::{Balancer, Candidate, random_u64};
-use crate::config::{Server, UnexpectedHostname};
+use crate::config::{HostnameMatching, Server, UnexpectedHostname};
 use crate::discovery::BackendSpec;
 use crate::health::report::Report;
 use crate::metrics::Counters;
@@ -219,6 +219,19 @@ impl Plan {
             backends,
             no_backend_log: crate::log::Throttle::default(),
             limit_log: crate::log::Throttle::default(),
+        }
+    }
+
+    /// Each backend's `sni=` value by key when this server matches names
+    /// with `strategy`: values with a compiled matcher, which a plan rebuilt
+    /// with the same strategy keeps ([`Self::new`]).
+    pub fn sni_values(&self, strategy: HostnameMatching) -> HashMap<&str, &str> {
+        match &self.config.sni {
+            Some(s) if s.hostname_matching_strategy == strategy => (self.backends.iter())
+                .filter(|b| b.sni.is_some())
+                .map(|b| (b.key.as_str(), b.spec.sni.as_str()))
+                .collect(),
+            _ => HashMap::new(),
         }
     }
 
@@ -561,6 +574,17 @@ mod tests {
         let again = Plan::new(Arc::clone(&re.config), &specs, Some(&re));
         assert_eq!(port(&again, Some("aXexample")), Some(1));
         assert_eq!(port(&again, Some("b.example")), Some(2));
+    }
+
+    #[test]
+    fn sni_values_name_the_matchers_a_rebuild_keeps() {
+        let re = plan(UnexpectedHostname::Reject, HostnameMatching::Regexp);
+        let values = re.sni_values(HostnameMatching::Regexp);
+        assert_eq!(values.get("127.0.0.1:1"), Some(&"a.example"));
+        assert_eq!(values.get("127.0.0.1:2"), Some(&"B.example"));
+        assert_eq!(values.get("127.0.0.1:3"), Some(&""));
+        // Another strategy compiles every value again.
+        assert!(re.sni_values(HostnameMatching::Exact).is_empty());
     }
 
     #[test]
