@@ -175,7 +175,6 @@ struct Ports {
     srv: u16,
     http: u16,
     s: u16,
-    j: u16,
     v: u16,
 }
 
@@ -236,16 +235,24 @@ fn repeated_use_asks_dns_rarely_and_survives_a_dead_dns_server() {
     }
     let ns = Netns::new();
     let dir = tempfile::tempdir().unwrap();
-    let (s, j, v) = ns.run(|| (Backend::start("s"), Backend::start("j"), Backend::start("v")));
+    let (s, j, v) = ns.run(|| {
+        (
+            Backend::start("s"),
+            Backend::start("j"),
+            Backend::start("v"),
+        )
+    });
     let http = ns.run(HttpServer::start);
-    http.set_text(&format!("[{{\"host\":\"app.test\",\"port\":{}}}]", j.addr.port()));
+    http.set_text(&format!(
+        "[{{\"host\":\"app.test\",\"port\":{}}}]",
+        j.addr.port()
+    ));
     let p = Ports {
         fixed: free_port(),
         listed: free_port(),
         srv: free_port(),
         http: http.addr.port(),
         s: s.addr.port(),
-        j: j.addr.port(),
         v: v.addr.port(),
     };
     let srv_records = [
@@ -293,7 +300,10 @@ fn repeated_use_asks_dns_rarely_and_survives_a_dead_dns_server() {
     ];
     eprintln!("{queries} queries for app.test in {elapsed:?} (bound {bound}); uses: {uses:?}");
     for (what, n) in uses {
-        assert!(n > bound, "only {n} {what} in {elapsed:?}: the bound {bound} proves nothing");
+        assert!(
+            n > bound,
+            "only {n} {what} in {elapsed:?}: the bound {bound} proves nothing"
+        );
     }
     assert!(
         (1..=bound).contains(&queries),
