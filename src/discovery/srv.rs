@@ -147,6 +147,24 @@ pub fn spec(record: &SrvRecord, ip: IpAddr) -> BackendSpec {
     }
 }
 
+/// `srv_lookup_server`'s host (brackets dropped) and port: `host:port`,
+/// `v4:port` or `[v6]:port`.
+pub fn server_host_port(server: &str) -> Result<(&str, u16), String> {
+    let bad = || format!("srv_lookup_server {server}: expected \"host:port\"");
+    let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
+    let host = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']').ok_or_else(bad)?,
+        None => host,
+    };
+    // A colon left is IPv6 (`::1:53` splits at its last colon): never a
+    // name to look up.
+    let v6_ok = !host.contains(':') || crate::resolve::ip_literal(host).is_some();
+    match port.parse::<u16>() {
+        Ok(port) if port > 0 && !host.is_empty() && v6_ok => Ok((host, port)),
+        _ => Err(bad()),
+    }
+}
+
 /// A fetch whose follow-up lookups failed for some targets keeps the
 /// others; it fails only when no target gave a backend and at least one
 /// lookup failed (the list is then unknown, not empty: the failpolicy
@@ -246,15 +264,13 @@ impl Srv {
         }
     }
 
+    /// The DNS server's address: an IP literal as it is, a name through
+    /// the process-wide cache ([`crate::resolve`]).
     async fn resolve_server(&self) -> Result<SocketAddr, String> {
-        if let Ok(addr) = self.server.parse() {
-            return Ok(addr);
-        }
-        tokio::net::lookup_host(&self.server)
+        let (host, port) = server_host_port(&self.server)?;
+        crate::resolve::first_addr(host, port)
             .await
-            .map_err(|e| format!("srv_lookup_server {}: {e}", self.server))?
-            .next()
-            .ok_or_else(|| format!("srv_lookup_server {}: no address", self.server))
+            .map_err(|e| format!("srv_lookup_server {}: {e}", self.server))
     }
 
     /// A follow-up A query, then AAAA.

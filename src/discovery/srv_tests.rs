@@ -188,3 +188,45 @@ fn prefers_ipv4() {
     assert_eq!(pick(&[v6]), Some(v6));
     assert_eq!(pick(&[]), None);
 }
+
+#[test]
+fn server_host_port_splits_names_and_literals() {
+    for (server, host, port) in [
+        ("dns.test:53", "dns.test", 53),
+        ("127.0.0.1:5353", "127.0.0.1", 5353),
+        ("[::1]:53", "::1", 53),
+        ("::1:53", "::1", 53),
+    ] {
+        assert_eq!(server_host_port(server), Ok((host, port)), "{server}");
+    }
+    for bad in [
+        "",
+        "dns.test",
+        ":53",
+        "dns.test:0",
+        "dns.test:x",
+        "[::1:53",
+        "[]:53",
+        "a:b:53",
+    ] {
+        let e = server_host_port(bad).unwrap_err();
+        assert!(e.starts_with(&format!("srv_lookup_server {bad}: ")), "{e}");
+    }
+}
+
+/// An IP literal server is used as it is (no lookup).
+#[tokio::test]
+async fn a_literal_server_is_not_looked_up() {
+    for (server, want) in [
+        ("127.0.0.1:53", "127.0.0.1:53"),
+        ("[::1]:5353", "[::1]:5353"),
+    ] {
+        let srv = Srv {
+            server: server.into(),
+            pattern: "_x._tcp.test.".into(),
+            tcp: false,
+        };
+        let addr = srv.resolve_server().await.unwrap();
+        assert_eq!(addr, want.parse().unwrap());
+    }
+}

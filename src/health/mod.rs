@@ -9,7 +9,7 @@
 //!   `BackendState::live`), and the supervisor that starts and stops those
 //!   loops when a server's plan changes.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,17 +79,10 @@ impl Target {
     /// The address to dial: the IP literal, or the first address the name
     /// resolves to (through the process-wide cache, [`crate::resolve`]).
     pub async fn resolve(&self) -> Result<SocketAddr, Outcome> {
-        if let Ok(ip) = self.host.parse::<IpAddr>() {
-            return Ok(SocketAddr::new(ip, self.port));
-        }
-        match crate::resolve::socket_addrs(&self.host, self.port).await {
-            Ok(addrs) => addrs
-                .first()
-                .copied()
-                .ok_or_else(|| Outcome::fail(Cause::Network, format!("{}: no address", self.host))),
-            // The error names the host ("resolve HOST: ...").
-            Err(e) => Err(Outcome::fail(Cause::Network, e.to_string())),
-        }
+        // The error names the host ("resolve HOST: ...").
+        crate::resolve::first_addr(&self.host, self.port)
+            .await
+            .map_err(|e| Outcome::fail(Cause::Network, e.to_string()))
     }
 }
 

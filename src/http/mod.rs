@@ -58,22 +58,22 @@ pub type TlsConfig = std::sync::Arc<rustls::ClientConfig>;
 #[cfg(not(feature = "tls"))]
 pub type TlsConfig = Tls;
 
-/// Send `req` to `url`: resolve its host, dial, and for `https` run TLS
-/// with `config` (or the shared system-roots config when `None`), sending
-/// the URL's host as SNI. `req` carries its own target and Host header.
-/// A failed name lookup is an [`Error::Connect`].
+/// Send `req` to `url`: resolve its host (an IP literal as it is, a name
+/// through the process-wide cache, [`crate::resolve`]; the first address),
+/// dial, and for `https` run TLS with `config` (or the shared system-roots
+/// config when `None`), sending the URL's host as SNI. `req` carries its
+/// own target and Host header. A failed name lookup is an
+/// [`Error::Connect`] naming only the host (`resolve HOST: ...`), never the
+/// URL's query.
 pub async fn fetch(
     url: &Url,
     req: &Request,
     config: Option<TlsConfig>,
     limit: Limit,
 ) -> Result<Response, Error> {
-    let addr = url.resolve().await.map_err(|e| {
-        Error::Connect(std::io::Error::new(
-            e.kind(),
-            format!("resolve {}: {e}", url.host),
-        ))
-    })?;
+    let addr = crate::resolve::first_addr(&url.host, url.port)
+        .await
+        .map_err(Error::Connect)?;
     let tls = if url.https {
         Some(url_tls(url, config)?)
     } else {

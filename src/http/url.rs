@@ -4,10 +4,11 @@
 //! host (a name, an IPv4 literal or a bracketed IPv6 literal), port
 //! (default 80/443), and the request target (path and query, `/` if
 //! empty). User info (`user:pass@`) is refused rather than silently sent
-//! nowhere; a `#fragment` is dropped.
+//! nowhere; a `#fragment` is dropped. The host is resolved where it is
+//! dialled ([`super::fetch`], through [`crate::resolve`]).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 /// A parsed `http`/`https` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,18 +84,6 @@ impl Url {
     /// The host as an IP address, if it is a literal.
     pub fn ip(&self) -> Option<IpAddr> {
         self.host.parse().ok()
-    }
-
-    /// The address to dial: the literal, or the first address the name
-    /// resolves to (a DNS lookup).
-    pub async fn resolve(&self) -> std::io::Result<SocketAddr> {
-        if let Some(ip) = self.ip() {
-            return Ok(SocketAddr::new(ip, self.port));
-        }
-        tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::other(format!("{}: no address", self.host)))
     }
 }
 

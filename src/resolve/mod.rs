@@ -7,8 +7,13 @@
 //! timeout) never strands the callers waiting for the same lookup
 //! (singleflight: one lookup per name at a time; the others wait for it).
 //!
-//! Used by the TCP dial (plain and TLS backends) and the health checks;
-//! UDP backends must be IP literals (names are dropped from udp lists).
+//! IP literals (`127.0.0.1`, `::1`, `[::1]`) are used as they are: no
+//! lookup, no cache entry ([`ip_literal`]).
+//!
+//! Used by the TCP dial (plain and TLS backends), the health checks, the
+//! HTTP client's URLs (discovery endpoints, webhooks: [`crate::http::fetch`])
+//! and srv discovery's `srv_lookup_server`; UDP backends must be IP
+//! literals (names are dropped from udp lists).
 
 pub mod cache;
 
@@ -80,6 +85,28 @@ pub async fn socket_addrs(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> 
     Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
 }
 
+/// The first of `host`'s addresses with `port`, through the process-wide
+/// resolver (for clients that dial one address: HTTP URLs, DNS servers).
+/// A failure names the host (`resolve HOST: ...`).
+pub async fn first_addr(host: &str, port: u16) -> io::Result<SocketAddr> {
+    let ips = global().resolve(host).await?;
+    match ips.first() {
+        Some(ip) => Ok(SocketAddr::new(*ip, port)),
+        // `resolve` never answers an empty list; kept an error, not a panic.
+        None => Err(failure(host, "no address")),
+    }
+}
+
+/// `host` as an IP address if it is a literal (IPv6 with or without
+/// brackets): such hosts are not looked up.
+pub fn ip_literal(host: &str) -> Option<IpAddr> {
+    let bare = match host.strip_prefix('[') {
+        Some(rest) => rest.strip_suffix(']')?,
+        None => host,
+    };
+    bare.parse().ok()
+}
+
 impl Resolver {
     pub fn new(lookup: Lookup) -> Self {
         Self {
@@ -90,8 +117,12 @@ impl Resolver {
         }
     }
 
-    /// The addresses of `host` (non-empty), from the cache or a lookup.
+    /// The addresses of `host` (non-empty): an IP literal as it is, a name
+    /// from the cache or a lookup.
     pub async fn resolve(&self, host: &str) -> io::Result<Addrs> {
+        if let Some(ip) = ip_literal(host) {
+            return Ok(Arc::from([ip]));
+        }
         // A waiter is woken when its lookup ended, which left an answer or
         // a failure: the second round decides. More rounds only if the
         // entry was evicted meanwhile.

@@ -105,6 +105,38 @@ async fn failures_fail_fast_then_stale_answers_are_served() {
     assert!(r.resolve("app").await.is_err(), "expired");
 }
 
+#[tokio::test(start_paused = true)]
+async fn ip_literals_are_not_looked_up_nor_cached() {
+    let (lookup, calls) = counting(Duration::from_millis(10), |_| Ok(vec![ip(9)]));
+    let r = Resolver::new(lookup);
+    let v6: IpAddr = "::1".parse().unwrap();
+    for (host, want) in [("127.0.0.2", ip(2)), ("::1", v6), ("[::1]", v6)] {
+        assert_eq!(&*r.resolve(host).await.unwrap(), &[want], "{host}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(r.inner.lock().cache.is_empty());
+}
+
+#[test]
+fn ip_literal_tells_addresses_from_names() {
+    let v6: IpAddr = "fe80::1".parse().unwrap();
+    assert_eq!(ip_literal("127.0.0.1"), Some(ip(1)));
+    assert_eq!(ip_literal("fe80::1"), Some(v6));
+    assert_eq!(ip_literal("[fe80::1]"), Some(v6));
+    for name in [
+        "app.test",
+        "",
+        "[",
+        "[127.0.0.1",
+        "[app]",
+        "1.2.3",
+        "::1]",
+        "[::1]:53",
+    ] {
+        assert_eq!(ip_literal(name), None, "{name}");
+    }
+}
+
 /// The real lookup (`localhost` only: the machine's resolver may be
 /// unreachable, and `localhost` comes from /etc/hosts or glibc itself).
 #[tokio::test]

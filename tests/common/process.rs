@@ -78,13 +78,32 @@ impl Betwixt {
         args: &[&str],
         customize: impl FnOnce(&mut Command),
     ) -> Self {
+        Self::spawn_by(&[], config, file, args, customize)
+    }
+
+    /// [`Self::spawn`] with the binary run by `prefix`, e.g. `["ip",
+    /// "netns", "exec", NS]` (which execs it: the child's pid is betwixt's).
+    pub fn spawn_by(
+        prefix: &[&str],
+        config: &str,
+        file: &str,
+        args: &[&str],
+        customize: impl FnOnce(&mut Command),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join(file);
         std::fs::write(&path, config).expect("write config");
         let log = dir.path().join("betwixt.log");
         let out = std::fs::File::create(&log).expect("log file");
         let err = out.try_clone().expect("log clone");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(BIN);
+                cmd
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("-c")
             .arg(&path)
             .args(args)
