@@ -138,24 +138,21 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             "-V" | "-v" | "--version" => return Ok(Command::Version),
             "-t" | "--test" | "--check" => run.test = true,
             "-e" | "--use-config-env-vars" => run.env_vars = true,
-            "-c" | "--config" | "from-file" | "from-url" | "from-consul" if seen_config => {
-                return Err(format!("{flag}: the configuration source is already given"));
-            }
             "-c" | "--config" => {
                 run.config = PathBuf::from(value(flag)?);
                 seen_config = true;
             }
             "-p" | "--pidfile" => run.pidfile = Some(PathBuf::from(value(flag)?)),
             "-f" | "--format" => run.format = Some(parse_format(&value(flag)?)?),
-            "from-file" => {
+            "from-file" if !seen_config => {
                 run.config = PathBuf::from(value("from-file")?);
                 seen_config = true;
             }
-            "from-url" => {
+            "from-url" if !seen_config => {
                 run.remote = Some(Remote::Url(value("from-url")?));
                 seen_config = true;
             }
-            "from-consul" => {
+            "from-consul" if !seen_config => {
                 consul = Some(value("from-consul")?);
                 seen_config = true;
             }
@@ -520,15 +517,11 @@ mod tests {
     fn rejects_bad_usage() {
         assert!(parse(&args("-c")).is_err());
         assert!(parse(&args("-f yaml")).is_err());
-        for twice in [
-            "-c a.toml -c b.toml",
-            "from-file a.toml -c b.toml",
-            "-c a.toml from-file b.toml",
-            "from-url http://127.0.0.1/c --config b.toml",
-            "from-file a.toml from-consul 127.0.0.1:8500",
-        ] {
-            let err = parse(&args(twice)).unwrap_err();
-            assert!(err.contains("already given"), "{twice}: {err}");
+        // The last -c wins, as with gobetween's flags and getopt (an init
+        // script's extra arguments can override its default).
+        match parse(&args("-c a.toml -c b.toml")) {
+            Ok(Command::Run(run)) => assert_eq!(run.config, PathBuf::from("b.toml")),
+            other => panic!("{other:?}"),
         }
         assert!(parse(&args("--bogus")).is_err());
         assert!(parse(&args("stray")).is_err());
