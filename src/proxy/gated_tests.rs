@@ -29,7 +29,8 @@ fn load() -> Option<Loaded> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
     let has = |cap: u32| eff & (1u64 << cap) != 0;
-    if !(has(39) && has(12)) && !has(21) {
+    let (net_admin, sys_admin, bpf) = (12, 21, 39);
+    if !(has(sys_admin) || has(bpf) && has(net_admin)) {
         eprintln!("skipped: no CAP_BPF + CAP_NET_ADMIN (CapEff {eff:#x})");
         return None;
     }
