@@ -17,7 +17,16 @@
 //!   destination's psock backlog, and a shutdown before they left would cut
 //!   them off (the backlog's send then fails with EPIPE).
 //! - Bytes passed up instead of redirected (only when a redirect fails) are
-//!   read at EOF and sent on by userspace, after the same flush.
+//!   read at EOF, an error or a hang-up (readability is not watched) and
+//!   sent on by userspace, after the same flush. That never stalls a live
+//!   exchange: the redirect fails only when the peer's cookie is not in
+//!   `socks`, and a live peer always is. Both sockets enter `socks` before
+//!   either enters `gate`; a full map fails gating (`gate` never holds more
+//!   than `socks`); and a socket leaves `socks` only by `release` or close
+//!   (at the end), or when the kernel moves it to TCP_CLOSE: a reset or a
+//!   timeout (the pair then ends on its error), or both its FINs done, and
+//!   its own FIN is sent only after the source's EOF with every byte
+//!   before it moved, so no byte can follow.
 //! - Statistics and idle timeouts come from the BPF pair counters, read
 //!   every [`super::sockmap::COUNTER_POLL`] and at each idle deadline: a
 //!   side is idle when the counters did not move (in either direction) for
@@ -65,30 +74,14 @@ pub async fn run(mut conn: Conn, client: TcpStream, backend: TcpStream) -> Optio
         return Some((conn, client, backend));
     };
     let fds = [client.as_raw_fd(), backend.as_raw_fd()];
-    let prepared = cookie(fds[0])
-        .and_then(|c| Ok(PairCookies([c, cookie(fds[1])?])))
-        .and_then(|c| Ok((c, [queued(fds[0])?, queued(fds[1])?])));
-    let (cookies, base) = match prepared {
-        Ok(p) => p,
-        Err(e) => return fallback(conn, client, backend, &e.to_string()),
-    };
-    match fast.gate(cookies, fds) {
-        Ok(()) => {}
-        Err(GateError::Undone(why)) => return fallback(conn, client, backend, &why),
-        Err(GateError::Partial(why)) => {
-            // Bytes of the client may have gone to the backend's psock: let
-            // them leave before the backend is taken out of the maps.
-            tokio::time::sleep(SETTLE).await;
-            let moved = fast.moved(cookies)[0];
-            let done = wait_flushed(fds[1], base[1], moved).await;
-            fast.release(cookies);
-            if done {
-                return fallback(conn, client, backend, &why);
-            }
+    let (cookies, base) = match gate_pair(fast, fds, || {}).await {
+        Gated::On(cookies, base) => (cookies, base),
+        Gated::Fallback(why) => return fallback(conn, client, backend, &why),
+        Gated::Failed(why) => {
             conn.log_end(&Err(io::Error::other(format!("sockmap: {why}"))), false);
             return None;
         }
-    }
+    };
     let key = conn.plan.backends[conn.elected.index].key.clone();
     debug!(&conn.slot.0.name, "{} -> {key}: gated (sockmap)", conn.peer);
     let end = match (client.into_std(), backend.into_std()) {
@@ -100,6 +93,45 @@ pub async fn run(mut conn: Conn, client: TcpStream, backend: TcpStream) -> Optio
     };
     conn.log_end(&end, false);
     None
+}
+
+/// How gating a pair went.
+enum Gated {
+    /// The kernel relays the pair: its cookies and each socket's `queued`
+    /// at gating time.
+    On(PairCookies, [u64; 2]),
+    /// The pair is out of every map and every byte the kernel moved left:
+    /// relay it in userspace.
+    Fallback(String),
+    /// Bytes the kernel moved did not leave in time: end the connection.
+    Failed(String),
+}
+
+/// Gate the pair `fds` (client, backend); `between` as in [`Loaded::gate`].
+async fn gate_pair(fast: &Loaded, fds: [RawFd; 2], between: impl FnOnce()) -> Gated {
+    let prepared = cookie(fds[0])
+        .and_then(|c| Ok(PairCookies([c, cookie(fds[1])?])))
+        .and_then(|c| Ok((c, [queued(fds[0])?, queued(fds[1])?])));
+    let (cookies, base) = match prepared {
+        Ok(p) => p,
+        Err(e) => return Gated::Fallback(e.to_string()),
+    };
+    match fast.gate(cookies, fds, between) {
+        Ok(()) => Gated::On(cookies, base),
+        Err(GateError::Undone(why)) => Gated::Fallback(why),
+        Err(GateError::Partial(why)) => {
+            // Bytes of the client may have gone to the backend's psock: let
+            // them leave before the backend is taken out of the maps.
+            tokio::time::sleep(SETTLE).await;
+            let moved = fast.moved(cookies)[0];
+            let done = wait_flushed(fds[1], base[1], moved).await;
+            fast.release(cookies);
+            match done {
+                true => Gated::Fallback(why),
+                false => Gated::Failed(why),
+            }
+        }
+    }
 }
 
 fn fallback(conn: Conn, client: TcpStream, backend: TcpStream, why: &str) -> Option<Back> {
@@ -434,3 +466,7 @@ fn queued(fd: RawFd) -> io::Result<u64> {
 fn received(fd: RawFd) -> io::Result<u64> {
     Ok(tcp_info(fd)?.tcpi_bytes_received)
 }
+
+#[cfg(test)]
+#[path = "gated_tests.rs"]
+mod tests;

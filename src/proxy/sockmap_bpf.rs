@@ -94,7 +94,14 @@ impl Loaded {
     /// both ways, both sockets into `socks`, then both into `gate`, then the
     /// `SO_RCVLOWAT` kick so that bytes queued before the gate are run
     /// through the verdict. On failure everything is undone that can be.
-    pub fn gate(&self, c: PairCookies, fds: [RawFd; 2]) -> Result<(), GateError> {
+    /// `between` runs between the two `gate` inserts, with the maps locked
+    /// (a no-op but in tests, which change a socket's state there).
+    pub fn gate(
+        &self,
+        c: PairCookies,
+        fds: [RawFd; 2],
+        between: impl FnOnce(),
+    ) -> Result<(), GateError> {
         let mut m = self.maps();
         let undo = |m: &mut Maps, why: String| {
             remove_all(m, c);
@@ -117,6 +124,7 @@ impl Loaded {
         if let Err(e) = m.gate.insert(c.0[0], Fd(fds[0]), 0) {
             return Err(undo(&mut m, error_chain("gate insert", &e)));
         }
+        between();
         if let Err(e) = m.gate.insert(c.0[1], Fd(fds[1]), 0) {
             // The first socket's verdict may have run already: stop it;
             // the caller sees what it moved.
@@ -140,6 +148,24 @@ impl Loaded {
     /// out of the sockhashes, but not out of `peers`).
     pub fn release(&self, c: PairCookies) {
         remove_all(&mut self.maps(), c);
+    }
+
+    /// The maps that still hold a socket of the pair (tests).
+    #[cfg(test)]
+    pub fn holding(&self, c: PairCookies) -> Vec<&'static str> {
+        let m = self.maps();
+        let mut out = Vec::new();
+        let mine = |k: Result<u64, aya::maps::MapError>| k.is_ok_and(|k| c.0.contains(&k));
+        if m.socks.keys().any(mine) {
+            out.push("socks");
+        }
+        if m.gate.keys().any(mine) {
+            out.push("gate");
+        }
+        if c.0.iter().any(|k| m.peers.get(k, 0).is_ok()) {
+            out.push("peers");
+        }
+        out
     }
 }
 
