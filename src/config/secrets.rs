@@ -14,8 +14,9 @@
 //!     name, usually a token) and every query value ([`mask_url`]);
 //!   - `exec_command` arguments: the value of `NAME=VALUE` / `--NAME=VALUE`
 //!     and the argument after `--NAME` when NAME contains a secret word, a
-//!     shell's `-c` script (like `script_content`), and URLs as above
-//!     ([`mask_args`]).
+//!     shell's `-c` script (like `script_content`), URLs as above, a
+//!     header argument (`'X-Auth-Token: T'`) whose name has a secret word,
+//!     and `mysql -pT`, `redis-cli -a T`, `curl -u USER:T` ([`mask_args`]).
 //! - **Logs and error messages** name a URL without its user info and
 //!   query ([`url_for_logs`]) and never quote a secret-typed value.
 //! - **Coming back**: a config (file or API body) holding the marker is
@@ -113,26 +114,91 @@ pub fn url_for_logs(url: &str) -> String {
 /// `script_content`).
 const SHELLS: [&str; 7] = ["sh", "bash", "dash", "ash", "zsh", "ksh", "busybox"];
 
+/// Tools whose password option no secret word names: `-pSECRET` (inline
+/// only: a lone `-p` prompts), `-a SECRET`, `-u USER:SECRET`.
+const INLINE_P: [&str; 5] = ["mysql", "mysqladmin", "mysqldump", "mariadb", "sshpass"];
+const NEXT_A: [&str; 2] = ["redis-cli", "valkey-cli"];
+const USER_PASS: [&str; 2] = ["curl", "wget"];
+
+/// What [`mask_args`] does with the argument after an option.
+#[derive(Clone, Copy, PartialEq)]
+enum Next {
+    Show,
+    Hide,
+    /// `USER:SECRET`: keep the user.
+    AfterColon,
+}
+
 /// Command arguments (program first) for dumps and logs: see the module doc.
+/// Also a header argument (`'X-Auth-Token: T'`) whose name is a secret,
+/// and the password options of a few well-known tools.
 pub fn mask_args(args: &[String]) -> Vec<String> {
     let mut out = Vec::with_capacity(args.len());
-    let mut hide_next = false;
+    let mut next = Next::Show;
     let program = args.first().map(|p| p.rsplit('/').next().unwrap_or(p));
-    let shell = program.is_some_and(|p| SHELLS.contains(&p));
+    let is = |list: &[&str]| program.is_some_and(|p| list.contains(&p));
+    let shell = is(&SHELLS);
     for arg in args {
-        let shown = if std::mem::take(&mut hide_next) {
-            REDACTED.to_string()
-        } else if arg.contains("://") {
-            mask_url(arg)
-        } else if let Some((name, _)) = arg.split_once('=').filter(|(n, _)| is_secret_name(n)) {
-            format!("{name}={REDACTED}")
-        } else {
-            hide_next = (arg.starts_with('-') && is_secret_name(arg)) || (shell && arg == "-c");
-            arg.clone()
+        let shown = match std::mem::replace(&mut next, Next::Show) {
+            Next::Hide => REDACTED.to_string(),
+            Next::AfterColon => match arg.split_once(':') {
+                Some((user, _)) => format!("{user}:{REDACTED}"),
+                None => REDACTED.to_string(),
+            },
+            Next::Show => {
+                let (shown, then) = mask_arg(arg, shell, &is);
+                next = then;
+                shown
+            }
         };
         out.push(shown);
     }
     out
+}
+
+/// One argument that does not follow an option: how it is shown, and what
+/// happens to the next one.
+fn mask_arg(arg: &str, shell: bool, is: &dyn Fn(&[&str]) -> bool) -> (String, Next) {
+    if arg.contains("://") {
+        return (mask_url(arg), Next::Show);
+    }
+    if let Some((name, _)) = arg.split_once('=').filter(|(n, _)| is_secret_name(n)) {
+        return (format!("{name}={REDACTED}"), Next::Show);
+    }
+    let header = |(n, v): &(&str, &str)| v.starts_with(' ') && header_name(n);
+    if let Some((name, _)) = arg.split_once(':').filter(header) {
+        return (format!("{name}: {REDACTED}"), Next::Show);
+    }
+    if is(&INLINE_P) && arg.len() > 2 && arg.starts_with("-p") {
+        return (format!("-p{REDACTED}"), Next::Show);
+    }
+    if is(&USER_PASS) && arg.starts_with("--user=") {
+        return (format!("--user={}", mask_user_pass(&arg[7..])), Next::Show);
+    }
+    let secret_option = arg.starts_with('-') && is_secret_name(arg);
+    let next = if secret_option || (shell && arg == "-c") || (is(&NEXT_A) && arg == "-a") {
+        Next::Hide
+    } else if is(&USER_PASS) && (arg == "-u" || arg == "--user") {
+        Next::AfterColon
+    } else {
+        Next::Show
+    };
+    (arg.to_string(), next)
+}
+
+/// A header name (`X-Auth-Token`) that names a credential: a token of
+/// letters, digits and dashes.
+fn header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && is_secret_name(name)
+}
+
+fn mask_user_pass(value: &str) -> String {
+    match value.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => value.to_string(),
+    }
 }
 
 /// A copy of the config with every secret hidden (see the module doc).
@@ -369,6 +435,48 @@ mod tests {
         assert_eq!(shown, ["/bin/sh", "-c", "<redacted>", "sh", "-c"]);
         let not_sh = ["/usr/bin/tool", "-c", "/etc/tool.conf"].map(String::from);
         assert_eq!(mask_args(&not_sh), not_sh);
+    }
+
+    #[test]
+    fn well_known_password_options_and_headers_are_hidden() {
+        let shown = |args: &[&str]| {
+            mask_args(&args.iter().map(|a| a.to_string()).collect::<Vec<_>>()).join(" ")
+        };
+        assert_eq!(
+            shown(&["/usr/bin/mysql", "-uroot", "-pS1", "-h", "127.0.0.1", "-p"]),
+            "/usr/bin/mysql -uroot -p<redacted> -h 127.0.0.1 -p"
+        );
+        assert_eq!(
+            shown(&["redis-cli", "-a", "S2", "ping"]),
+            "redis-cli -a <redacted> ping"
+        );
+        assert_eq!(
+            shown(&[
+                "curl",
+                "-u",
+                "bob:S3",
+                "--user=ann:S4",
+                "-H",
+                "X-Auth-Token: S5",
+                "-H",
+                "Accept: text/plain"
+            ]),
+            "curl -u bob:<redacted> --user=ann:<redacted> -H X-Auth-Token: <redacted> -H Accept: text/plain"
+        );
+        assert_eq!(
+            shown(&["check", "Authorization: Bearer S6"]),
+            "check Authorization: <redacted>"
+        );
+        // A host and port is no header.
+        assert_eq!(
+            shown(&["check", "auth.test:443", "auth-1:443"]),
+            "check auth.test:443 auth-1:443"
+        );
+        // Other programs keep these options as they are.
+        assert_eq!(
+            shown(&["/bin/tool", "-pfile", "-a", "x", "-u", "a:b"]),
+            "/bin/tool -pfile -a x -u a:b"
+        );
     }
 
     #[test]
