@@ -102,6 +102,10 @@ fn set_transparent(s: &socket2::Socket, v6: bool) -> io::Result<()> {
     }
 }
 
+#[allow(
+    clippy::useless_conversion,
+    reason = "rlim_t is u32 on 32-bit targets (armv7), u64 elsewhere"
+)]
 fn nofile() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
@@ -109,7 +113,7 @@ fn nofile() -> Option<u64> {
     };
     // SAFETY: getrlimit writes into the struct we pass.
     let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
-    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(u64::from(lim.rlim_cur))
 }
 
 /// One client's session.
