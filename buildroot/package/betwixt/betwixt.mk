@@ -53,7 +53,8 @@ BETWIXT_FEATURE_OPTS += \
 	--features $(subst $(space),$(comma),$(strip $(BETWIXT_FEATURES)))
 endif
 BETWIXT_CARGO_BUILD_OPTS += $(BETWIXT_FEATURE_OPTS)
-BETWIXT_CARGO_INSTALL_OPTS += $(BETWIXT_FEATURE_OPTS)
+# --no-track: no /usr/.crates.toml and /usr/.crates2.json in the image.
+BETWIXT_CARGO_INSTALL_OPTS += $(BETWIXT_FEATURE_OPTS) --no-track
 
 ifeq ($(BR2_PACKAGE_BETWIXT_EBPF),y)
 # build.rs compiles ebpf/lb.bpf.c with the build host's clang; fail rather
