@@ -217,9 +217,14 @@ fn a_huge_control_length_ends_the_walk() {
     // CMSG_NXTHDR adds the (aligned) length to the pointer: usize::MAX
     // overflowed inside libc, which aborts a debug build.
     use super::udp_pktinfo::{CmsgBuf, decode};
+    // The header's own layout: cmsg_len is a size_t (4 bytes on armv7).
+    use std::mem::{offset_of, size_of};
     let mut c = CmsgBuf::new();
-    c.0[..8].copy_from_slice(&usize::MAX.to_ne_bytes());
-    c.0[8..12].copy_from_slice(&libc::IPPROTO_IP.to_ne_bytes());
-    c.0[12..16].copy_from_slice(&libc::IP_PKTINFO.to_ne_bytes());
+    let w = size_of::<usize>();
+    let level = offset_of!(libc::cmsghdr, cmsg_level);
+    let kind = offset_of!(libc::cmsghdr, cmsg_type);
+    c.0[..w].copy_from_slice(&usize::MAX.to_ne_bytes());
+    c.0[level..level + 4].copy_from_slice(&libc::IPPROTO_IP.to_ne_bytes());
+    c.0[kind..kind + 4].copy_from_slice(&libc::IP_PKTINFO.to_ne_bytes());
     assert_eq!(decode(&c, 128), None);
 }
