@@ -109,11 +109,11 @@ impl Daemon {
         };
         let specs = match (previous, &cfg.discovery.kind) {
             (Some(old), DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. }) => {
-                sni_usable(name, cfg, &old.specs(), old)
+                usable(name, cfg, &old.specs())
             }
             _ => initial_specs(&cfg.discovery).to_vec(),
         };
-        let plan = Plan::new(Arc::new(cfg.clone()), &specs, previous);
+        let plan = plan(name, Arc::new(cfg.clone()), &specs, previous);
         // The state file is for backends without a live state.
         let fresh = previous.is_none();
         if fresh {
@@ -204,13 +204,13 @@ impl Daemon {
             let specs = match &cfg.discovery.kind {
                 DiscoveryKind::Static { backends } => backends.clone(),
                 DiscoveryKind::Exec { .. } | DiscoveryKind::Other { .. } => {
-                    sni_usable(name, cfg, &old.specs(), &old)
+                    usable(name, cfg, &old.specs())
                 }
             };
             if cfg.sockmap && !old.config.sockmap {
                 sockmap::prepare(name);
             }
-            let plan = Plan::new(Arc::new(cfg.clone()), &specs, Some(&old));
+            let plan = plan(name, Arc::new(cfg.clone()), &specs, Some(&old));
             self.health.sync(name, &plan);
             self.discovery.sync(name, &cfg.discovery, Some(&specs));
             r.runtime.set_plan(plan);
@@ -310,8 +310,8 @@ impl Daemon {
         }
         if let Some(r) = self.servers.get(&update.server) {
             let old = r.runtime.plan();
-            let specs = sni_usable(&update.server, &old.config, &update.specs, &old);
-            let plan = Plan::new(Arc::clone(&old.config), &specs, Some(&old));
+            let specs = usable(&update.server, &old.config, &update.specs);
+            let plan = plan(&update.server, Arc::clone(&old.config), &specs, Some(&old));
             self.restore_saved(&update.server, &plan);
             self.health.sync(&update.server, &plan);
             self.restore_saved(&update.server, &plan);
@@ -366,30 +366,28 @@ impl Daemon {
     }
 }
 
-/// A discovered list without the backends this server cannot use (each
-/// skipped one is logged): an `sni=` regexp that does not compile, a host
-/// name on a udp server.
-/// A value the running plan `old` already compiled is not compiled again.
-fn sni_usable(name: &str, cfg: &Server, specs: &[BackendSpec], old: &Plan) -> Vec<BackendSpec> {
-    let (mut kept, mut warnings) = match &cfg.sni {
-        Some(sni) => {
-            let strategy = sni.hostname_matching_strategy;
-            let known = old.sni_values(strategy);
-            crate::proxy::sni::usable_backends(strategy, specs, |spec| {
-                known.get(spec.key().as_str()) == Some(&spec.sni.as_str())
-            })
-        }
-        None => (specs.to_vec(), Vec::new()),
-    };
-    if cfg.protocol == Protocol::Udp {
-        let (ips, names) = crate::discovery::udp_usable(&kept);
-        kept = ips;
-        warnings.extend(names);
+/// A discovered list without the host names a udp server cannot use (each
+/// skipped one is logged; `sni=` values are checked by [`Plan::build`]).
+fn usable(name: &str, cfg: &Server, specs: &[BackendSpec]) -> Vec<BackendSpec> {
+    if cfg.protocol != Protocol::Udp {
+        return specs.to_vec();
     }
+    let (ips, names) = crate::discovery::udp_usable(specs);
+    log_skipped(name, &names);
+    ips
+}
+
+/// [`Plan::build`] for a daemon's server: backends left out are logged.
+fn plan(name: &str, cfg: Arc<Server>, specs: &[BackendSpec], previous: Option<&Plan>) -> Plan {
+    let (plan, skipped) = Plan::build(cfg, specs, previous);
+    log_skipped(name, &skipped);
+    plan
+}
+
+fn log_skipped(name: &str, warnings: &[String]) {
     for w in warnings {
         warn!(name, "discovery: {w}");
     }
-    kept
 }
 
 /// Wait for a stopped server's connections, then close what is left.

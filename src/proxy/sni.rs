@@ -14,7 +14,6 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::config::HostnameMatching;
-use crate::discovery::BackendSpec;
 
 /// Largest ClientHello we wait for (records included).
 pub const MAX_HELLO: usize = 16 * 1024;
@@ -238,8 +237,9 @@ pub enum HostMatcher {
 
 impl HostMatcher {
     /// The matcher for one backend's `sni=` value; a regexp that does not
-    /// compile matches nothing (callers reject or skip such backends first,
-    /// with [`Self::compile`]).
+    /// compile matches nothing (tests; the daemon uses [`Self::compile`]
+    /// and leaves such backends out, [`crate::state::Plan::build`]).
+    #[cfg(test)]
     pub fn new(strategy: HostnameMatching, pattern: &str) -> Self {
         Self::compile(strategy, pattern).unwrap_or(Self::Regexp(None))
     }
@@ -272,35 +272,6 @@ impl HostMatcher {
             Self::Regexp(re) => re.as_ref().is_some_and(|re| re.is_match(host)),
         }
     }
-}
-
-/// The backends whose `sni=` value is usable with `strategy`, and one
-/// warning per skipped backend (dynamically discovered lists; static lists
-/// are rejected at load time instead). `compiled` says a backend's value
-/// already has a matcher for `strategy` (it is kept, not compiled again).
-pub fn usable_backends(
-    strategy: HostnameMatching,
-    specs: &[BackendSpec],
-    compiled: impl Fn(&BackendSpec) -> bool,
-) -> (Vec<BackendSpec>, Vec<String>) {
-    let mut warnings = Vec::new();
-    let kept = specs
-        .iter()
-        .filter(|spec| {
-            if compiled(spec) {
-                return true;
-            }
-            match HostMatcher::compile(strategy, &spec.sni) {
-                Ok(_) => true,
-                Err(e) => {
-                    warnings.push(format!("backend {} skipped: {e}", spec.key()));
-                    false
-                }
-            }
-        })
-        .cloned()
-        .collect();
-    (kept, warnings)
 }
 
 #[cfg(test)]

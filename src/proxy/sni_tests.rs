@@ -139,35 +139,3 @@ fn a_regexp_that_does_not_compile_is_an_error_naming_it() {
     assert!(HostMatcher::compile(HostnameMatching::Exact, "a(b").is_ok());
     assert!(HostMatcher::compile(HostnameMatching::Regexp, "").is_ok());
 }
-
-#[test]
-fn discovered_backends_with_a_broken_regexp_are_skipped_with_a_warning() {
-    let spec = |host: &str, sni: &str| BackendSpec {
-        host: host.into(),
-        port: 80,
-        weight: 1,
-        priority: 1,
-        max_connections: 0,
-        sni: sni.into(),
-    };
-    let specs = [
-        spec("127.0.0.1", "a\\.test"),
-        spec("127.0.0.2", "[z-a]"),
-        spec("127.0.0.3", ""),
-    ];
-    let (kept, warnings) = usable_backends(HostnameMatching::Regexp, &specs, |_| false);
-    let hosts: Vec<&str> = kept.iter().map(|s| s.host.as_str()).collect();
-    assert_eq!(hosts, ["127.0.0.1", "127.0.0.3"]);
-    assert_eq!(warnings.len(), 1);
-    assert!(
-        warnings[0]
-            .starts_with("backend 127.0.0.2:80 skipped: sni=\"[z-a]\" is not a valid regexp"),
-        "{warnings:?}"
-    );
-    let (kept, warnings) = usable_backends(HostnameMatching::Exact, &specs, |_| false);
-    assert_eq!((kept.len(), warnings.len()), (3, 0));
-    // A value the running plan already compiled is not compiled again.
-    let compiled = |s: &BackendSpec| s.host == "127.0.0.2";
-    let (kept, warnings) = usable_backends(HostnameMatching::Regexp, &specs, compiled);
-    assert_eq!((kept.len(), warnings.len()), (3, 0));
-}

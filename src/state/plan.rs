@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::Tracker;
 use crate::balance::{Balancer, Candidate, random_u64};
-use crate::config::{HostnameMatching, Server, UnexpectedHostname};
+use crate::config::{Server, UnexpectedHostname};
 use crate::discovery::BackendSpec;
 use crate::health::report::Report;
 use crate::metrics::Counters;
@@ -170,42 +170,63 @@ impl Plan {
     /// Build a plan, keeping the state of backends that `previous` already had
     /// and its balancer when the strategy did not change.
     pub fn new(config: Arc<Server>, specs: &[BackendSpec], previous: Option<&Plan>) -> Self {
+        Self::build(config, specs, previous).0
+    }
+
+    /// [`Self::new`], and one warning per backend left out: its `sni=`
+    /// regexp does not compile (a discovered list; a static one is refused
+    /// at load time). Each `sni=` value is compiled here, once: a plan
+    /// rebuilt with the same matching strategy (every discovery fetch) keeps
+    /// the matchers of unchanged values.
+    pub fn build(
+        config: Arc<Server>,
+        specs: &[BackendSpec],
+        previous: Option<&Plan>,
+    ) -> (Self, Vec<String>) {
         let known: HashMap<&str, &Backend> = previous
             .map(|p| p.backends.iter().map(|b| (b.key.as_str(), b)).collect())
             .unwrap_or_default();
         let strategy = |c: &Server| c.sni.as_ref().map(|s| s.hostname_matching_strategy);
         let same_matching = previous.is_some_and(|p| strategy(&p.config) == strategy(&config));
         let initial_live = config.healthcheck.initial_healthy;
+        let mut skipped = Vec::new();
         let mut backends: Vec<Backend> = specs
             .iter()
-            .map(|spec| {
+            .filter_map(|spec| {
                 let key = spec.key();
                 let before = known.get(key.as_str());
-                let state = before
-                    .map(|b| Arc::clone(&b.state))
-                    .unwrap_or_else(|| Arc::new(BackendState::new(initial_live)));
-                // A discovered list is rebuilt on every fetch: an unchanged
-                // `sni=` keeps its compiled matcher.
                 let kept = before
                     .filter(|b| same_matching && b.spec.sni == spec.sni)
                     .and_then(|b| b.sni.clone());
-                let sni = config.sni.as_ref().map(|c| {
-                    kept.unwrap_or_else(|| {
-                        HostMatcher::new(c.hostname_matching_strategy, &spec.sni)
-                    })
-                });
-                Backend {
+                let sni = match (&config.sni, kept) {
+                    (None, _) => None,
+                    (Some(_), Some(matcher)) => Some(matcher),
+                    (Some(c), None) => {
+                        match HostMatcher::compile(c.hostname_matching_strategy, &spec.sni) {
+                            Ok(matcher) => Some(matcher),
+                            Err(e) => {
+                                skipped.push(format!("backend {key} skipped: {e}"));
+                                return None;
+                            }
+                        }
+                    }
+                };
+                let state = before
+                    .map(|b| Arc::clone(&b.state))
+                    .unwrap_or_else(|| Arc::new(BackendState::new(initial_live)));
+                Some(Backend {
                     sni,
                     target: Target::of(spec),
                     spec: spec.clone(),
                     key,
                     state,
                     removed: false,
-                }
+                })
             })
             .collect();
         if let Some(p) = previous {
-            backends.extend(still_busy(p, specs));
+            let listed: Vec<BackendSpec> = backends.iter().map(|b| b.spec.clone()).collect();
+            backends.extend(still_busy(p, &listed));
         }
         // Key order lets roundrobin and iphash elect in one pass.
         backends.sort_by(|a, b| a.key.cmp(&b.key));
@@ -213,26 +234,14 @@ impl Plan {
             Some(p) if p.balancer.kind() == config.balance => Arc::clone(&p.balancer),
             _ => Arc::new(Balancer::new(config.balance)),
         };
-        Self {
+        let plan = Self {
             config,
             balancer,
             backends,
             no_backend_log: crate::log::Throttle::default(),
             limit_log: crate::log::Throttle::default(),
-        }
-    }
-
-    /// Each backend's `sni=` value by key when this server matches names
-    /// with `strategy`: values with a compiled matcher, which a plan rebuilt
-    /// with the same strategy keeps ([`Self::new`]).
-    pub fn sni_values(&self, strategy: HostnameMatching) -> HashMap<&str, &str> {
-        match &self.config.sni {
-            Some(s) if s.hostname_matching_strategy == strategy => (self.backends.iter())
-                .filter(|b| b.sni.is_some())
-                .map(|b| (b.key.as_str(), b.spec.sni.as_str()))
-                .collect(),
-            _ => HashMap::new(),
-        }
+        };
+        (plan, skipped)
     }
 
     /// The discovered backends (without the removed ones still draining).
@@ -577,14 +586,36 @@ mod tests {
     }
 
     #[test]
-    fn sni_values_name_the_matchers_a_rebuild_keeps() {
-        let re = plan(UnexpectedHostname::Reject, HostnameMatching::Regexp);
-        let values = re.sni_values(HostnameMatching::Regexp);
-        assert_eq!(values.get("127.0.0.1:1"), Some(&"a.example"));
-        assert_eq!(values.get("127.0.0.1:2"), Some(&"B.example"));
-        assert_eq!(values.get("127.0.0.1:3"), Some(&""));
-        // Another strategy compiles every value again.
-        assert!(re.sni_values(HostnameMatching::Exact).is_empty());
+    fn a_discovered_backend_with_a_broken_regexp_is_left_out_with_a_warning() {
+        let mut cfg = test_server("127.0.0.1:1");
+        cfg.sni = Some(Sni {
+            read_timeout: std::time::Duration::from_secs(1),
+            hostname_matching_strategy: HostnameMatching::Regexp,
+            unexpected_hostname_strategy: UnexpectedHostname::Reject,
+        });
+        let lines = [
+            "127.0.0.1:1 sni=a\\.test",
+            "127.0.0.1:2 sni=[z-a]",
+            "127.0.0.1:3",
+        ];
+        let specs: Vec<_> = lines.iter().map(|l| parse_line(l).unwrap()).collect();
+        let (p, skipped) = Plan::build(Arc::new(cfg), &specs, None);
+        let keys: Vec<&str> = p.backends.iter().map(|b| b.key.as_str()).collect();
+        assert_eq!(keys, ["127.0.0.1:1", "127.0.0.1:3"]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(
+            skipped[0]
+                .starts_with("backend 127.0.0.1:2 skipped: sni=\"[z-a]\" is not a valid regexp"),
+            "{skipped:?}"
+        );
+        assert_eq!(port(&p, Some("a.test")), Some(1));
+        // Exact names are never refused.
+        let mut exact = (*p.config).clone();
+        if let Some(sni) = &mut exact.sni {
+            sni.hostname_matching_strategy = HostnameMatching::Exact;
+        }
+        let (p, skipped) = Plan::build(Arc::new(exact), &specs, Some(&p));
+        assert_eq!((p.backends.len(), skipped.len()), (3, 0));
     }
 
     #[test]
