@@ -8,7 +8,6 @@
 //! dialled ([`super::fetch`], through [`crate::resolve`]).
 
 use std::fmt;
-use std::net::IpAddr;
 
 /// A parsed `http`/`https` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +78,6 @@ impl Url {
     /// when it is not the scheme's default.
     pub fn host_header(&self) -> String {
         host_header(&self.host, self.port, self.https)
-    }
-
-    /// The host as an IP address, if it is a literal.
-    pub fn ip(&self) -> Option<IpAddr> {
-        self.host.parse().ok()
     }
 }
 
@@ -259,8 +253,6 @@ mod tests {
         assert_eq!(u("https://h:80/").host_header(), "h:80");
         assert_eq!(u("http://[::1]:81/").host_header(), "[::1]:81");
         assert_eq!(u("http://[::1]:81/x").to_string(), "http://[::1]:81/x");
-        assert_eq!(u("http://10.0.0.1/").ip(), "10.0.0.1".parse().ok());
-        assert_eq!(u("http://name/").ip(), None);
     }
 
     #[test]
