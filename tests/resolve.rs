@@ -15,13 +15,12 @@ mod http_server;
 
 use std::fs::File;
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::root::run;
+use common::root;
 use common::*;
 use http_server::HttpServer;
 
@@ -32,19 +31,13 @@ const QUERIES_PER_LOOKUP: u64 = 2;
 /// The port of the second dnsmasq, which serves the SRV records.
 const SRV_DNS_PORT: u16 = 5353;
 
-/// A network namespace with `lo` up and `/etc/netns/NAME/resolv.conf`
+/// A network namespace ([`root::Netns`]) with `/etc/netns/NAME/resolv.conf`
 /// naming 127.0.0.1; both deleted on drop (also when the test panics).
-struct Netns(String);
+struct DnsNetns(root::Netns);
 
-impl Netns {
+impl DnsNetns {
     fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("bxrs-{}-{n}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns(name);
-        run("ip", &["-n", &ns.0, "link", "set", "lo", "up"]);
+        let ns = DnsNetns(root::Netns::new("bxrs", "dns"));
         std::fs::create_dir_all(ns.etc()).expect("/etc/netns/NAME");
         // One try, one second: a dead server fails the lookup at once.
         let conf = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
@@ -54,33 +47,19 @@ impl Netns {
 
     /// What `ip netns exec` bind-mounts over /etc.
     fn etc(&self) -> PathBuf {
-        Path::new("/etc/netns").join(&self.0)
-    }
-
-    /// The prefix that runs a program in the namespace.
-    fn exec(&self) -> [&str; 4] {
-        ["ip", "netns", "exec", &self.0]
-    }
-
-    /// Run `f` on a thread in the namespace (its sockets live there, and
-    /// so do threads it starts) and return its result.
-    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let file = File::open(format!("/run/netns/{}", self.0)).expect("netns file");
-        let thread = std::thread::spawn(move || {
-            // SAFETY: setns on a valid namespace fd moves only this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        });
-        thread
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        Path::new("/etc/netns").join(&self.0.0)
     }
 }
 
-impl Drop for Netns {
+impl std::ops::Deref for DnsNetns {
+    type Target = root::Netns;
+    fn deref(&self) -> &root::Netns {
+        &self.0
+    }
+}
+
+impl Drop for DnsNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
         let _ = std::fs::remove_dir_all(self.etc());
         // `/etc/netns` itself, unless something else uses it (not empty).
         let _ = std::fs::remove_dir("/etc/netns");
@@ -96,7 +75,7 @@ struct Dnsmasq {
 impl Dnsmasq {
     /// Start on 127.0.0.1:`port` answering only for `*.test` from
     /// `records`; wait until it answers.
-    fn start(ns: &Netns, log: PathBuf, port: u16, records: &[String]) -> Self {
+    fn start(ns: &root::Netns, log: PathBuf, port: u16, records: &[String]) -> Self {
         let [ip, rest @ ..] = ns.exec();
         let child = Command::new(ip)
             .args(rest)
@@ -158,17 +137,6 @@ impl Drop for Dnsmasq {
     }
 }
 
-/// A DNS A query for `name`.
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend(label.as_bytes());
-    }
-    q.extend([0, 0, 1, 0, 1]);
-    q
-}
-
 /// Ports of betwixt's servers and of the backends, all in the namespace.
 #[derive(Clone, Copy)]
 struct Ports {
@@ -213,7 +181,7 @@ fn config(p: Ports) -> String {
 
 /// One connection to each server, in the namespace: the greetings (the
 /// backends' names), each within a bound.
-fn round(ns: &Netns, p: Ports) -> Vec<String> {
+fn round(ns: &root::Netns, p: Ports) -> Vec<String> {
     let started = Instant::now();
     let got = ns.run(move || [p.fixed, p.listed, p.srv].map(who).to_vec());
     assert!(
@@ -235,7 +203,7 @@ fn repeated_use_asks_dns_rarely_and_survives_a_dead_dns_server() {
         eprintln!("skipped: dnsmasq is not installed");
         return;
     }
-    let ns = Netns::new();
+    let ns = DnsNetns::new();
     let dir = tempfile::tempdir().unwrap();
     let (s, j, v) = ns.run(|| {
         (

@@ -351,17 +351,6 @@ fn ten_thousand_client_ports_under_a_1024_descriptor_limit() {
     assert!(ask(&client(), port, "still").is_some());
 }
 
-/// A DNS A query for `name` with id 0x1234.
-fn dns_query(name: &str) -> Vec<u8> {
-    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend(label.as_bytes());
-    }
-    q.extend([0, 0, 1, 0, 1]);
-    q
-}
-
 /// Kills dnsmasq when the test ends.
 struct Dnsmasq(std::process::Child);
 

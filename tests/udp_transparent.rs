@@ -10,15 +10,14 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::time::Duration;
 
 use common::*;
 
-use common::root::run;
+use common::root::Netns;
 
 /// A config in a directory an unprivileged user can read.
 fn public_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
@@ -78,50 +77,6 @@ fn without_the_capability_transparent_is_a_clear_startup_error() {
     );
 }
 
-/// A network namespace, deleted on drop (with the veth ends inside it).
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        // Unique per test too: tests in this binary run in parallel.
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let name = format!("bxtp-{}-{n}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    #[track_caller]
-    fn ip(&self, args: &[&str]) {
-        let mut all = vec!["-n", self.0.as_str()];
-        all.extend(args);
-        run("ip", &all);
-    }
-
-    /// Run `f` on a thread that entered this namespace.
-    fn thread<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> std::thread::JoinHandle<T> {
-        let file = std::fs::File::open(format!("/run/netns/{}", self.0)).expect("netns file");
-        std::thread::spawn(move || {
-            // SAFETY: setns on a valid namespace fd moves only this thread.
-            let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 /// Kills the daemon on drop.
 struct Kill(Child);
 
@@ -174,7 +129,11 @@ const V6: Plan = Plan {
 /// locally (policy routing), where the transparent session socket bound to
 /// the client's address picks it up.
 fn topology(p: &Plan) -> (Netns, Netns, Netns) {
-    let (cl, bx, be) = (Netns::new("cl"), Netns::new("bx"), Netns::new("be"));
+    let (cl, bx, be) = (
+        Netns::new("bxtp", "cl"),
+        Netns::new("bxtp", "bx"),
+        Netns::new("bxtp", "be"),
+    );
     bx.ip(&[
         "link", "add", "vcl", "type", "veth", "peer", "name", "eth0", "netns", &cl.0,
     ]);

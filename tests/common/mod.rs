@@ -358,3 +358,14 @@ impl Pattern {
         }
     }
 }
+
+/// A DNS A query for `name` with id 0x1234 (recursion desired).
+pub fn dns_query(name: &str) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend(label.as_bytes());
+    }
+    q.extend([0, 0, 1, 0, 1]);
+    q
+}
